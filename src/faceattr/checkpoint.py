@@ -1,0 +1,155 @@
+"""Checkpoints: safetensors weights + a JSON of metadata; training state for resuming.
+
+A model checkpoint is ``NAME.safetensors`` (tensors only, no code can run on load) beside ``NAME.json``:
+format tag, tasks with their levels/classes, architecture, input size, normalisation, the resolved config,
+the data protocol, metrics and the origin of the initial weights. Everything needed to use the weights
+travels with them. The optimizer/scheduler state for ``--resume`` is a separate ``.pt`` loaded with
+``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from faceattr.tasks import Task, tasks_from_json, tasks_to_json
+
+log = logging.getLogger(__name__)
+
+FORMAT = "faceattr-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or not a faceattr checkpoint."""
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best", "model", "last"):
+            if (p / f"{name}.safetensors").is_file():
+                p = p / f"{name}.safetensors"
+                break
+        else:
+            raise CheckpointError(f"{path}: no best/model/last.safetensors in this folder")
+    if p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any], half: bool = False) -> Path:
+    """Write ``path``.safetensors + .json atomically. ``half`` stores floating tensors as float16."""
+    from safetensors.torch import save_file
+    st, js = _paths(Path(path).with_suffix(".safetensors"))
+    st.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": "float16" if half else "float32", **meta}
+    tmp_st, tmp_js = st.with_suffix(".safetensors.tmp"), js.with_suffix(".json.tmp")
+    save_file(state, str(tmp_st), metadata={"format": FORMAT})
+    tmp_js.write_text(json.dumps(meta, indent=1, default=_json_default), encoding="utf-8")
+    os.replace(tmp_st, st)
+    os.replace(tmp_js, js)
+    return st
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    st, js = _paths(path)
+    if not js.is_file():
+        raise CheckpointError(f"{js}: checkpoint metadata not found (a faceattr checkpoint is a .safetensors + .json pair)")
+    try:
+        meta = json.loads(js.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{js}: corrupt checkpoint metadata ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{js}: not a faceattr checkpoint (format tag missing)")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{js}: checkpoint format {meta.get('format_version')} is newer than this faceattr")
+    for k in ("tasks", "model", "input_size", "mean", "std"):
+        if k not in meta:
+            raise CheckpointError(f"{js}: checkpoint metadata lacks {k!r}")
+    return meta
+
+
+def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    st, _ = _paths(path)
+    if not st.is_file():
+        raise CheckpointError(f"{st}: checkpoint weights not found")
+    try:
+        return load_file(str(st), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{st}: corrupt or not a safetensors file ({e})") from e
+
+
+def meta_tasks(meta: dict[str, Any]) -> tuple[Task, ...]:
+    try:
+        return tasks_from_json(meta["tasks"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint task metadata is invalid ({e})") from e
+
+
+def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
+    from faceattr.models import create_model
+    m = meta["model"]
+    return create_model(m.get("name", "mobilenet_v2"), meta_tasks(meta), shared_stages=int(m["shared_stages"]),
+                        ordinal_formulation=m.get("ordinal_formulation", "coral"), dropout=float(m.get("dropout", 0.0)),
+                        pretrained=False)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights (float32, eval mode)."""
+    meta = read_meta(path)
+    state = load_state(path)
+    try:
+        model = build_model_from_meta(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: checkpoint architecture metadata is invalid ({e})") from e
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or bad_shape:
+        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})")
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+def save_training_state(path: str | Path, state: dict[str, Any]) -> None:
+    p = Path(path)
+    tmp = p.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, p)
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means: not a state we wrote
+        raise CheckpointError(f"{path}: corrupt or foreign training state ({type(e).__name__}: {e})") from e
+
+
+def model_meta(tasks: tuple[Task, ...], model_cfg: dict[str, Any], input_size: int, mean: Any, std: Any,
+               **extra: Any) -> dict[str, Any]:
+    return {"tasks": tasks_to_json(tasks), "model": model_cfg, "input_size": input_size,
+            "mean": list(mean), "std": list(std), **extra}

@@ -1,0 +1,128 @@
+"""The ``faceattr`` command: train, evaluate, split, predict, export, ablate, audit, explain.
+
+Errors a user can fix (bad file, missing weights, bad config) print one clear line and exit with status 2;
+no stack trace unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger("faceattr")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a multi-task network from a YAML config")
+    p.add_argument("--config", "-c", help="experiment YAML (configs/*.yaml)")
+    p.add_argument("--set", "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. -o train.epochs=3 -o model.shared_stages=4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the same folder from its last epoch")
+    p.add_argument("--name", help="run name (default: the config's name)")
+    p.add_argument("--out-dir", help="folder for runs (default: the config's out_dir)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--data", help="DATASET:PATH, e.g. utkface:../shared/data/utkface")
+    p.add_argument("--download-weights", action="store_true", help="allow downloading ImageNet weights")
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    from faceattr.config import load_config
+    overrides = list(a.overrides)
+    if a.name:
+        overrides.append(f"name={a.name}")
+    if a.out_dir:
+        overrides.append(f"out_dir={a.out_dir}")
+    if a.epochs is not None:
+        overrides.append(f"train.epochs={a.epochs}")
+    if a.download_weights:
+        overrides.append("model.allow_download=true")
+    if a.data:
+        kind, path = a.data.split(":", 1) if ":" in a.data else (a.data, "")
+        overrides += [f"data.dataset={kind}", f"data.root={path}"]
+    cfg = load_config(a.config, overrides)
+    from faceattr.train import main
+    summary = main(cfg, resume=a.resume, progress=not a.quiet)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("split", help="compute an evaluation protocol's split file from a raw dataset folder")
+    p.add_argument("data", help="utkface:DIR or fairface:DIR")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--wide-labels", help="FairFace: labels.csv of the wide set (its sources go to test)")
+
+
+def _cmd_split(a: argparse.Namespace) -> int:
+    from faceattr.data.splits import fairface_protocol, utkface_protocol, write_split
+    kind, path = a.data.split(":", 1)
+    if kind == "utkface":
+        df = utkface_protocol(path)
+    elif kind == "fairface":
+        wide = a.wide_labels or str(Path(path).parent / "fairface-wide" / "labels.csv")
+        df = fairface_protocol(path, wide if Path(wide).is_file() else None)
+    else:
+        raise ValueError(f"split: dataset must be utkface or fairface, got {kind!r}")
+    write_split(df, a.out)
+    print(json.dumps({"rows": len(df), **df["split"].value_counts().to_dict(), "out": a.out}))
+    return 0
+
+
+COMMANDS = {"train": (_add_train, _cmd_train), "split": (_add_split, _cmd_split)}
+
+
+def register(name: str, add, run) -> None:  # type: ignore[no-untyped-def]
+    COMMANDS[name] = (add, run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    ap = argparse.ArgumentParser(prog="faceattr", description="Heterogeneous face attribute estimation "
+                                 "(age, gender, race) with one deep multi-task network.")
+    ap.add_argument("--debug", action="store_true", help="show full stack traces")
+    ap.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    ap.add_argument("--log-level", default="INFO")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return ap
+
+
+def _load_plugins() -> None:
+    import importlib
+    for mod in ("faceattr.cli_predict", "faceattr.cli_eval", "faceattr.cli_evidence"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[a.command][1](a)
+    except KeyboardInterrupt:
+        print("faceattr: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if a.debug or not _is_user_error(e):
+            raise
+        print(f"faceattr {a.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from faceattr.errors import USER_ERRORS
+    return isinstance(e, USER_ERRORS)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

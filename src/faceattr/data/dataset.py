@@ -1,0 +1,195 @@
+"""Fast loading: images decoded and resized once into a uint8 cache, augmented on whole batches as tensors.
+
+On a 2-core CPU, JPEG decoding and resizing every epoch would cost about as much as the network itself, so
+:func:`build_image_cache` decodes each image once into an ``N x S x S x 3`` uint8 array saved under the cache
+folder (keyed by the files, their sizes and mtimes, and ``S``). Augmentation then runs on batches in torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceattr.data.readers import SampleTable
+from faceattr.image import ImageError, load_image, square_resize
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FACEATTR_CACHE", Path.home() / ".cache" / "faceattr"))
+
+
+def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
+    path, size = args
+    try:
+        return square_resize(load_image(path), size), None
+    except ImageError as e:
+        return None, str(e)
+
+
+def _cache_key(paths: Sequence[str], size: int) -> str:
+    h = hashlib.sha256(f"v1|{size}|".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}|{st.st_size}|{int(st.st_mtime)}\n".encode())
+        except OSError:
+            h.update(f"{p}|missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+def build_image_cache(paths: Sequence[str], size: int, cache_dir: Path | None = None,
+                      workers: int | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode ``paths`` to ``size`` px once. Returns (images uint8 NxSxSx3, ok mask, errors).
+
+    Unreadable images are reported (not fatal): their rows are zero and ``ok`` is False.
+    """
+    cache_dir = Path(cache_dir or default_cache_dir())
+    key = _cache_key(paths, size)
+    f_img, f_ok = cache_dir / f"images-{key}.npy", cache_dir / f"images-{key}.ok.npy"
+    if f_img.is_file() and f_ok.is_file():
+        try:
+            return np.load(f_img, mmap_mode="r"), np.load(f_ok), []
+        except (OSError, ValueError) as e:
+            log.warning("image cache %s unreadable (%s); rebuilding", f_img, e)
+    images = np.zeros((len(paths), size, size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    errors: list[str] = []
+    workers = workers or min(4, os.cpu_count() or 1)
+    jobs = [(str(p), size) for p in paths]
+    it: Iterator[tuple[np.ndarray | None, str | None]]
+    if workers > 1 and len(jobs) > 256:
+        ex = ProcessPoolExecutor(max_workers=workers)
+        it = ex.map(_decode_one, jobs, chunksize=64)
+    else:
+        ex = None
+        it = map(_decode_one, jobs)
+    try:
+        from tqdm.auto import tqdm
+        for i, (arr, err) in enumerate(tqdm(it, total=len(jobs), desc=f"decoding to {size}px", disable=not progress,
+                                            mininterval=2.0)):
+            if arr is None:
+                errors.append(err or paths[i])
+            else:
+                images[i] = arr
+                ok[i] = True
+    finally:
+        if ex is not None:
+            ex.shutdown()
+    if errors:
+        log.warning("%d unreadable images skipped, e.g. %s", len(errors), errors[0])
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = f_img.with_suffix(".tmp.npy")
+        np.save(tmp, images)
+        np.save(f_ok, ok)
+        os.replace(tmp, f_img)
+    except OSError as e:
+        log.warning("could not write image cache in %s (%s); continuing without it", cache_dir, e)
+    return images, ok, errors
+
+
+@dataclass
+class TensorDataset:
+    """Images (uint8 NHWC) + label matrix (N x T, -1 = missing), drawn in batches."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    task_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = (n // batch_size) * batch_size if drop_last else n
+        for s in range(0, stop, batch_size):
+            idx = np.sort(order[s:s + batch_size].numpy())
+            x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
+            y = torch.from_numpy(self.labels[idx])
+            yield x, {t: y[:, j] for j, t in enumerate(self.task_names)}
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)
+
+
+def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = None,
+                        progress: bool = True) -> TensorDataset:
+    """Decode (or load from cache) the table's images; rows whose image is unreadable are dropped and reported."""
+    paths = list(table.frame["path"])
+    images, ok, errors = build_image_cache(paths, size, cache_dir, progress=progress)
+    for e in errors:
+        table.report.skip("unreadable image", e)
+    names = tuple(t.name for t in table.tasks)
+    labels = table.frame[list(names)].to_numpy(np.int64)
+    if not ok.all():
+        keep = np.flatnonzero(ok)
+        return TensorDataset(np.asarray(images[keep]), labels[keep], names)
+    return TensorDataset(images, labels, names)
+
+
+# ---- tensor transforms ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    scale: float = 0.10       # zoom in/out by up to 10 %
+    shift: float = 0.06       # translate by up to 6 % of the side
+    rotate: float = 12.0      # degrees
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+              ) -> torch.Tensor:
+    """uint8 NHWC (or float NCHW in 0..255) -> normalised float NCHW in channels_last memory layout."""
+    if x.dtype == torch.uint8:
+        x = x.permute(0, 3, 1, 2).float()
+    m = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std).view(1, 3, 1, 1) * 255.0
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random flip, scale/shift/rotation and colour jitter on a uint8 NHWC batch; returns float NCHW in 0..255."""
+    n = x.shape[0]
+    g = generator
+    xf = x.permute(0, 3, 1, 2).float()
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=g) * (hi - lo) + lo
+
+    if cfg.brightness or cfg.contrast or cfg.saturation:
+        b = u(1 - cfg.brightness, 1 + cfg.brightness).view(n, 1, 1, 1)
+        c = u(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
+        s = u(1 - cfg.saturation, 1 + cfg.saturation).view(n, 1, 1, 1)
+        xf = xf * b
+        mean = xf.mean(dim=(1, 2, 3), keepdim=True)
+        xf = (xf - mean) * c + mean
+        gray = (0.299 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3])
+        xf = (xf - gray) * s + gray
+    ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180.0
+    sc = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
+    xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return xf.clamp_(0, 255)

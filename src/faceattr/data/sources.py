@@ -1,0 +1,103 @@
+"""From a data setting (``utkface:DIR``, ``fairface:DIR``, ``manifest:CSV``) to the samples of one split."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from faceattr.config import DataConfig
+from faceattr.data.readers import (DataError, SampleTable, read_fairface, read_manifest, read_utkface,
+                                   tasks_from_spec, utkface_image_dir)
+from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
+from faceattr.data.dataset import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("utkface", "fairface", "manifest")
+
+
+def parse_data_spec(spec: str, base: DataConfig | None = None) -> DataConfig:
+    """``utkface:DIR`` / ``fairface:DIR`` / ``manifest:CSV`` -> DataConfig (other settings from ``base``)."""
+    import dataclasses
+    if ":" not in spec:
+        raise DataError(f"data {spec!r}: expected DATASET:PATH with DATASET one of {DATASETS}")
+    kind, path = spec.split(":", 1)
+    if kind not in DATASETS:
+        raise DataError(f"data {spec!r}: unknown dataset {kind!r}; choose from {DATASETS}")
+    base = base or DataConfig()
+    if kind == "manifest":
+        return dataclasses.replace(base, dataset=kind, labels=path, root=str(Path(path).parent))
+    return dataclasses.replace(base, dataset=kind, root=path)
+
+
+def _protocol(cfg: DataConfig) -> pd.DataFrame:
+    """The split table: the given file, ``<root>/split.csv``, or computed by the protocol rule (and cached)."""
+    root = Path(cfg.root)
+    candidates = [Path(cfg.split_file)] if cfg.split_file else [root / "split.csv"]
+    if cfg.dataset == "utkface" and not cfg.split_file:
+        candidates.append(utkface_image_dir(root).parent / "split.csv")
+    for c in candidates:
+        if c.is_file():
+            return read_split(c)
+    if cfg.split_file:
+        raise DataError(f"split file not found: {cfg.split_file}")
+    cache = Path(cfg.cache_dir or default_cache_dir())
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    cached = cache / f"split-{cfg.dataset}-{key}.csv"
+    if cached.is_file():
+        return read_split(cached)
+    log.info("no split file for %s: computing the protocol from the raw folder", root)
+    if cfg.dataset == "utkface":
+        df = utkface_protocol(root)
+    elif cfg.dataset == "fairface":
+        wide = Path(cfg.wide_labels) if cfg.wide_labels else root.parent / "fairface-wide" / "labels.csv"
+        df = fairface_protocol(root, wide if wide.is_file() else None)
+    else:
+        raise DataError("a manifest without a split column needs a split_file")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        write_split(df, cached)
+    except OSError:
+        pass
+    return df.astype(str)
+
+
+def read_table(cfg: DataConfig) -> SampleTable:
+    if cfg.dataset == "utkface":
+        return read_utkface(cfg.root)
+    if cfg.dataset == "fairface":
+        return read_fairface(cfg.root, cfg.labels)
+    if cfg.dataset == "manifest":
+        if not cfg.labels or not cfg.tasks:
+            raise DataError("dataset 'manifest' needs data.labels (the CSV) and data.tasks (the declared tasks)")
+        return read_manifest(cfg.labels, tasks_from_spec(cfg.tasks), image_root=cfg.root)
+    raise DataError(f"unknown dataset {cfg.dataset!r}; choose from {DATASETS}")
+
+
+def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int = 0) -> SampleTable:
+    """Samples of ``split`` (train/val/test/all) under the dataset's protocol; ``limit`` draws a seeded subset."""
+    table = read_table(cfg)
+    if split != "all":
+        if cfg.dataset == "manifest" and "split" in table.frame.columns and not cfg.split_file:
+            mask = table.frame["split"] == split
+        elif cfg.dataset == "manifest" and not cfg.split_file:
+            import hashlib as _h
+            splits = [split_of(_h.sha256(Path(p).read_bytes()).hexdigest()) if Path(p).is_file() else "missing"
+                      for p in table.frame["path"]]
+            mask = pd.Series(splits) == split
+        else:
+            proto = _protocol(cfg)
+            files = set(proto.loc[proto["split"] == split, "file"])
+            mask = table.frame["file"].isin(files)
+        table = table.subset(mask.to_numpy())
+        if len(table) == 0:
+            raise DataError(f"{cfg.dataset}:{cfg.root}: no samples in split {split!r}")
+    if limit is not None and len(table) > limit:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(table), size=limit, replace=False))
+        table = table.subset(np.isin(np.arange(len(table)), idx))
+    return table

@@ -1,0 +1,100 @@
+"""The fixed evaluation protocols (UTKFace protocol v1 and the FairFace protocol), computed from raw folders.
+
+Rule (shared/README.md): drop names that do not parse; group byte-identical files; drop a group whole when its
+labels conflict; keep one file (the first in source order: by name for a folder, by row for a CSV) of each consistent group; assign the split by content hash,
+``int(sha256(bytes)[:8], 16) % 10`` -> 0-7 train, 8 val, 9 test. For FairFace the images whose wide-margin
+versions exist (``fairface-wide/labels.csv``'s ``source`` column) are always test.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from faceattr.data.readers import DataError, parse_utkface_name, utkface_image_dir
+
+SPLIT_COLUMNS = ("file", "age", "gender", "race", "split", "sha256")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def split_of(sha: str) -> str:
+    r = int(sha[:8], 16) % 10
+    return "train" if r < 8 else ("val" if r == 8 else "test")
+
+
+def _hash_all(paths: Sequence[Path]) -> list[str]:
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        return list(ex.map(sha256_file, paths))
+
+
+def _apply_rule(rows: list[dict], forced_test: Iterable[str] = ()) -> pd.DataFrame:
+    """rows: dicts with file, age, gender, race, sha256, in source order. Returns the protocol table."""
+    forced = set(forced_test)
+    df = pd.DataFrame(rows, columns=["file", "age", "gender", "race", "sha256"])
+    n_labels = df.groupby("sha256")[["age", "gender", "race"]].transform("nunique").max(axis=1)
+    df = df[n_labels <= 1]
+    df = df.drop_duplicates("sha256", keep="first").reset_index(drop=True)
+    df["split"] = [("test" if f in forced else split_of(s)) for f, s in zip(df["file"], df["sha256"])]
+    return df[list(SPLIT_COLUMNS)]
+
+
+def utkface_protocol(root: str | Path) -> pd.DataFrame:
+    """UTKFace protocol v1 from a raw UTKFace folder."""
+    img_dir = utkface_image_dir(Path(root))
+    if not img_dir.is_dir():
+        raise DataError(f"UTKFace folder not found: {img_dir}")
+    files = sorted(p for p in img_dir.iterdir() if p.is_file())
+    parsed = [(p, parse_utkface_name(p.name)) for p in files]
+    parsed = [(p, lab) for p, lab in parsed if lab is not None]
+    shas = _hash_all([p for p, _ in parsed])
+    rows = [{"file": p.name, "age": a, "gender": g, "race": r, "sha256": s}
+            for (p, (a, g, r)), s in zip(parsed, shas)]
+    return _apply_rule(rows)
+
+
+def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -> pd.DataFrame:
+    """FairFace protocol from ``labels.csv`` + images; the wide set's sources are forced into test."""
+    root = Path(root)
+    labels = root / "labels.csv"
+    if not labels.is_file():
+        raise DataError(f"FairFace labels file not found: {labels}")
+    with open(labels, newline="", encoding="utf-8") as f:
+        recs = [r for r in csv.DictReader(f) if r.get("file")]
+    shas = _hash_all([root / r["file"] for r in recs])
+    rows = [{"file": r["file"], "age": r["age"], "gender": r["gender"], "race": r["race"], "sha256": s}
+            for r, s in zip(recs, shas)]
+    forced: set[str] = set()
+    if wide_labels is not None and Path(wide_labels).is_file():
+        with open(wide_labels, newline="", encoding="utf-8") as f:
+            forced = {r["source"] for r in csv.DictReader(f) if r.get("source")}
+    return _apply_rule(rows, forced)
+
+
+def write_split(df: pd.DataFrame, path: str | Path) -> None:
+    df.to_csv(path, index=False, lineterminator="\n")
+
+
+def read_split(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"file", "split"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path}: not a split file (missing columns {sorted(missing)})")
+    bad = ~df["split"].isin(["train", "val", "test"])
+    if bad.any():
+        raise DataError(f"{path}: unknown split values {sorted(set(df.loc[bad, 'split']))[:5]}")
+    return df

@@ -1,0 +1,78 @@
+"""Decoding head outputs into predictions, in numpy so the ONNX runtime path needs no torch.
+
+Ordinal heads give a distribution over the K levels: for the binary formulations (CORAL, OR-CNN) from
+P(y > k) = sigmoid(logit_k), made non-increasing in k (independent classifiers can disagree), with
+P(y = k) = P(y > k-1) - P(y > k). The estimate is the distribution's expected value (e.g. age in years),
+the predicted level its median, and the interval its central ``coverage`` mass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from faceattr.tasks import Task
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def ordinal_probs(out: np.ndarray, formulation: str, num_levels: int) -> np.ndarray:
+    """N x K level probabilities implied by an ordinal head's outputs."""
+    out = np.asarray(out, dtype=np.float64)
+    if formulation in ("coral", "binary"):
+        if out.shape[-1] != num_levels - 1:
+            raise ValueError(f"expected {num_levels - 1} threshold logits, got {out.shape[-1]}")
+        gt = np.minimum.accumulate(_sigmoid(out), axis=-1)
+        n = gt.shape[0]
+        upper = np.concatenate([np.ones((n, 1)), gt], -1)
+        lower = np.concatenate([gt, np.zeros((n, 1))], -1)
+        return np.clip(upper - lower, 0, None)
+    if formulation == "softmax":
+        return _softmax(out)
+    if formulation == "regression":
+        idx = np.clip(out[:, 0], 0, num_levels - 1)
+        lo = np.floor(idx).astype(int)
+        hi = np.minimum(lo + 1, num_levels - 1)
+        frac = idx - lo
+        p = np.zeros((len(idx), num_levels))
+        np.add.at(p, (np.arange(len(idx)), lo), 1 - frac)
+        np.add.at(p, (np.arange(len(idx)), hi), frac)
+        return p
+    raise ValueError(f"unknown ordinal formulation {formulation!r}")
+
+
+def quantile_index(probs: np.ndarray, q: float) -> np.ndarray:
+    """Index of the smallest level whose CDF reaches ``q``."""
+    cdf = np.cumsum(probs / np.clip(probs.sum(-1, keepdims=True), 1e-12, None), -1)
+    return np.minimum((cdf < q - 1e-9).sum(-1), probs.shape[-1] - 1)
+
+
+def decode_task(out: np.ndarray, task: Task, formulation: str = "coral", coverage: float = 0.8) -> dict[str, Any]:
+    """Decode one task's raw outputs (N x outputs) into arrays of predictions."""
+    out = np.asarray(out)
+    if task.kind == "nominal":
+        p = _softmax(np.asarray(out, np.float64))
+        return {"probs": p, "index": p.argmax(-1)}
+    p = ordinal_probs(out, formulation, task.num_classes)
+    v = np.asarray(task.values)
+    a = (1 - coverage) / 2
+    expected = (p * v).sum(-1) / np.clip(p.sum(-1), 1e-12, None)
+    if formulation == "regression":
+        # a point estimate carries no distribution: its interval is the point itself
+        return {"probs": p, "value": expected, "index": np.rint(np.clip(out[:, 0], 0, task.num_classes - 1)).astype(int),
+                "low": expected, "high": expected}
+    return {"probs": p, "value": expected, "index": quantile_index(p, 0.5),
+            "low": v[quantile_index(p, a)], "high": v[quantile_index(p, 1 - a)]}
+
+
+def decode_outputs(outputs: dict[str, np.ndarray], tasks: Sequence[Task], formulation: str = "coral",
+                   coverage: float = 0.8) -> dict[str, dict[str, Any]]:
+    return {t.name: decode_task(outputs[t.name], t, formulation, coverage) for t in tasks if t.name in outputs}

@@ -1,0 +1,25 @@
+"""The exceptions that mean "the user can fix this": the CLI prints them as one line, not a stack trace."""
+
+from __future__ import annotations
+
+from faceattr.checkpoint import CheckpointError
+from faceattr.config import ConfigError
+from faceattr.data.readers import DataError
+from faceattr.image import ImageError
+from faceattr.models.backbones import WeightsNotFoundError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, ConfigError, DataError, ImageError,
+                                                 WeightsNotFoundError, FileNotFoundError, PermissionError)
+
+
+def _extend() -> tuple[type[BaseException], ...]:
+    extra: list[type[BaseException]] = []
+    try:
+        from faceattr.train import TrainingError
+        extra.append(TrainingError)
+    except ImportError:
+        pass
+    return USER_ERRORS + tuple(extra)
+
+
+USER_ERRORS = _extend()

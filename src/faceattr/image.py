@@ -1,0 +1,117 @@
+"""Robust image loading: any photo a user has, as an 8-bit RGB array, or a clear :class:`ImageError`.
+
+Handles EXIF orientation, grayscale, palette, CMYK, alpha (composited on white), 16-bit and float images,
+truncated or non-image files, and refuses images above a pixel limit *before* decoding them (no decompression
+bomb). Nothing here mutates PIL's global state.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: bigger than any camera photo, far below a bomb's gigapixels
+
+ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; the message says which file and why."""
+
+
+def _name(src: ImageSource) -> str:
+    return str(src) if isinstance(src, (str, Path)) else f"<{type(src).__name__}>"
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: 16-bit/float scaled to 8 bits, alpha composited on white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        if im.mode == "F" and arr.max() <= 1.0:
+            hi = 1.0
+        im = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, rgba)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return im
+
+
+def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Load ``src`` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an HxWx3 uint8 RGB array, upright."""
+    if isinstance(src, np.ndarray):
+        return _array_to_rgb(src)
+    name = _name(src)
+    try:
+        if isinstance(src, Image.Image):
+            im = src
+        else:
+            if isinstance(src, (str, Path)):
+                p = Path(src)
+                if not p.exists():
+                    raise ImageError(f"{name}: no such file")
+                if p.is_dir():
+                    raise ImageError(f"{name}: is a folder, not an image")
+                if p.stat().st_size == 0:
+                    raise ImageError(f"{name}: empty file")
+            fp = io.BytesIO(src) if isinstance(src, bytes) else src
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                im = Image.open(fp)
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP "
+                             "(raise it with max_pixels / --max-pixels if the image is genuine)")
+        if w < 1 or h < 1:
+            raise ImageError(f"{name}: empty image ({w}x{h})")
+        im.load()
+        im = ImageOps.exif_transpose(im) or im
+        return np.ascontiguousarray(np.asarray(to_rgb(im)))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not an image file (or a format PIL cannot read)") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name}: refused as a possible decompression bomb ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name}: unreadable or truncated image ({e})") from e
+
+
+def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        a = np.stack([a] * 3, axis=-1)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ImageError(f"array of shape {a.shape} is not an HxW, HxWx3 or HxWx4 image")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and a.max() <= 1.0:
+            a = a * 255.0
+        elif a.dtype == np.uint16:
+            a = a / 257.0
+        a = np.clip(a, 0, 255).round().astype(np.uint8)
+    if a.shape[2] == 4:
+        alpha = a[..., 3:4].astype(np.float32) / 255.0
+        a = (a[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize to ``size`` x ``size`` (antialiased)."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    im = Image.fromarray(rgb[y0:y0 + s, x0:x0 + s])
+    if s != size:
+        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if s > 2 * size else None)
+    return np.asarray(im)

@@ -1,0 +1,277 @@
+"""Training, shaped like torchvision's reference scripts: ``train_one_epoch()``, ``evaluate()``, ``main(cfg)``.
+
+Each epoch is seeded from (seed, epoch), so a run stopped after epoch e and resumed continues exactly as if
+it had not stopped. Every epoch writes ``last.safetensors``/``.json`` + ``last_state.pt``; the best epoch on
+validation is kept as ``best.*``; ``log.csv`` has losses, task weights, log-variances and validation metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import resource
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from faceattr.checkpoint import (CheckpointError, load_state, load_training_state, model_meta, save_model,
+                                 save_training_state)
+from faceattr.config import ExperimentConfig, config_to_dict, save_config
+from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TensorDataset, augment,
+                                   make_tensor_dataset, normalize)
+from faceattr.data.sources import load_split
+from faceattr.decode import decode_outputs
+from faceattr.loss import create_weighting, task_loss
+from faceattr.loss.weighting import LossWeighting
+from faceattr.metrics import compute_metrics, headline, selection_score
+from faceattr.models import count_parameters, create_model
+from faceattr.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def select_tasks(tasks: Sequence[Task], names: Sequence[str] | None) -> tuple[Task, ...]:
+    if not names:
+        return tuple(tasks)
+    by = {t.name: t for t in tasks}
+    unknown = [n for n in names if n not in by]
+    if unknown:
+        raise TrainingError(f"train.tasks names unknown tasks {unknown}; the dataset has {list(by)}")
+    return tuple(by[n] for n in names)
+
+
+def build_optimizer(model: nn.Module, weighting: LossWeighting, cfg: ExperimentConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms; the weighting's parameters get their own lr, no decay."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay, "lr": cfg.train.lr},
+              {"params": no_decay, "weight_decay": 0.0, "lr": cfg.train.lr}]
+    wp = list(weighting.parameters())
+    if wp:
+        groups.append({"params": wp, "weight_decay": 0.0, "lr": cfg.train.weighting_lr, "name": "loss_weighting"})
+    return torch.optim.AdamW(groups, lr=cfg.train.lr)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: ExperimentConfig
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay, per step; the loss-weighting group keeps a constant lr."""
+    total = max(1, steps_per_epoch * cfg.train.epochs)
+    warm = max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
+
+    def net(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    lambdas = [net, net] + [lambda step: 1.0] * (len(opt.param_groups) - 2)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+
+
+def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
+    s = seed * 100_003 + epoch
+    torch.manual_seed(s)
+    return torch.Generator().manual_seed(s)
+
+
+def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, data: TensorDataset, tasks: Sequence[Task], cfg: ExperimentConfig,
+                    epoch: int, progress: bool = True) -> dict[str, float]:
+    from tqdm.auto import tqdm
+    model.train()
+    weighting.train()
+    gen = _seed_epoch(cfg.train.seed, epoch)
+    aug = AugmentConfig(**asdict(cfg.augment))
+    form = cfg.model.ordinal_formulation
+    sums: dict[str, float] = {t.name: 0.0 for t in tasks}
+    counts: dict[str, int] = {t.name: 0 for t in tasks}
+    total_sum, steps, seen = 0.0, 0, 0
+    n_batches = data.num_batches(cfg.train.batch_size, drop_last=True)
+    if cfg.train.max_steps_per_epoch:
+        n_batches = min(n_batches, cfg.train.max_steps_per_epoch)
+    t0 = time.perf_counter()
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
+               mininterval=5.0, leave=False)
+    weights: dict[str, float] = {}
+    for x, y in data.batches(cfg.train.batch_size, shuffle=True, generator=gen, drop_last=True):
+        if steps >= n_batches:
+            break
+        xb = normalize(augment(x, aug, gen))
+        out = model(xb)
+        losses, ns = {}, {}
+        for t in tasks:
+            losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing)
+        total, weights = weighting(losses)
+        if not torch.isfinite(total):
+            raise TrainingError(f"loss became {total.item()} at epoch {epoch + 1}, step {steps}; lower train.lr")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        scheduler.step()
+        for t in tasks:
+            sums[t.name] += losses[t.name].item() * ns[t.name]
+            counts[t.name] += ns[t.name]
+        total_sum += total.item()
+        steps += 1
+        seen += x.shape[0]
+        bar.update(1)
+        if steps % 20 == 0:
+            bar.set_postfix(loss=f"{total_sum / steps:.3f}")
+    bar.close()
+    if steps == 0:
+        raise TrainingError(f"no training step: {len(data)} training images for batch size {cfg.train.batch_size}")
+    dt = time.perf_counter() - t0
+    epoch_losses = {t: sums[t] / max(1, counts[t]) for t in sums}
+    weighting.end_epoch(epoch_losses)
+    row: dict[str, float] = {"train_loss": total_sum / steps, "epoch_seconds": dt, "images_per_s": seen / dt}
+    for t in sums:
+        row[f"loss_{t}"] = epoch_losses[t]
+        row[f"weight_{t}"] = weights.get(t, float("nan"))
+    lv = getattr(weighting, "log_vars", None)
+    if lv is not None:
+        for t, v in zip(weighting.task_names, lv.detach().tolist()):
+            row[f"logvar_{t}"] = v
+    return row
+
+
+@torch.inference_mode()
+def predict_outputs(model: nn.Module, data: TensorDataset, batch_size: int = 256,
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+                    ) -> dict[str, np.ndarray]:
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    for x, _ in data.batches(batch_size, shuffle=False):
+        o = model(normalize(x, mean, std))
+        for k, v in o.items():
+            outs.setdefault(k, []).append(v.float().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formulation: str,
+             batch_size: int = 256, breakdown: Sequence[str] = ("race", "gender")) -> dict[str, Any]:
+    """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
+    raw = predict_outputs(model, data, batch_size)
+    preds = decode_outputs(raw, tasks, formulation)
+    labels = {t: data.labels[:, j] for j, t in enumerate(data.task_names)}
+    return compute_metrics([t for t in tasks], preds, labels, breakdown)
+
+
+def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> dict[str, Any]:
+    return model_meta(tasks, {"name": cfg.model.name, "shared_stages": cfg.model.shared_stages,
+                              "ordinal_formulation": cfg.model.ordinal_formulation, "dropout": cfg.model.dropout},
+                      cfg.data.image_size, IMAGENET_MEAN, IMAGENET_STD, config=config_to_dict(cfg),
+                      data_protocol={"dataset": cfg.data.dataset, "root": cfg.data.root,
+                                     "split_file": cfg.data.split_file, "train_split": "train", "val_split": "val"},
+                      weights_origin=getattr(model, "weights_origin", "unknown"),
+                      parameters=count_parameters(model), **extra)
+
+
+LOG_FIELDS_FIRST = ("epoch", "train_loss", "val_score")
+
+
+def _append_log(path: Path, row: dict[str, Any]) -> None:
+    rows: list[dict[str, Any]] = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows = [r for r in rows if int(r["epoch"]) < int(row["epoch"])] + [row]
+    fields: list[str] = list(LOG_FIELDS_FIRST)
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train ``cfg``; returns a summary (best epoch, its validation metrics, cost figures)."""
+    run_dir = cfg.run_dir
+    state_path = run_dir / "last_state.pt"
+    if state_path.is_file() and not resume:
+        raise TrainingError(f"{run_dir} already holds a run: add --resume to continue it, or choose another name")
+    if resume and not state_path.is_file():
+        log.info("--resume: no earlier state in %s, starting from scratch", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+
+    train_t = load_split(cfg.data, "train", cfg.data.max_train, cfg.train.seed)
+    val_t = load_split(cfg.data, "val", cfg.data.max_val, cfg.train.seed)
+    tasks = select_tasks(train_t.tasks, cfg.train.tasks)
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
+    train_d = make_tensor_dataset(train_t, cfg.data.image_size, cache, progress)
+    val_d = make_tensor_dataset(val_t, cfg.data.image_size, cache, progress)
+    log.info("%s; %s", train_t.report.summary(), f"train {len(train_d)} / val {len(val_d)} images")
+
+    model = create_model(cfg.model.name, tasks, shared_stages=cfg.model.shared_stages,
+                         ordinal_formulation=cfg.model.ordinal_formulation, dropout=cfg.model.dropout,
+                         pretrained=cfg.model.pretrained, allow_download=cfg.model.allow_download)
+    model = model.to(memory_format=torch.channels_last)
+    reg = [t.name for t in tasks if t.kind == "ordinal" and cfg.model.ordinal_formulation == "regression"]
+    weighting = create_weighting(cfg.train.weighting, [t.name for t in tasks], reg, cfg.train.fixed_weights)
+    optimizer = build_optimizer(model, weighting, cfg)
+    steps = train_d.num_batches(cfg.train.batch_size, drop_last=True)
+    if cfg.train.max_steps_per_epoch:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
+    scheduler = build_scheduler(optimizer, steps, cfg)
+
+    start_epoch, best_score, best_epoch, train_seconds = 0, math.inf, -1, 0.0
+    if resume and state_path.is_file():
+        st = load_training_state(state_path)
+        try:
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                   for k, v in load_state(run_dir / "last.safetensors").items()})
+            optimizer.load_state_dict(st["optimizer"])
+            scheduler.load_state_dict(st["scheduler"])
+            weighting.load_state_dict(st["weighting"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{run_dir}: cannot resume, the saved state does not match this config ({e})") from e
+        start_epoch, best_score, best_epoch = int(st["epoch"]) + 1, float(st["best_score"]), int(st["best_epoch"])
+        train_seconds = float(st.get("train_seconds", 0.0))
+        log.info("resuming %s after epoch %d", run_dir, start_epoch)
+
+    summary: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        row = train_one_epoch(model, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress)
+        train_seconds += row["epoch_seconds"]
+        metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, ())
+        score = selection_score(metrics)
+        row = {"epoch": epoch + 1, **row, "val_score": score, "peak_memory_mb": peak_memory_mb(),
+               **{f"val_{k}": v for k, v in headline(metrics).items()}}
+        _append_log(run_dir / "log.csv", row)
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                                                       if isinstance(v, float)))
+        is_best = score < best_score
+        if is_best:
+            best_score, best_epoch = score, epoch + 1
+        meta = _meta(cfg, tasks, model, epoch=epoch + 1, val_metrics=metrics["overall"], val_score=score)
+        save_model(run_dir / "last", model, meta)
+        if is_best:
+            shutil.copyfile(run_dir / "last.safetensors", run_dir / "best.safetensors")
+            shutil.copyfile(run_dir / "last.json", run_dir / "best.json")
+        save_training_state(state_path, {"epoch": epoch, "optimizer": optimizer.state_dict(),
+                                         "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
+                                         "best_score": best_score, "best_epoch": best_epoch,
+                                         "train_seconds": train_seconds})
+    summary = {"run_dir": str(run_dir), "best_epoch": best_epoch, "best_val_score": best_score,
+               "train_seconds": train_seconds, "parameters": count_parameters(model),
+               "peak_memory_mb": peak_memory_mb(), "train_images": len(train_d)}
+    return summary
