@@ -1,0 +1,36 @@
+"""``faceattr evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from faceattr.cli import register
+
+
+def _add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors with its .json, or a run folder)")
+    p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
+    p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    p.add_argument("--out", help="folder to write report.md and metrics.json")
+
+
+def _run(a: argparse.Namespace) -> int:
+    from faceattr.evaluate import evaluate_checkpoint, report_markdown
+    res = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet)
+    md = report_markdown(res)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+        (out / "report.md").write_text(md, encoding="utf-8")
+    print(json.dumps(res, indent=1) if a.json else md)
+    return 0
+
+
+register("evaluate", _add, _run)

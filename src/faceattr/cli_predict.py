@@ -1,0 +1,220 @@
+"""``faceattr predict``, ``faceattr export`` and ``faceattr calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from faceattr.cli import register
+
+log = logging.getLogger("faceattr")
+
+
+def example_photo() -> Path:
+    """A photo that exists on a fresh install: scikit-image's bundled 'astronaut' (Eileen Collins, NASA, public domain)."""
+    try:
+        import importlib.util
+        spec = importlib.util.find_spec("skimage")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the example photo comes with scikit-image: pip install scikit-image "
+                                "(or give a photo: faceattr predict PHOTO.jpg)")
+    p = Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
+    if not p.is_file():
+        raise FileNotFoundError(f"scikit-image is installed but its astronaut.png is not at {p}")
+    return p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="checkpoint (.safetensors + .json, or run folder) or .onnx file; "
+                                   "default: the model shipped with faceattr")
+    p.add_argument("--threads", type=int, help="CPU threads for inference")
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="estimate age, gender and race of every face in photos")
+    p.add_argument("paths", nargs="*", help="image files, folders or glob patterns")
+    p.add_argument("--example", action="store_true", help="run on the bundled example photo")
+    _add_model_args(p)
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", "-O", help="write results here instead of standard output")
+    p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
+    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet (auto: yunet if a model is given, else dlib)")
+    p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
+
+
+def _csv_rows(res: Any) -> list[dict[str, Any]]:
+    rows = []
+    base = {"file": res.source}
+    if not res.faces:
+        rows.append({**base, "face": "", "error": res.message})
+    for i, f in enumerate(res.faces):
+        row: dict[str, Any] = {**base, "face": i}
+        if f.box is not None:
+            row.update(zip(("x0", "y0", "x1", "y1"), [round(v, 1) for v in f.box]))
+            row["score"] = round(f.score or 0.0, 4)
+        for name, a in f.attributes.items():
+            row[name] = a.label
+            if a.value is not None:
+                row[f"{name}_value"] = round(a.value, 2)
+                row[f"{name}_low"], row[f"{name}_high"] = (round(v, 2) for v in a.interval or (a.value, a.value))
+            for c, pr in a.probabilities.items():
+                row[f"{name}_p_{c}"] = round(pr, 4)
+        rows.append(row)
+    return rows
+
+
+class _Writer:
+    def __init__(self, fmt: str, stream: TextIO, task_cols: list[str]) -> None:
+        self.fmt, self.stream = fmt, stream
+        self._csv: csv.DictWriter | None = None
+        self.task_cols = task_cols
+
+    def write(self, res: Any = None, error: tuple[str, str] | None = None) -> None:
+        if self.fmt == "jsonl":
+            d = {"file": error[0], "error": error[1]} if error else res.to_dict()
+            self.stream.write(json.dumps(d) + "\n")
+        else:
+            rows = [{"file": error[0], "error": error[1]}] if error else _csv_rows(res)
+            if self._csv is None:
+                self._csv = csv.DictWriter(self.stream, fieldnames=list(CSV_FIELDS) + self.task_cols + ["error"],
+                                           extrasaction="ignore")
+                self._csv.writeheader()
+            self._csv.writerows(rows)
+        self.stream.flush()
+
+
+def _task_columns(pred: Any) -> list[str]:
+    cols = []
+    for t in pred.tasks:
+        cols.append(t.name)
+        if t.kind == "ordinal":
+            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
+        numeric = t.kind == "ordinal" and all(isinstance(v, (int, float)) for v in t.levels)
+        if not numeric:
+            cols += [f"{t.name}_p_{c}" for c in t.labels]
+    return cols
+
+
+def _run_predict(a: argparse.Namespace) -> int:
+    from faceattr.image import ImageError, load_image
+    from faceattr.predict import Predictor, draw_result, iter_image_paths
+    paths = list(a.paths)
+    if a.example or not paths:
+        paths = [str(example_photo())]
+    pred = Predictor.load(a.model, a.threads, detector=a.detector, yunet_model=a.yunet_model,
+                          batch_size=a.batch_size, max_pixels=a.max_pixels)
+    files = list(iter_image_paths(paths))
+    out: TextIO = open(a.output, "w", newline="", encoding="utf-8") if a.output else sys.stdout
+    writer = _Writer(a.format, out, _task_columns(pred))
+    draw = Path(a.draw) if a.draw else None
+    if draw:
+        draw.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+    n_ok = n_bad = n_faces = 0
+    try:
+        for f in tqdm(files, desc="photos", unit="img", disable=a.quiet or len(files) < 2, file=sys.stderr,
+                      mininterval=1.0):
+            try:
+                rgb = load_image(f, a.max_pixels)
+                res = pred.predict(rgb, detect=not a.no_detect, source=str(f))
+            except ImageError as e:
+                n_bad += 1
+                log.warning("skipped %s", e)
+                writer.write(error=(str(f), str(e)))
+                continue
+            n_ok += 1
+            n_faces += len(res.faces)
+            writer.write(res)
+            if draw:
+                draw_result(rgb, res, draw / (Path(f).stem + ".png"))
+    finally:
+        if a.output:
+            out.close()
+    log.info("%d photos, %d faces, %d unreadable", n_ok, n_faces, n_bad)
+    return 0 if n_ok or not files else 1
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (optionally INT8) or a TensorRT engine")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="also write an INT8 model (static quantization)")
+    p.add_argument("--calibration", default="utkface:../shared/data/utkface",
+                   help="DATASET:DIR whose training chips calibrate INT8 (default: %(default)s)")
+    p.add_argument("--calibration-size", type=int, default=256)
+    p.add_argument("--out", required=True, help="output .onnx (INT8 goes beside it as *.int8.onnx) or .engine")
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from faceattr.checkpoint import read_meta
+    from faceattr.export import build_tensorrt_engine, calibration_chips_from, export_onnx, quantize_int8
+    from faceattr.predict import SHIPPED_MODEL
+    ckpt = a.model or SHIPPED_MODEL
+    out = Path(a.out)
+    report: dict[str, Any] = {}
+    onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    export_onnx(ckpt, onnx_path)
+    report["onnx"] = str(onnx_path)
+    if a.int8:
+        size = int(read_meta(ckpt)["input_size"])
+        chips = calibration_chips_from(a.calibration, size, a.calibration_size)
+        q = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"), chips)
+        report["int8"] = str(q)
+    if a.format == "tensorrt":
+        report["tensorrt"] = str(build_tensorrt_engine(onnx_path, out.with_suffix(".engine")))
+    print(json.dumps(report))
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="measure a detector's landmark template on the training chips "
+                                         "and store it in the checkpoint (needed for alignment)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="DATASET:DIR the model was trained on")
+    p.add_argument("--detector", action="append", default=None, help="dlib | yunet (repeatable; default dlib)")
+    p.add_argument("--yunet-model")
+    p.add_argument("-n", type=int, default=400, help="training chips to measure")
+
+
+def _run_calibrate(a: argparse.Namespace) -> int:
+    import dataclasses
+    from faceattr.align import calibrate_template
+    from faceattr.checkpoint import _paths, read_meta
+    from faceattr.data.sources import load_split, parse_data_spec
+    from faceattr.detect import create_detector
+    from faceattr.image import load_image
+    meta = read_meta(a.checkpoint)
+    cfg = dataclasses.replace(parse_data_spec(a.data))
+    table = load_split(cfg, "train", a.n, seed=0)
+    chips = [load_image(p) for p in table.frame["path"]]
+    al = dict(meta.get("alignment") or {})
+    for name in a.detector or ["dlib"]:
+        det = create_detector(name, a.yunet_model)
+        tpl = calibrate_template(det, chips)
+        pts = tpl["points"]
+        ey = (pts[0][1] + pts[1][1]) / 2  # the training chips are upright: level the eyes
+        pts[0][1] = pts[1][1] = round(ey, 5)
+        al[det.name] = {**tpl, "source": f"{cfg.dataset} train chips", "detector": det.origin}
+    meta["alignment"] = al
+    _, js = _paths(a.checkpoint)
+    js.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    print(json.dumps(al, indent=1))
+    return 0
+
+
+register("predict", _add_predict, _run_predict)
+register("export", _add_export, _run_export)
+register("calibrate", _add_calibrate, _run_calibrate)

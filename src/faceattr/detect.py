@@ -1,0 +1,166 @@
+"""Face detection with landmarks.
+
+Detectors (all offline):
+- ``dlib``: dlib's HOG frontal-face detector + its 5-point landmark model (from the PyPI packages ``dlib-bin``
+  and ``face-recognition-models``; works out of the box);
+- ``dlib-cnn``: dlib's MMOD CNN detector (more poses, slower on a CPU) + the same landmarks;
+- ``yunet``: OpenCV's YuNet (``cv2.FaceDetectorYN``) with a model file the user gives (it is in no package).
+
+Every detector returns :class:`Face` objects with a box, a detection score and three canonical landmarks
+(left-eye centre, right-eye centre, nose; "left" as seen in the image), so alignment is detector-independent.
+Detection runs on a copy downscaled to ``max_side`` for speed; coordinates are mapped back to the photo.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose")
+DETECTORS = ("dlib", "dlib-cnn", "yunet")
+
+
+class DetectorUnavailable(RuntimeError):
+    """A detector whose package or model file is missing; the message says how to get it."""
+
+
+@dataclass
+class Face:
+    box: tuple[float, float, float, float]            # x0, y0, x1, y1 in photo pixels
+    score: float
+    landmarks: np.ndarray                              # 3 x 2: left eye, right eye, nose (photo pixels)
+    extra_landmarks: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
+
+    def to_dict(self) -> dict:
+        d = {"box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4),
+             "landmarks": {n: [round(float(x), 1), round(float(y), 1)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}}
+        d["landmarks"].update({k: [round(float(x), 1), round(float(y), 1)] for k, (x, y) in self.extra_landmarks.items()})
+        return d
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, rgb: np.ndarray) -> list[Face]: ...
+
+
+def _order_eyes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (a, b) if a[0] <= b[0] else (b, a)
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    h, w = rgb.shape[:2]
+    s = max(h, w)
+    if s <= max_side:
+        return rgb, 1.0
+    import cv2
+    f = max_side / s
+    return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
+
+
+def _face_recognition_models_dir() -> Path:
+    # locate the data files without importing the package (it imports pkg_resources, gone from new setuptools)
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailable("dlib landmarks need the 'face-recognition-models' package: "
+                                  "pip install face-recognition-models")
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+class DlibDetector:
+    """dlib HOG (or MMOD CNN) detector + 5-point landmarks."""
+
+    def __init__(self, cnn: bool = False, upsample: int = 0, max_side: int = 1024, min_score: float = 0.0) -> None:
+        try:
+            import dlib
+        except ImportError as e:
+            raise DetectorUnavailable("the dlib detector needs the 'dlib-bin' package: pip install dlib-bin") from e
+        models = _face_recognition_models_dir()
+        self.name = "dlib-cnn" if cnn else "dlib"
+        self._cnn = cnn
+        self._det = (dlib.cnn_face_detection_model_v1(str(models / "mmod_human_face_detector.dat")) if cnn
+                     else dlib.get_frontal_face_detector())
+        self._sp = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+        self._dlib = dlib
+        self.upsample, self.max_side, self.min_score = upsample, max_side, min_score
+        self.origin = f"dlib {dlib.__version__} ({'MMOD CNN' if cnn else 'HOG'}), landmarks {models}"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        small, f = _downscale(rgb, self.max_side)
+        small = np.ascontiguousarray(small)
+        if self._cnn:
+            found = [(d.rect, float(d.confidence)) for d in self._det(small, self.upsample)]
+        else:
+            rects, scores, _ = self._det.run(small, self.upsample, self.min_score)
+            found = list(zip(rects, scores))
+        faces = []
+        for rect, score in found:
+            shape = self._sp(small, rect)
+            p = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], np.float64) / f
+            # dlib's 5 points: two corners of one eye (0, 1), two of the other (2, 3), the base of the nose (4)
+            e1, e2 = _order_eyes(p[0:2].mean(0), p[2:4].mean(0))
+            box = (rect.left() / f, rect.top() / f, rect.right() / f, rect.bottom() / f)
+            faces.append(Face(box, float(score), np.stack([e1, e2, p[4]])))
+        return faces
+
+
+class YuNetDetector:
+    """OpenCV YuNet (``cv2.FaceDetectorYN``) with a user-supplied ONNX model file."""
+
+    def __init__(self, model_path: str | Path, score_threshold: float = 0.6, max_side: int = 1024) -> None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise DetectorUnavailable(f"YuNet model file not found: {model_path} (OpenCV's face_detection_yunet*.onnx; "
+                                      "give its path with --yunet-model or FACEATTR_YUNET_MODEL)")
+        try:
+            import cv2
+        except ImportError as e:
+            raise DetectorUnavailable("YuNet needs OpenCV: pip install opencv-python-headless") from e
+        self.name = "yunet"
+        self._cv2 = cv2
+        self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
+        self.max_side = max_side
+        self.origin = f"OpenCV {cv2.__version__} FaceDetectorYN, model {model_path}"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        small, f = _downscale(rgb, self.max_side)
+        bgr = np.ascontiguousarray(small[:, :, ::-1])
+        self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, out = self._det.detect(bgr)
+        faces = []
+        for row in ([] if out is None else out):
+            x, y, w, h = row[:4] / f
+            lm = row[4:14].reshape(5, 2) / f  # right eye, left eye, nose tip, right mouth corner, left mouth corner
+            e1, e2 = _order_eyes(lm[0], lm[1])
+            faces.append(Face((x, y, x + w, y + h), float(row[14]), np.stack([e1, e2, lm[2]]),
+                              {"mouth_a": tuple(lm[3]), "mouth_b": tuple(lm[4])}))
+        return faces
+
+
+def create_detector(name: str = "auto", yunet_model: str | Path | None = None, **kwargs: object) -> Detector:
+    """``auto`` = YuNet when a model file is given (argument or FACEATTR_YUNET_MODEL), else dlib HOG."""
+    yunet_model = yunet_model or os.environ.get("FACEATTR_YUNET_MODEL")
+    if name == "auto":
+        name = "yunet" if yunet_model else "dlib"
+    if name == "dlib":
+        return DlibDetector(cnn=False, **kwargs)  # type: ignore[arg-type]
+    if name == "dlib-cnn":
+        return DlibDetector(cnn=True, **kwargs)  # type: ignore[arg-type]
+    if name == "yunet":
+        if not yunet_model:
+            raise DetectorUnavailable("the yunet detector needs its model file: --yunet-model PATH "
+                                      "(e.g. OpenCV's face_detection_yunet_2023mar.onnx)")
+        return YuNetDetector(yunet_model, **kwargs)  # type: ignore[arg-type]
+    raise DetectorUnavailable(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")

@@ -1,0 +1,143 @@
+"""``faceattr evaluate``: a checkpoint on a dataset split -> metrics as JSON and a markdown report."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from faceattr.checkpoint import CheckpointError, load_model
+from faceattr.config import DataConfig
+from faceattr.data.dataset import make_tensor_dataset
+from faceattr.data.readers import SampleTable
+from faceattr.data.sources import load_split, parse_data_spec
+from faceattr.decode import decode_outputs
+from faceattr.metrics import compute_metrics
+from faceattr.tasks import MISSING, Task
+
+log = logging.getLogger(__name__)
+
+
+def align_labels(table: SampleTable, model_tasks: Sequence[Task]) -> dict[str, np.ndarray]:
+    """Labels of the table re-indexed into the model's tasks (by label name); unknown labels become missing."""
+    out: dict[str, np.ndarray] = {}
+    by = {t.name: t for t in table.tasks}
+    for mt in model_tasks:
+        if mt.name not in by:
+            continue
+        dt = by[mt.name]
+        if dt.labels == mt.labels:
+            out[mt.name] = table.frame[mt.name].to_numpy(np.int64)
+            continue
+        if mt.kind == "ordinal" and dt.kind == "ordinal":
+            # e.g. exact ages evaluated by a model of other levels: map by value to the nearest level
+            mv = np.asarray(mt.values)
+            vals = np.asarray(dt.values)
+            lab = table.frame[mt.name].to_numpy(np.int64)
+            out[mt.name] = np.where(lab == MISSING, MISSING, np.abs(mv[None, :] - vals[lab][:, None]).argmin(1))
+            continue
+        names = {str(c).lower(): i for i, c in enumerate(mt.labels)}
+        lab = table.frame[mt.name].to_numpy(np.int64)
+        mapped = [names.get(str(dt.labels[v]).lower(), MISSING) if v != MISSING else MISSING for v in lab]
+        out[mt.name] = np.asarray(mapped, np.int64)
+    return out
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
+                        limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
+                        progress: bool = False) -> dict[str, Any]:
+    import torch
+    from faceattr.data.dataset import normalize
+    model, meta = load_model(checkpoint)
+    tasks = tuple(model.tasks)
+    cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
+    cfg = dataclasses.replace(cfg, image_size=int(meta["input_size"]))
+    table = load_split(cfg, split, limit)
+    labels = align_labels(table, tasks)
+    if not labels:
+        raise CheckpointError(f"the checkpoint's tasks {[t.name for t in tasks]} do not occur in {cfg.dataset}")
+    ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
+    if len(ds) != len(table):  # unreadable images dropped
+        raise CheckpointError("some evaluation images are unreadable; see the log")
+    outs: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for x, _ in ds.batches(batch_size, shuffle=False):
+            xb = normalize(x, meta["mean"], meta["std"])
+            o = model(xb)
+            if tta_flip:
+                of = model(torch.flip(xb, dims=[3]))
+                o = {k: (v + of[k]) / 2 for k, v in o.items()}
+            for k, v in o.items():
+                outs.setdefault(k, []).append(v.float().numpy())
+    raw = {k: np.concatenate(v) for k, v in outs.items()}
+    form = meta["model"].get("ordinal_formulation", "coral")
+    preds = decode_outputs(raw, tasks, form)
+    metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
+    return {"checkpoint": str(checkpoint), "data": f"{cfg.dataset}:{cfg.root}", "split": split,
+            "n": len(table), "tta_flip": tta_flip, "read_report": table.report.summary(), "metrics": metrics}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _row_metrics(m: dict[str, Any]) -> dict[str, str]:
+    cells: dict[str, str] = {}
+    for name, tm in m.items():
+        if "mae" in tm:
+            cells[f"{name} MAE"] = f"{tm['mae']:.2f}"
+            cells[f"{name} CS@5 %"] = _pct(tm["cs"]["5"])
+        if "group_exact" in tm:
+            cells[f"{name} group %"] = _pct(tm["group_exact"])
+            cells[f"{name} group 1-off %"] = _pct(tm["group_1off"])
+        if "accuracy" in tm:
+            cells[f"{name} acc %"] = _pct(tm["accuracy"])
+            cells[f"{name} macro-F1 %"] = _pct(tm["macro_f1"])
+        cells.setdefault("n", str(tm.get("n", "")))
+    return cells
+
+
+def markdown_table(rows: list[tuple[str, dict[str, str]]], first: str = "") -> str:
+    cols: list[str] = []
+    for _, r in rows:
+        cols += [c for c in r if c not in cols]
+    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows:
+        lines.append(f"| {name} | " + " | ".join(r.get(c, "") for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _confusion_md(labels: Sequence[str], cm: list[list[int]]) -> str:
+    head = "| true \\ predicted | " + " | ".join(map(str, labels)) + " |"
+    lines = [head, "|---" * (len(labels) + 1) + "|"]
+    for lab, row in zip(labels, cm):
+        lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def report_markdown(res: dict[str, Any]) -> str:
+    m = res["metrics"]
+    out = [f"# Evaluation of `{res['checkpoint']}`", "",
+           f"Data: `{res['data']}`, split **{res['split']}**, {res['n']} faces"
+           f"{' (flip test-time augmentation)' if res.get('tta_flip') else ''}.", "",
+           "## Overall", "", markdown_table([("all", _row_metrics(m["overall"]))]), ""]
+    for tname, tm in m["overall"].items():
+        if "cs" in tm:
+            out += [f"### {tname}: cumulative score CS@k (share within k years)", "",
+                     "| k | " + " | ".join(tm["cs"]) + " |", "|---" * (len(tm["cs"]) + 1) + "|",
+                     "| CS@k % | " + " | ".join(_pct(v) for v in tm["cs"].values()) + " |", ""]
+        if "interval_coverage" in tm:
+            out += [f"{tname}: the 80 % interval contains the true value for {_pct(tm['interval_coverage'])} % of faces.", ""]
+    for key in [k for k in m if k.startswith("by_")]:
+        rows = [(g, _row_metrics(gm)) for g, gm in m[key].items()]
+        out += [f"## By {key[3:]}", "", markdown_table(rows, key[3:]), ""]
+    out += ["## Confusion matrices", ""]
+    for tname, tm in m["overall"].items():
+        if "confusion" in tm:
+            out += [f"### {tname}", "", _confusion_md(tm["classes"], tm["confusion"]), ""]
+        if "group_confusion" in tm:
+            out += [f"### {tname} (groups)", "", _confusion_md(tm["group_labels"], tm["group_confusion"]), ""]
+    return "\n".join(out)

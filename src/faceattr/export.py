@@ -1,0 +1,170 @@
+"""Edge deployment: ONNX (dynamic batch, one named output per task, metadata embedded), INT8 by static
+quantization with calibration images (onnxruntime), and a TensorRT engine where TensorRT and a GPU exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Path:
+    """Export a checkpoint to ONNX: input ``image`` (N x 3 x S x S, normalised), one output per task."""
+    import torch
+    from torch import nn
+    from faceattr.checkpoint import load_model
+    model, meta = load_model(checkpoint)
+    names = list(model.task_names)
+
+    class _Wrap(nn.Module):
+        def __init__(self, m: nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            o = self.m(x)
+            return tuple(o[n] for n in names)
+
+    s = int(meta["input_size"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 3, s, s)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Wrap(model).eval(), (dummy,), str(out), input_names=["image"], output_names=names,
+                          dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    _set_metadata(out, {**_public_meta(meta), "source_checkpoint": str(checkpoint)})
+    return out
+
+
+def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    keep = ("format", "format_version", "tasks", "model", "input_size", "mean", "std", "alignment", "test_metrics",
+            "weights_origin", "data_protocol")
+    return {k: meta[k] for k in keep if k in meta}
+
+
+def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    p = m.metadata_props.add()
+    p.key, p.value = "faceattr", json.dumps(meta)
+    m.producer_name = "faceattr"
+    onnx.save(m, str(path))
+
+
+def read_onnx_meta(path: str | Path) -> dict[str, Any]:
+    import onnx
+    m = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in m.metadata_props}
+    if "faceattr" not in props:
+        raise ExportError(f"{path}: no faceattr metadata")
+    return json.loads(props["faceattr"])
+
+
+def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.ndarray,
+                  per_channel: bool = True) -> Path:
+    """Static INT8 quantization (QDQ, per-channel weights) calibrated on aligned face chips (N x S x S x 3)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    meta = read_onnx_meta(fp32_path)
+    mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1) * 255
+    std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1) * 255
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.i = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self.i >= len(calibration_chips):
+                return None
+            x = calibration_chips[self.i:self.i + 16].astype(np.float32).transpose(0, 3, 1, 2)
+            self.i += 16
+            return {"image": np.ascontiguousarray((x - mean) / std)}
+
+    out = Path(out)
+    pre = out.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        src = pre
+    except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; fall back to the raw graph
+        log.warning("ONNX pre-processing skipped (%s)", e)
+        src = Path(fp32_path)
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    if pre.exists():
+        pre.unlink()
+    _set_metadata(out, {**meta, "quantization": {"type": "int8-static-qdq", "calibration_images": len(calibration_chips),
+                                                 "per_channel": per_channel}})
+    return out
+
+
+def build_tensorrt_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True) -> Path:
+    """Build a TensorRT engine from the ONNX file, when the ``tensorrt`` package and a CUDA GPU are present."""
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise ExportError("TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU); "
+                          "the ONNX file can be used with onnxruntime instead") from e
+    try:
+        import torch
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = True
+    if not has_gpu:
+        raise ExportError("TensorRT needs an NVIDIA GPU, and none is visible here")
+    meta = read_onnx_meta(onnx_path)
+    s = int(meta["input_size"])
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        raise ExportError("TensorRT could not parse the ONNX file: " +
+                          "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
+    config = builder.create_builder_config()
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", (1, 3, s, s), (32, 3, s, s), (256, 3, s, s))
+    config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise ExportError("TensorRT failed to build the engine")
+    out = Path(out)
+    out.write_bytes(bytes(engine))
+    out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    return out
+
+
+def calibration_chips_from(data: str, size: int, n: int = 256, split: str = "train", seed: int = 0) -> np.ndarray:
+    """``n`` training chips of a dataset (``utkface:DIR``), decoded at the model's input size."""
+    from faceattr.data.dataset import make_tensor_dataset
+    from faceattr.data.sources import load_split, parse_data_spec
+    import dataclasses
+    cfg = dataclasses.replace(parse_data_spec(data), image_size=size)
+    t = load_split(cfg, split, n, seed)
+    return np.asarray(make_tensor_dataset(t, size, progress=False).images)
+
+
+def onnx_outputs(path: str | Path, x: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
+    from faceattr.predict import OnnxBackend
+    return OnnxBackend(path, threads).run(x)
+
+
+def task_names(path: str | Path) -> Sequence[str]:
+    return [t["name"] for t in read_onnx_meta(path)["tasks"]]

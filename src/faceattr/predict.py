@@ -1,0 +1,296 @@
+"""Photo -> attributes: detection, alignment, batched inference and decoding, on torch or onnxruntime.
+
+The :class:`Predictor` loads the shipped model, a checkpoint or an ONNX file. The ONNX path imports no torch:
+preprocessing and decoding are numpy, the metadata comes from the ONNX file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from faceattr.align import align_face
+from faceattr.decode import decode_outputs
+from faceattr.detect import Detector, Face, create_detector
+from faceattr.image import DEFAULT_MAX_PIXELS, ImageSource, load_image, square_resize
+from faceattr.tasks import Task, tasks_from_json
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-mobilenetv2.safetensors"
+
+
+class ModelFormatError(ValueError):
+    """A model file that faceattr cannot use (wrong format, missing metadata)."""
+
+
+# ---- typed results ----------------------------------------------------------------------------------------------
+@dataclass
+class Attribute:
+    name: str
+    kind: str
+    label: str                                   # predicted class / level (ordinal: its median level)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    value: float | None = None                   # ordinal: expected value (e.g. age in years)
+    interval: tuple[float, float] | None = None  # ordinal: central interval of the predicted distribution
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"label": self.label}
+        if self.value is not None:
+            d["value"] = round(self.value, 2)
+        if self.interval is not None:
+            d["interval"] = [round(self.interval[0], 2), round(self.interval[1], 2)]
+        if self.probabilities:
+            d["probabilities"] = {k: round(v, 4) for k, v in self.probabilities.items()}
+        return d
+
+
+@dataclass
+class FaceResult:
+    attributes: dict[str, Attribute]
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
+    landmarks: dict[str, list[float]] | None = None
+
+    def __getitem__(self, task: str) -> Attribute:
+        return self.attributes[task]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        if self.box is not None:
+            d["box"] = [round(float(v), 1) for v in self.box]
+            d["score"] = round(float(self.score or 0.0), 4)
+            d["landmarks"] = self.landmarks
+        d.update({k: a.to_dict() for k, a in self.attributes.items()})
+        return d
+
+
+@dataclass
+class PhotoResult:
+    source: str
+    width: int
+    height: int
+    faces: list[FaceResult]
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"file": self.source, "width": self.width, "height": self.height,
+                             "num_faces": len(self.faces), "faces": [f.to_dict() for f in self.faces]}
+        if self.message:
+            d["message"] = self.message
+        return d
+
+
+# ---- backends ---------------------------------------------------------------------------------------------------
+class TorchBackend:
+    def __init__(self, model: Any, meta: dict[str, Any], threads: int | None = None) -> None:
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.eval()
+        self.meta = meta
+        self._torch = torch
+        self.name = "torch"
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self._torch.inference_mode():
+            t = self._torch.from_numpy(x).contiguous(memory_format=self._torch.channels_last)
+            return {k: v.float().numpy() for k, v in self.model(t).items()}
+
+
+class OnnxBackend:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ModelFormatError("running an ONNX model needs onnxruntime: pip install onnxruntime") from e
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelFormatError(f"{path}: not a loadable ONNX model ({e})") from e
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "faceattr" not in props:
+            raise ModelFormatError(f"{path}: an ONNX model without faceattr metadata (export it with faceattr export)")
+        self.meta = json.loads(props["faceattr"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.name = "onnxruntime-int8" if self.meta.get("quantization") else "onnxruntime"
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: x.astype(np.float32, copy=False)})
+        return dict(zip(self.output_names, outs))
+
+
+# ---- predictor --------------------------------------------------------------------------------------------------
+class Predictor:
+    """Estimate every face's attributes in photos (or in face crops with ``detect=False``)."""
+
+    def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector | str = "auto",
+                 yunet_model: str | Path | None = None, coverage: float = 0.8, batch_size: int = 32,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.backend = backend
+        self.meta = backend.meta
+        self.tasks: tuple[Task, ...] = tasks_from_json(self.meta["tasks"])
+        self.input_size = int(self.meta["input_size"])
+        self.mean = np.asarray(self.meta["mean"], np.float32).reshape(1, 3, 1, 1) * 255.0
+        self.std = np.asarray(self.meta["std"], np.float32).reshape(1, 3, 1, 1) * 255.0
+        self.formulation = self.meta["model"].get("ordinal_formulation", "coral")
+        self.coverage, self.batch_size, self.max_pixels = coverage, batch_size, max_pixels
+        self._detector_spec = (detector, yunet_model)
+        self._detector: Detector | None = detector if not isinstance(detector, str) else None
+
+    # construction
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
+        from faceattr.checkpoint import load_model
+        model, meta = load_model(path)
+        return cls(TorchBackend(model, meta, threads), **kw)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
+        return cls(OnnxBackend(path, threads), **kw)
+
+    @classmethod
+    def from_pretrained(cls, threads: int | None = None, **kw: Any) -> "Predictor":
+        """The model shipped with faceattr (UTKFace protocol v1, MobileNetV2, 128 px)."""
+        if not SHIPPED_MODEL.is_file():
+            raise FileNotFoundError(f"the shipped model is missing from this installation: {SHIPPED_MODEL}")
+        return cls.from_checkpoint(SHIPPED_MODEL, threads, **kw)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, threads: int | None = None, **kw: Any) -> "Predictor":
+        """The shipped model (``None``), an ``.onnx`` file, or a checkpoint."""
+        if path is None:
+            return cls.from_pretrained(threads, **kw)
+        if str(path).endswith(".onnx"):
+            return cls.from_onnx(path, threads, **kw)
+        return cls.from_checkpoint(path, threads, **kw)
+
+    @property
+    def detector(self) -> Detector:
+        if self._detector is None:
+            name, yunet = self._detector_spec
+            self._detector = create_detector(str(name), yunet)
+        return self._detector
+
+    # core steps
+    def template(self, detector_name: str) -> np.ndarray:
+        al = self.meta.get("alignment") or {}
+        key = detector_name if detector_name in al else ("dlib" if detector_name == "dlib-cnn" else detector_name)
+        if key not in al:
+            raise ModelFormatError(f"the model has no alignment template for detector {detector_name!r} "
+                                   f"(has: {sorted(al)}); run: faceattr calibrate --checkpoint ... --detector {detector_name}")
+        pts = np.asarray(al[key]["points"], np.float64)
+        return pts
+
+    def preprocess(self, chips: np.ndarray) -> np.ndarray:
+        x = chips.astype(np.float32).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray((x - self.mean) / self.std)
+
+    def predict_chips(self, chips: np.ndarray) -> list[dict[str, Attribute]]:
+        """Attributes of aligned face chips (N x S x S x 3 uint8, S = the model's input size)."""
+        if chips.ndim != 4 or chips.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"chips must be N x {self.input_size} x {self.input_size} x 3, got {chips.shape}")
+        results: list[dict[str, Attribute]] = []
+        for s in range(0, len(chips), self.batch_size):
+            raw = self.backend.run(self.preprocess(chips[s:s + self.batch_size]))
+            dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage)
+            for i in range(len(next(iter(raw.values())))):
+                results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})
+        return results
+
+    def _attribute(self, task: Task, d: dict[str, np.ndarray], i: int) -> Attribute:
+        if task.kind == "nominal":
+            probs = {str(c): float(p) for c, p in zip(task.classes, d["probs"][i])}
+            return Attribute(task.name, "nominal", str(task.classes[int(d["index"][i])]), probs)
+        numeric = all(isinstance(v, (int, float)) for v in task.levels)
+        probs = {} if numeric else {str(c): float(p) for c, p in zip(task.levels, d["probs"][i])}
+        label = str(round(float(d["value"][i]))) if numeric else str(task.levels[int(d["index"][i])])
+        return Attribute(task.name, "ordinal", label, probs, float(d["value"][i]),
+                         (float(d["low"][i]), float(d["high"][i])))
+
+    def faces_and_chips(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray]:
+        det = self.detector
+        faces = det.detect(rgb)
+        tpl = self.template(det.name)
+        chips = np.stack([align_face(rgb, f.landmarks, tpl, self.input_size) for f in faces]) if faces else \
+            np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
+        return faces, chips
+
+    def predict(self, image: ImageSource, detect: bool = True, source: str | None = None) -> PhotoResult:
+        """One photo (path, bytes, PIL image or RGB array) -> every face's attributes."""
+        return next(iter(self.predict_many([image], detect, [source] if source else None)))
+
+    def predict_many(self, images: Iterable[ImageSource], detect: bool = True,
+                     sources: Sequence[str] | None = None) -> Iterator[PhotoResult]:
+        """Batch prediction: yields one :class:`PhotoResult` per image, faces of several photos batched together.
+
+        An unreadable image raises :class:`~faceattr.image.ImageError` for that image only when iterated; use
+        :func:`predict_paths` for a stream that reports and skips bad files.
+        """
+        for i, img in enumerate(images):
+            src = sources[i] if sources else (str(img) if isinstance(img, (str, Path)) else f"image {i}")
+            rgb = load_image(img, self.max_pixels)
+            h, w = rgb.shape[:2]
+            if detect:
+                faces, chips = self.faces_and_chips(rgb)
+                attrs = self.predict_chips(chips) if len(chips) else []
+                res = [FaceResult(a, f.box, f.score, f.to_dict()["landmarks"]) for f, a in zip(faces, attrs)]
+                yield PhotoResult(src, w, h, res, "" if res else "no face found")
+            else:
+                chip = square_resize(rgb, self.input_size)[None]
+                yield PhotoResult(src, w, h, [FaceResult(self.predict_chips(chip)[0])])
+
+
+def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
+    """Files, folders (recursively, image extensions) and glob patterns, in a stable order."""
+    import glob
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for q in sorted(p.rglob("*")):
+                if q.is_file() and q.suffix.lower() in exts:
+                    yield q
+        elif p.exists():
+            yield p
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                yield p  # reported as missing downstream
+            for m in matches:
+                if Path(m).is_file():
+                    yield Path(m)
+
+
+def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path) -> None:
+    """Write ``rgb`` with each face's box and a short label."""
+    from PIL import Image, ImageDraw
+    im = Image.fromarray(rgb)
+    d = ImageDraw.Draw(im)
+    lw = max(2, round(max(im.size) / 400))
+    for f in result.faces:
+        if f.box is None:
+            continue
+        d.rectangle(f.box, outline=(255, 64, 64), width=lw)
+        parts = []
+        for name, a in f.attributes.items():
+            parts.append(f"{a.value:.0f}" if a.value is not None and a.kind == "ordinal" and not a.probabilities
+                         else a.label)
+        d.text((f.box[0], max(0, f.box[1] - 12 * lw)), " ".join(parts), fill=(255, 255, 0),
+               font_size=max(12, 10 * lw))
+    im.save(out_path)
