@@ -120,12 +120,13 @@ def fairface_tasks() -> tuple[Task, ...]:
 
 
 def age_to_group(age: float, groups: Sequence[str] = FAIRFACE_AGE_GROUPS) -> int:
-    """Index of the FairFace-style group ('a-b' or 'more than N') that contains ``age`` (years)."""
+    """Index of the FairFace-style group ('a-b' or 'more than N') that contains ``age`` rounded to whole years."""
+    age = round(float(age))
     for i, g in enumerate(groups):
         if g.startswith("more than"):
             return i
         lo, hi = (int(x) for x in g.split("-"))
-        if age < hi + 1:
+        if age <= hi:
             return i
     return len(groups) - 1
 

@@ -222,7 +222,7 @@ def adience_age_group(raw: str) -> tuple[int, str]:
     """Map an Adience age field to a group index and how it was mapped ('exact', 'mapped', 'missing').
 
     A standard range maps to itself; a bare age or a non-standard range maps by its midpoint to the group
-    that contains it, else to the nearest group. ``None`` or empty is missing.
+    that contains it, else to the nearest group (a tie to the older one). ``None`` or empty is missing.
     """
     raw = raw.strip()
     if raw in ("", "None"):
@@ -237,7 +237,8 @@ def adience_age_group(raw: str) -> tuple[int, str]:
     else:
         raise ValueError(f"unreadable age {raw!r}")
     dists = [0.0 if lo <= mid <= hi else min(abs(mid - lo), abs(mid - hi)) for lo, hi in _ADIENCE_BOUNDS]
-    return dists.index(min(dists)), "mapped"
+    best = min(dists)
+    return max(i for i, d in enumerate(dists) if d == best), "mapped"  # a tie goes to the older group
 
 
 def read_adience_folds(folder: str | Path, folds: Sequence[int] | None = None,
@@ -267,10 +268,13 @@ def read_adience_folds(folder: str | Path, folds: Sequence[int] | None = None,
             report.rows_read += 1
             where = f"{fp.name}:{lineno}"
             cells = line.rstrip("\r").split("\t")
-            if len(cells) < len(ADIENCE_COLUMNS):
-                report.skip("truncated row (fewer than 12 fields)", where)
+            if len(cells) <= ADIENCE_COLUMNS.index("gender") + 1:
+                # cut before the gender field was closed: the labels themselves may be cut
+                report.skip("truncated row (labels incomplete)", where)
                 continue
-            rec = dict(zip(ADIENCE_COLUMNS, cells))
+            if len(cells) < len(ADIENCE_COLUMNS):
+                report.note("truncated rows kept (labels complete, face box cut)")
+            rec = dict(zip(ADIENCE_COLUMNS, cells + [""] * (len(ADIENCE_COLUMNS) - len(cells))))
             try:
                 age, how = adience_age_group(rec["age"])
             except ValueError as e:

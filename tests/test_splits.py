@@ -1,0 +1,28 @@
+import pandas as pd
+
+from faceattr.data.splits import fairface_protocol, split_of, utkface_protocol
+
+
+def test_split_rule():
+    assert split_of("00000000" + "f" * 56) == "train"      # 0 % 10 = 0
+    assert split_of(format(8, "08x") + "0" * 56) == "val"
+    assert split_of(format(19, "08x") + "0" * 56) == "test"
+
+
+def test_utkface_protocol_reproduces_split_file(utk_dir):
+    ours = utkface_protocol(utk_dir).astype(str).reset_index(drop=True)
+    ref = pd.read_csv(utk_dir / "split.csv", dtype=str, keep_default_na=False)
+    assert list(ours.columns) == list(ref.columns)
+    assert len(ours) == len(ref) == 23056
+    pd.testing.assert_frame_equal(ours, ref)
+    assert ours["split"].value_counts().to_dict() == {"train": 18457, "val": 2308, "test": 2291}
+
+
+def test_fairface_protocol_reproduces_split_file(fairface_dir):
+    wide = fairface_dir.parent / "fairface-wide" / "labels.csv"
+    ours = fairface_protocol(fairface_dir, wide).astype(str).reset_index(drop=True)
+    ref = pd.read_csv(fairface_dir / "split.csv", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(ours, ref)
+    assert ours["split"].value_counts().to_dict() == {"train": 12297, "test": 2123, "val": 1567}
+    sources = set(pd.read_csv(wide)["source"])
+    assert set(ours.loc[ours["file"].isin(sources), "split"]) == {"test"}

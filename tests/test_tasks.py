@@ -1,0 +1,45 @@
+import pytest
+
+from faceattr.tasks import (FAIRFACE_AGE_GROUPS, MISSING, Task, age_to_group, fairface_tasks, nominal_task,
+                            ordinal_task, tasks_from_json, tasks_to_json, utkface_tasks)
+
+
+def test_builtin_task_sets():
+    age, gender, race = utkface_tasks()
+    assert age.kind == "ordinal" and age.num_classes == 116 and age.num_outputs == 115
+    assert age.values[0] == 1.0 and age.values[-1] == 116.0
+    assert gender.num_outputs == 2 and race.num_classes == 5
+    fage, _, frace = fairface_tasks()
+    assert fage.num_outputs == 8 and frace.num_classes == 7
+    assert fage.values[3] == 24.5
+
+
+def test_index_and_missing():
+    t = ordinal_task("age", FAIRFACE_AGE_GROUPS)
+    assert t.index("3-9") == 1 and t.index("") == MISSING and t.index(None) == MISSING
+    with pytest.raises(KeyError):
+        t.index("100-110")
+    n = nominal_task("g", ["m", "f"])
+    assert n.index("f") == 1
+
+
+def test_invalid_declarations():
+    with pytest.raises(ValueError):
+        Task("x", "ordinal", levels=(1,))
+    with pytest.raises(ValueError):
+        Task("x", "nominal", classes=("a", "a"))
+    with pytest.raises(ValueError):
+        Task("x", "weird", classes=("a", "b"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ordinal_task("x", ["a", "b"], values=[2.0, 1.0])
+
+
+def test_json_round_trip():
+    tasks = fairface_tasks()
+    assert tasks_from_json(tasks_to_json(tasks)) == tasks
+
+
+@pytest.mark.parametrize("age,group", [(0, "0-2"), (2, "0-2"), (3, "3-9"), (9.4, "3-9"), (9.6, "10-19"),
+                                       (69, "60-69"), (70, "more than 70"), (116, "more than 70")])
+def test_age_to_group(age, group):
+    assert FAIRFACE_AGE_GROUPS[age_to_group(age)] == group
