@@ -40,7 +40,7 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 def tiny_config(tmp: Path, name: str = "tiny", **over: object) -> "object":
     from faceattr.config import load_config
     o = [f"name={name}", f"out_dir={tmp}", f"data.root={UTK}", "data.image_size=64", "data.max_train=64",
-         "data.max_val=32", "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=32", "train.threads=2",
+         "data.max_val=32", "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=32", "train.threads=1",
          "model.dropout=0.1"]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "utkface.yaml", o)

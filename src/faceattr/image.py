@@ -82,7 +82,7 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not an image file (or a format PIL cannot read)") from e
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name}: refused as a possible decompression bomb ({e})") from e
+        raise ImageError(f"{name}: image size exceeds the limit, refused as a possible decompression bomb ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name}: unreadable or truncated image ({e})") from e
 
