@@ -249,9 +249,11 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
 
     summary: dict[str, Any] = {}
+    seen_images = 0.0
     for epoch in range(start_epoch, cfg.train.epochs):
         row = train_one_epoch(model, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress)
         train_seconds += row["epoch_seconds"]
+        seen_images += row["images_per_s"] * row["epoch_seconds"]
         metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, ())
         score = selection_score(metrics)
         row = {"epoch": epoch + 1, **row, "val_score": score, "peak_memory_mb": peak_memory_mb(),
@@ -273,5 +275,6 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
                                          "train_seconds": train_seconds})
     summary = {"run_dir": str(run_dir), "best_epoch": best_epoch, "best_val_score": best_score,
                "train_seconds": train_seconds, "parameters": count_parameters(model),
+               "images_per_s": seen_images / max(train_seconds, 1e-9) if seen_images else float("nan"),
                "peak_memory_mb": peak_memory_mb(), "train_images": len(train_d)}
     return summary

@@ -1,0 +1,45 @@
+import json
+
+import yaml
+
+from conftest import REPO, UTK
+from faceattr.ablate import load_ablation, run_grid, write_report
+
+
+def _grid(tmp_path):
+    d = {"name": "tiny-grid", "base": str(REPO / "configs" / "utkface.yaml"), "out_dir": str(tmp_path / "runs"),
+         "results_dir": str(tmp_path / "results"), "seeds": [0, 1], "eval_split": "test", "eval_limit": 40,
+         "reference": "mtl",
+         "budget": {"data.root": str(UTK), "data.image_size": 64, "data.max_train": 32, "data.max_val": 16,
+                    "train.epochs": 1, "train.batch_size": 16, "train.max_steps_per_epoch": 1, "train.threads": 1},
+         "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
+         "groups": {"tasks": ["mtl", "single-gender"]}}
+    p = tmp_path / "grid.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return load_ablation(p)
+
+
+def test_grid_runs_resumes_and_reports(tmp_path, utk_dir):
+    ab = _grid(tmp_path)
+    results = run_grid(ab)
+    assert len(results) == 4
+    done = sorted((tmp_path / "runs").glob("*/seed-*/result.json"))
+    assert len(done) == 4
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    single = json.loads((tmp_path / "runs" / "single-gender" / "seed-0" / "result.json").read_text())
+    assert single["tasks"] == ["gender"] and "gender_accuracy" in single["metrics"]
+    assert "age_mae" not in single["metrics"] and single["n_eval"] == 40
+    mtl = json.loads((tmp_path / "runs" / "mtl" / "seed-1" / "result.json").read_text())
+    assert mtl["parameters"] > single["parameters"] and mtl["gflops"] > single["gflops"] > 0
+    # a restart redoes nothing that finished, and a removed result is redone (resuming that run)
+    (tmp_path / "runs" / "mtl" / "seed-1" / "result.json").unlink()
+    results2 = run_grid(ab)
+    assert len(results2) == 4
+    for p, t in stamps.items():
+        if "mtl/seed-1" not in str(p):
+            assert p.stat().st_mtime_ns == t, p
+    paths = write_report(ab, results2)
+    md = paths["markdown"].read_text()
+    assert "| mtl |" in md and "± " in md and "single-task" in md
+    assert paths["csv"].read_text().splitlines()[0].startswith("experiment,seeds,age_mae_mean")
+    assert paths["plot"].stat().st_size > 1000
