@@ -43,3 +43,99 @@ def _run_ablate(a: argparse.Namespace) -> int:
 
 
 register("ablate", _add_ablate, _run_ablate)
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="bias audit: metrics per race, gender and age band with bootstrap CIs")
+    p.add_argument("--checkpoint", help="checkpoint (default: the shipped model)")
+    p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--out", required=True, help="folder for report.md, audit.json and the plots")
+
+
+def _run_audit(a: argparse.Namespace) -> int:
+    from faceattr.audit import audit_table, face_table, write_audit
+    from faceattr.predict import SHIPPED_MODEL
+    ckpt = a.checkpoint or SHIPPED_MODEL
+    df = face_table(ckpt, a.data, a.split, a.limit)
+    res = audit_table(df, n_boot=a.n_boot)
+    res.update({"checkpoint": str(ckpt), "data": a.data, "split": a.split, "n_boot": a.n_boot})
+    paths = write_audit(res, a.out, f"`{ckpt}` on `{a.data}` ({a.split})")
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
+register("audit", _add_audit, _run_audit)
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM maps of each task's output, per face and averaged")
+    p.add_argument("images", nargs="*", help="photos (faces are detected and aligned) or crops with --no-detect")
+    p.add_argument("--checkpoint", help="torch checkpoint (default: the shipped model); ONNX models cannot be explained")
+    p.add_argument("--task", default="all", help="age | gender | race | all")
+    p.add_argument("--layer", help="module name, e.g. 'branches.{task}.1' (default: the last block of the task's branch)")
+    p.add_argument("--age-threshold", type=int, help="explain the logit of 'age > level k' instead of the expected age")
+    p.add_argument("--no-detect", action="store_true")
+    p.add_argument("--detector", default="auto")
+    p.add_argument("--yunet-model")
+    p.add_argument("--average-data", help="DATASET:DIR: also write the mean map per task over its test faces")
+    p.add_argument("--average-n", type=int, default=200)
+    p.add_argument("--out", required=True)
+
+
+def _run_explain(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from faceattr.checkpoint import load_model
+    from faceattr.explain import ExplainError, average_figure, explain_chips, overlay
+    from faceattr.image import load_image, square_resize
+    from faceattr.predict import SHIPPED_MODEL, Predictor, TorchBackend
+    ckpt = a.checkpoint or SHIPPED_MODEL
+    if str(ckpt).endswith(".onnx"):
+        raise ExplainError("Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, "
+                           "not the .onnx file")
+    model, meta = load_model(ckpt)
+    names = [t.name for t in model.tasks] if a.task == "all" else [a.task]
+    unknown = [n for n in names if n not in model.task_names]
+    if unknown:
+        raise ExplainError(f"unknown task {unknown[0]!r}; the model has {list(model.task_names)}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    pred = Predictor(TorchBackend(model, meta), detector=a.detector, yunet_model=a.yunet_model)
+    size = int(meta["input_size"])
+    for img in a.images:
+        rgb = load_image(img)
+        chips = square_resize(rgb, size)[None] if a.no_detect else pred.faces_and_chips(rgb)[1]
+        if not len(chips):
+            print(json.dumps({"file": img, "message": "no face found"}))
+            continue
+        maps = explain_chips(model, meta, chips, names, a.layer, a.age_threshold)
+        for i, chip in enumerate(chips):
+            for t in names:
+                p = out / f"{Path(img).stem}_face{i}_{t}.png"
+                Image.fromarray(np.concatenate([chip, overlay(chip, maps[t][i])], 1)).save(p)
+                written.append(str(p))
+    summary: dict = {"written": written}
+    if a.average_data:
+        from faceattr.export import calibration_chips_from
+        chips = calibration_chips_from(a.average_data, size, a.average_n, split="test")
+        maps = explain_chips(model, meta, chips, names, a.layer, a.age_threshold)
+        means = {t: m.mean(0) for t, m in maps.items()}
+        p = out / "average_gradcam.png"
+        average_figure(chips.mean(0).astype(np.uint8), means, len(chips), str(p),
+                       f"Grad-CAM per task, {a.layer or 'last block of each task branch'}: {Path(str(ckpt)).name}")
+        np.savez_compressed(out / "average_gradcam.npz", **means)
+        cors = {f"{x}~{y}": float(np.corrcoef(means[x].ravel(), means[y].ravel())[0, 1])
+                for i, x in enumerate(names) for y in names[i + 1:]}
+        summary.update({"average": str(p), "n": len(chips), "map_correlations": cors})
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+register("explain", _add_explain, _run_explain)

@@ -1,0 +1,123 @@
+"""Grad-CAM (Selvaraju et al., ICCV 2017) for each task of the multi-task network.
+
+The target of a task is a scalar per face: for a nominal task the logit of the predicted (or a chosen) class;
+for an ordinal task the expected value (e.g. the estimated age, differentiable through the K-1 sigmoids) or
+one threshold's logit ("age > k"). The default layer is the last block of the task's own branch, so each task's
+map shows what *its* features respond to. Written here rather than taken from the ``grad-cam`` package because
+the network returns a dict of heads and the age target is a decoded expectation, not a class score.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from faceattr.tasks import Task
+
+
+class ExplainError(ValueError):
+    pass
+
+
+def resolve_layer(model: nn.Module, task: str, layer: str | None) -> nn.Module:
+    if layer is None:
+        return model.branch_last_layer(task)  # type: ignore[operator]
+    mods = dict(model.named_modules())
+    name = layer.replace("{task}", task)
+    if name not in mods:
+        raise ExplainError(f"no layer {name!r}; e.g. {[n for n in mods if n.count('.') == 2][:6]} "
+                           "(use {task} for the task's branch, e.g. 'branches.{task}.1')")
+    return mods[name]
+
+
+def task_target(out: torch.Tensor, task: Task, formulation: str, threshold: int | None = None,
+                class_index: int | None = None) -> torch.Tensor:
+    """The scalar per face whose gradient Grad-CAM follows."""
+    if task.kind == "nominal":
+        idx = out.argmax(1) if class_index is None else torch.full((out.shape[0],), class_index)
+        return out.gather(1, idx[:, None])[:, 0]
+    if threshold is not None:
+        if formulation not in ("coral", "binary"):
+            raise ExplainError("a threshold target needs a binary ordinal head (coral or binary)")
+        return out[:, threshold]
+    v = torch.as_tensor(task.values, dtype=out.dtype)
+    if formulation in ("coral", "binary"):
+        return v[0] + (torch.sigmoid(out) * (v[1:] - v[:-1])).sum(1)
+    if formulation == "softmax":
+        return (torch.softmax(out, 1) * v).sum(1)
+    return out[:, 0]
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, task: str, formulation: str = "coral", layer: str | None = None,
+             threshold: int | None = None, class_index: int | None = None) -> np.ndarray:
+    """Grad-CAM maps (N x H x W, each scaled to [0, 1]) of ``task`` for normalised inputs ``x``."""
+    tasks = {t.name: t for t in model.tasks}  # type: ignore[attr-defined]
+    if task not in tasks:
+        raise ExplainError(f"the model has no task {task!r} (has {list(tasks)})")
+    mod = resolve_layer(model, task, layer)
+    store: dict[str, torch.Tensor] = {}
+
+    def fwd_hook(_m: nn.Module, _i: Any, o: torch.Tensor) -> None:
+        store["act"] = o
+        o.register_hook(lambda g: store.__setitem__("grad", g))
+
+    h = mod.register_forward_hook(fwd_hook)
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = model(x.detach())[task]
+            target = task_target(out, tasks[task], formulation, threshold, class_index)
+            model.zero_grad(set_to_none=True)
+            target.sum().backward()
+    finally:
+        h.remove()
+    act, grad = store["act"].detach(), store["grad"].detach()
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * act).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    flat = cam.flatten(1)
+    lo, hi = flat.min(1).values[:, None, None], flat.max(1).values[:, None, None]
+    return ((cam - lo) / (hi - lo).clamp_min(1e-12)).numpy()
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    import matplotlib
+    cmap = matplotlib.colormaps["jet"]
+    heat = (cmap(cam)[..., :3] * 255).astype(np.float32)
+    return (rgb.astype(np.float32) * (1 - alpha) + heat * alpha).clip(0, 255).astype(np.uint8)
+
+
+def average_figure(mean_face: np.ndarray, maps: dict[str, np.ndarray], n: int, out_path: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    k = len(maps) + 1
+    fig, axes = plt.subplots(1, k, figsize=(3 * k, 3.4))
+    axes[0].imshow(mean_face)
+    axes[0].set_title(f"mean of {n} aligned faces", fontsize=9)
+    for ax, (task, m) in zip(axes[1:], maps.items()):
+        ax.imshow(overlay(mean_face, m / max(m.max(), 1e-12)))
+        ax.set_title(f"{task}: mean Grad-CAM", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+
+
+def explain_chips(model: nn.Module, meta: dict[str, Any], chips: np.ndarray, tasks: Sequence[str],
+                  layer: str | None = None, threshold: int | None = None, batch: int = 32) -> dict[str, np.ndarray]:
+    """Grad-CAM maps per task for uint8 chips (N x S x S x 3) at the model's input size."""
+    from faceattr.data.dataset import normalize
+    form = meta["model"].get("ordinal_formulation", "coral")
+    out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
+    for s in range(0, len(chips), batch):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s:s + batch])), meta["mean"], meta["std"])
+        for t in tasks:
+            out[t].append(grad_cam(model, x, t, form, layer, threshold if t == "age" else None))
+    return {t: np.concatenate(v) for t, v in out.items()}
