@@ -124,5 +124,6 @@ def _is_user_error(e: BaseException) -> bool:
     return isinstance(e, USER_ERRORS)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as `python -m faceattr.cli`: use the importable module's command table
+    from faceattr.cli import main as _main
+    sys.exit(_main())

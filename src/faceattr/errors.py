@@ -14,10 +14,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, ConfigError, Da
 
 def _extend() -> tuple[type[BaseException], ...]:
     extra: list[type[BaseException]] = []
+    from faceattr.detect import DetectorUnavailable
+    from faceattr.predict import ModelFormatError
+    from faceattr.train import TrainingError
+    extra += [DetectorUnavailable, ModelFormatError, TrainingError]
     try:
-        from faceattr.train import TrainingError
-        extra.append(TrainingError)
-    except ImportError:
+        from faceattr.explain import ExplainError
+        from faceattr.export import ExportError
+        extra += [ExplainError, ExportError]
+    except ImportError:  # explain needs matplotlib only when used; torch is always there for these
         pass
     return USER_ERRORS + tuple(extra)
 

@@ -1,0 +1,48 @@
+"""Build the model shipped in src/faceattr/weights/ from a trained run (default: runs/utkface-mtl/best).
+
+    python scripts/build_shipped_model.py [--run runs/utkface-mtl] [--data utkface:../shared/data/utkface]
+
+Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
+file is given, YuNet) alignment templates on training chips, evaluates the stored weights on the test split and
+writes the test metrics into the metadata. Every step is a faceattr command or function; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from faceattr.checkpoint import load_model, read_meta, save_model
+from faceattr.evaluate import evaluate_checkpoint
+from faceattr.metrics import headline
+from faceattr.predict import SHIPPED_MODEL
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", default="runs/utkface-mtl")
+    ap.add_argument("--data", default="utkface:../shared/data/utkface")
+    ap.add_argument("--yunet-model", default="../shared/models/face_detection_yunet.onnx")
+    a = ap.parse_args()
+    src = Path(a.run) / "best.safetensors"
+    model, meta = load_model(src)
+    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "dtype")}
+    meta["source_run"] = {"run": a.run, "epoch": meta.get("epoch"), "val_metrics": meta.pop("val_metrics", None)}
+    save_model(SHIPPED_MODEL, model, meta, half=True)
+    det = ["--detector", "dlib"] + (["--detector", "yunet", "--yunet-model", a.yunet_model]
+                                    if Path(a.yunet_model).is_file() else [])
+    subprocess.run([sys.executable, "-m", "faceattr", "-q", "calibrate", "--checkpoint", str(SHIPPED_MODEL),
+                    "--data", a.data, "-n", "400", *det], check=True, stdout=subprocess.DEVNULL)
+    res = evaluate_checkpoint(SHIPPED_MODEL, a.data, "test")
+    meta = read_meta(SHIPPED_MODEL)
+    meta["test_metrics"] = {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}
+    SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    print(json.dumps(meta["test_metrics"], indent=1))
+    print(f"{SHIPPED_MODEL}: {SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

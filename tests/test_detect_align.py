@@ -1,0 +1,81 @@
+import math
+
+import numpy as np
+import pytest
+
+from conftest import DATA, YUNET, a_face_path, need
+from faceattr.align import align_face, nearest_to_center, similarity_transform
+from faceattr.detect import DetectorUnavailable, create_detector
+from faceattr.image import load_image
+
+
+def test_similarity_transform_recovers_known_transform(rng):
+    src = rng.uniform(0, 100, (5, 2))
+    ang, s, t = 0.3, 1.7, np.array([12.0, -4.0])
+    R = s * np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+    dst = src @ R.T + t
+    M = similarity_transform(src, dst)
+    np.testing.assert_allclose(M[:, :2], R, atol=1e-9)
+    np.testing.assert_allclose(M[:, 2], t, atol=1e-9)
+    with pytest.raises(ValueError):
+        similarity_transform(src[:1], dst[:1])
+
+
+def _place(chip: np.ndarray, angle_deg: float, scale: float, canvas: int = 600, at=(330, 260)) -> tuple[np.ndarray, np.ndarray]:
+    """Paste a rotated, scaled chip into a larger noisy photo; return the photo and the 2x3 chip->photo map."""
+    import cv2
+    h, w = chip.shape[:2]
+    a = math.radians(angle_deg)
+    R = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    c = np.array([w / 2, h / 2])
+    t = np.array(at, float) - R @ c
+    M = np.hstack([R, t[:, None]])
+    photo = np.random.default_rng(1).integers(90, 160, (canvas, canvas, 3), dtype=np.uint8)
+    warped = cv2.warpAffine(chip, M, (canvas, canvas))
+    mask = cv2.warpAffine(np.full(chip.shape[:2], 255, np.uint8), M, (canvas, canvas)) > 0
+    photo[mask] = warped[mask]
+    return photo, M
+
+
+@pytest.mark.parametrize("angle,scale", [(0.0, 1.0), (20.0, 1.6), (-15.0, 0.8)])
+def test_detect_and_align_recovers_the_training_geometry(angle, scale):
+    chip = load_image(a_face_path())  # a 200 px UTKFace training chip
+    det = create_detector("dlib")
+    # the template: where this detector puts the landmarks on the chip itself
+    from faceattr.align import calibrate_template
+    tpl = np.asarray(calibrate_template(det, [chip])["points"])
+    photo, _ = _place(chip, angle, scale)
+    faces = det.detect(photo)
+    assert faces, "face not found in the synthetic photo"
+    face = nearest_to_center(faces, 600, 600)
+    aligned = align_face(photo, face.landmarks, tpl, 200)
+    # the aligned crop matches the original chip in the face region
+    a, b = aligned[40:160, 40:160].astype(float), chip[40:160, 40:160].astype(float)
+    corr = np.corrcoef(a.ravel(), b.ravel())[0, 1]
+    assert corr > 0.85, corr
+
+
+def test_no_face_and_many_faces():
+    det = create_detector("dlib")
+    blank = np.full((300, 400, 3), 128, np.uint8)
+    assert det.detect(blank) == []
+    photos = need(DATA / "group-photos")
+    n = sum(len(det.detect(load_image(p))) for p in sorted(photos.glob("*.jpg"))[:2])
+    assert n >= 3
+
+
+def test_yunet_group_photos():
+    yn = create_detector("yunet", need(YUNET))
+    photos = sorted(need(DATA / "group-photos").glob("*.jpg"))
+    counts = [len(yn.detect(load_image(p))) for p in photos]
+    assert sum(counts) >= 19  # 21 faces in the six photos
+    for f in yn.detect(load_image(photos[0])):
+        (lx, ly), (rx, ry), (nx, ny) = f.landmarks
+        assert lx < rx and f.box[0] <= nx <= f.box[2] and f.box[1] <= ny <= f.box[3]
+
+
+def test_detector_errors():
+    with pytest.raises(DetectorUnavailable, match="model file"):
+        create_detector("yunet", "/nonexistent/yunet.onnx")
+    with pytest.raises(DetectorUnavailable, match="unknown detector"):
+        create_detector("magic")

@@ -1,0 +1,138 @@
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DATA, REPO, a_face_path, need
+from faceattr.cli import main as cli
+from faceattr.image import ImageError
+from faceattr.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint):
+    return Predictor.from_checkpoint(tiny_checkpoint, detector="dlib")
+
+
+def test_predict_crop_typed_result(predictor):
+    r = predictor.predict(a_face_path(), detect=False)
+    assert r.width == 200 and len(r.faces) == 1
+    f = r.faces[0]
+    age = f["age"]
+    assert age.kind == "ordinal" and 1 <= age.value <= 116 and 1 <= age.interval[0] <= age.interval[1] <= 116
+    assert set(f["gender"].probabilities) == {"male", "female"}
+    assert abs(sum(f["race"].probabilities.values()) - 1) < 1e-4
+    assert f["race"].label == max(f["race"].probabilities, key=f["race"].probabilities.get)
+
+
+def test_predict_photo_detects_and_batches(predictor):
+    photos = sorted(need(DATA / "group-photos").glob("*.jpg"))[:2]
+    res = list(predictor.predict_many(photos))
+    assert len(res) == 2 and all(r.faces for r in res)
+    f = res[0].faces[0]
+    assert len(f.box) == 4 and set(f.landmarks) >= {"left_eye", "right_eye", "nose"}
+    blank = predictor.predict(np.full((200, 300, 3), 120, np.uint8))
+    assert blank.faces == [] and blank.message == "no face found"
+
+
+def test_bad_input_raises_image_error(predictor, tmp_path):
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(b"nope")
+    with pytest.raises(ImageError):
+        predictor.predict(p)
+
+
+def _write_inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jpg").write_bytes(a_face_path().read_bytes())
+    (d / "b_broken.jpg").write_bytes(a_face_path().read_bytes()[:500])
+    (d / "c.txt.jpg").write_bytes(b"not an image at all")
+    return d
+
+
+def test_cli_jsonl_streams_and_skips_bad_files(tiny_checkpoint, tmp_path, capsys):
+    d = _write_inputs(tmp_path)
+    rc = cli(["-q", "predict", str(d), "--model", str(tiny_checkpoint), "--no-detect", "--draw", str(tmp_path / "draw")])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path_name(x["file"]) for x in lines] == ["a.jpg", "b_broken.jpg", "c.txt.jpg"]
+    good, broken, junk = lines
+    assert good["num_faces"] == 1 and 1 <= good["faces"][0]["age"]["value"] <= 116
+    assert good["faces"][0]["gender"]["label"] in ("male", "female")
+    assert "truncated" in broken["error"] or "unreadable" in broken["error"]
+    assert "not an image" in junk["error"]
+    assert (tmp_path / "draw" / "a.png").is_file()
+
+
+def Path_name(p):  # noqa: N802 - tiny helper
+    from pathlib import Path
+    return Path(p).name
+
+
+def test_cli_csv_with_detection(tiny_checkpoint, tmp_path, capsys):
+    photo = sorted(need(DATA / "group-photos").glob("*.jpg"))[0]
+    out = tmp_path / "r.csv"
+    rc = cli(["-q", "predict", str(photo), "--model", str(tiny_checkpoint), "--format", "csv", "-O", str(out),
+              "--detector", "dlib"])
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) >= 2
+    for r in rows:
+        x0, y0, x1, y1 = (float(r[k]) for k in ("x0", "y0", "x1", "y1"))
+        assert 0 <= x0 < x1 and 0 <= y0 < y1
+        assert 1 <= float(r["age_low"]) <= float(r["age_high"]) <= 116 and 1 <= float(r["age_value"]) <= 116
+        assert r["race"] in ("White", "Black", "Asian", "Indian", "Others")
+        assert abs(float(r["gender_p_male"]) + float(r["gender_p_female"]) - 1) < 1e-3
+
+
+def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
+    from faceattr.export import export_onnx, read_onnx_meta
+    from faceattr.image import load_image, square_resize
+    onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    meta = read_onnx_meta(onnx_path)
+    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"] and meta["input_size"] == 64
+    pt = Predictor.from_checkpoint(tiny_checkpoint)
+    po = Predictor.from_onnx(onnx_path)
+    chips = np.stack([square_resize(load_image(a_face_path()), 64)] * 3)
+    x = pt.preprocess(chips)
+    a, b = pt.backend.run(x), po.backend.run(x)  # batch of 3: the batch axis is dynamic
+    for k in a:
+        assert a[k].shape == b[k].shape and np.abs(a[k] - b[k]).max() < 1e-4, k
+    # the ONNX predictor runs with torch unimportable
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from faceattr.predict import Predictor\n"
+            f"p = Predictor.from_onnx({str(onnx_path)!r})\n"
+            f"r = p.predict({str(a_face_path())!r}, detect=False)\n"
+            "print(r.faces[0]['gender'].label, 'torch' in sys.modules and sys.modules['torch'] is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "False"
+
+
+def test_int8_export_runs(tiny_checkpoint, tmp_path):
+    from faceattr.export import export_onnx, quantize_int8
+    from faceattr.image import load_image, square_resize
+    onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    chips = np.stack([square_resize(load_image(a_face_path()), 64)] * 8)
+    q = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", chips)
+    assert q.stat().st_size < onnx_path.stat().st_size / 2.5
+    p = Predictor.from_onnx(q)
+    assert p.meta["quantization"]["type"] == "int8-static-qdq"
+    assert p.predict_chips(chips[:2])[0]["gender"].label in ("male", "female")
+
+
+def test_onnx_model_cannot_be_explained(tiny_checkpoint, tmp_path, capsys):
+    rc = cli(["explain", str(a_face_path()), "--checkpoint", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "x")])
+    assert rc == 2 and "ONNX" in capsys.readouterr().err
+
+
+def test_tensorrt_without_gpu_is_a_clear_message(tiny_checkpoint, tmp_path, capsys):
+    rc = cli(["export", "--model", str(tiny_checkpoint), "--format", "tensorrt", "--out", str(tmp_path / "m.engine")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "TensorRT" in err and "Traceback" not in err
