@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from faceattr.audit import audit_table, build_face_table, face_table
+from faceattr.tasks import utkface_tasks
+
+
+def _synthetic():
+    tasks = utkface_tasks()
+    n = 60
+    rng = np.random.default_rng(0)
+    age_idx = rng.integers(0, 80, n)
+    gender = rng.integers(0, 2, n)
+    race = np.repeat([0, 1, 2], 20)
+    pred_age = age_idx + 1 + rng.normal(0, 4, n) + (race == 1) * 6  # race 1 is estimated worse
+    preds = {"age": {"value": pred_age, "index": np.clip(np.rint(pred_age) - 1, 0, 115).astype(int)},
+             "gender": {"index": np.where(rng.random(n) < 0.9, gender, 1 - gender)},
+             "race": {"index": race.copy()}}
+    labels = {"age": age_idx, "gender": gender, "race": race}
+    return tasks, preds, labels
+
+
+def test_audit_numbers_match_direct_computation():
+    tasks, preds, labels = _synthetic()
+    df = build_face_table(tasks, preds, labels)
+    res = audit_table(df, n_boot=50)
+    race = res["features"]["race"]
+    for gi, g in enumerate(["White", "Black", "Asian"]):
+        m = labels["race"] == gi
+        mae = np.abs(preds["age"]["value"][m] - (labels["age"][m] + 1)).mean()
+        acc = (preds["gender"]["index"][m] == labels["gender"][m]).mean()
+        cs5 = (np.abs(np.rint(preds["age"]["value"][m]) - (labels["age"][m] + 1)) <= 5).mean()
+        assert race["groups"][g]["n"] == 20
+        assert abs(race["groups"][g]["mae"]["value"] - mae) < 1e-9
+        assert abs(race["groups"][g]["gender_accuracy"]["value"] - acc) < 1e-9
+        assert abs(race["groups"][g]["cs5"]["value"] - cs5) < 1e-9
+        lo, hi = race["groups"][g]["mae"]["ci"]
+        assert lo <= mae <= hi
+    s = race["summary"]["mae"]
+    assert s["worst_group"] == "Black"
+    vals = [race["groups"][g]["mae"]["value"] for g in race["groups"]]
+    assert abs(s["gap"] - (max(vals) - min(vals))) < 1e-9
+    assert abs(s["ratio"] - min(vals) / max(vals)) < 1e-9
+    assert res["confusion"]["race"]["matrix"][1][1] == 20
+
+
+def test_audit_on_real_subset(tiny_checkpoint, utk_dir):
+    df = face_table(tiny_checkpoint, f"utkface:{utk_dir}", "test", limit=40)
+    assert len(df) == 40 and {"age_abs_err", "gender", "race", "age_band"} <= set(df.columns)
+    res = audit_table(df, n_boot=20)
+    assert sum(g["n"] for g in res["features"]["gender"]["groups"].values()) == 40
+
+
+def test_gradcam_shapes_and_task_differences(utk_dir):
+    from faceattr.checkpoint import load_model
+    from faceattr.explain import ExplainError, explain_chips, grad_cam
+    from faceattr.export import calibration_chips_from
+    from faceattr.predict import SHIPPED_MODEL
+    model, meta = load_model(SHIPPED_MODEL)  # the trained model: a barely trained one can give all-zero maps
+    chips = calibration_chips_from(f"utkface:{utk_dir}", 128, 4, split="test")
+    maps = explain_chips(model, meta, chips, ["age", "gender", "race"])
+    for t, m in maps.items():
+        assert m.shape == (4, 128, 128)
+        assert m.min() >= 0 and m.max() <= 1 + 1e-6
+        assert m.std() > 1e-3, t  # not constant
+    assert not np.allclose(maps["age"], maps["gender"]) and not np.allclose(maps["gender"], maps["race"])
+    x = torch.zeros(1, 3, 128, 128)
+    thr = grad_cam(model, torch.randn(2, 3, 128, 128), "age", layer="branches.{task}.0", threshold=30)
+    assert thr.shape == (2, 128, 128)
+    with pytest.raises(ExplainError):
+        grad_cam(model, x, "age", layer="nope")
+    with pytest.raises(ExplainError):
+        grad_cam(model, x, "height")
