@@ -1,0 +1,97 @@
+"""Photos with background and other people: the FairFace wide-margin set (540 photos, 448 px).
+
+    python benchmarks/wide.py [--detector dlib|yunet] [--limit N]
+
+For each wide photo the labelled face is the detected face nearest the centre; it counts as found when that
+face's centre lies within 15 % of the side from the photo's centre. Its prediction (shipped model, detection +
+alignment) is compared with the prediction on the matching tight FairFace crop (``source`` column), both
+through the same detection + alignment and, as a second reference, with the tight crop fed as-is
+(``--no-detect``). Accuracy against the labels: gender, and age mapped to the FairFace groups; race with the
+7 FairFace classes folded into the model's 5 UTKFace classes (East and Southeast Asian -> Asian; Latino and
+Middle Eastern -> Others), an approximation stated as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+
+from _common import SHARED, md_table, write
+
+RACE_FOLD = {"White": "White", "Black": "Black", "East Asian": "Asian", "Southeast Asian": "Asian", "Indian": "Indian",
+             "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--detector", default="dlib")
+    ap.add_argument("--limit", type=int)
+    a = ap.parse_args()
+    from faceattr.align import nearest_to_center
+    from faceattr.image import load_image
+    from faceattr.predict import Predictor
+    from faceattr.tasks import FAIRFACE_AGE_GROUPS, age_to_group
+    wide_dir = SHARED / "data" / "fairface-wide"
+    labels = pd.read_csv(wide_dir / "labels.csv")
+    if a.limit:
+        labels = labels.head(a.limit)
+    yunet = SHARED / "models" / "face_detection_yunet.onnx"
+    p = Predictor.from_pretrained(threads=2, detector=a.detector, yunet_model=str(yunet) if a.detector == "yunet" else None)
+
+    def centre_face(rgb: np.ndarray):
+        faces, chips = p.faces_and_chips(rgb)
+        f = nearest_to_center(faces, rgb.shape[1], rgb.shape[0])
+        if f is None:
+            return None, None, len(faces)
+        i = faces.index(f)
+        h, w = rgb.shape[:2]
+        ok = np.hypot(f.center[0] - w / 2, f.center[1] - h / 2) <= 0.15 * max(w, h)
+        return (p.predict_chips(chips[i:i + 1])[0] if ok else None), f, len(faces)
+
+    rows = []
+    for _, r in labels.iterrows():
+        wide = load_image(wide_dir / r["file"])
+        tight = load_image(SHARED / "data" / "fairface" / r["source"])
+        aw, _, nfaces = centre_face(wide)
+        at, _, _ = centre_face(tight)
+        an = p.predict(tight, detect=False).faces[0].attributes
+        rows.append({"file": r["file"], "faces_in_photo": nfaces, "found": aw is not None,
+                     "tight_found": at is not None,
+                     "age_wide": aw["age"].value if aw else np.nan, "age_tight": at["age"].value if at else np.nan,
+                     "age_tight_nodetect": an["age"].value,
+                     "gender_wide": aw["gender"].label if aw else None, "gender_tight": at["gender"].label if at else None,
+                     "gender_tight_nodetect": an["gender"].label,
+                     "race_wide": aw["race"].label if aw else None,
+                     "true_age_group": FAIRFACE_AGE_GROUPS.index(r["age"]), "true_gender": r["gender"].lower(),
+                     "true_race5": RACE_FOLD[r["race"]]})
+    df = pd.DataFrame(rows)
+    n = len(df)
+    found = df["found"]
+    both = found & df["tight_found"]
+    agree = [{"comparison": "wide (aligned) vs tight (aligned)", "pairs": int(both.sum()),
+              "gender agreement %": 100 * float((df.loc[both, "gender_wide"] == df.loc[both, "gender_tight"]).mean()),
+              "mean abs age difference (years)": float((df.loc[both, "age_wide"] - df.loc[both, "age_tight"]).abs().mean())},
+             {"comparison": "wide (aligned) vs tight (as-is, --no-detect)", "pairs": int(found.sum()),
+              "gender agreement %": 100 * float((df.loc[found, "gender_wide"] == df.loc[found, "gender_tight_nodetect"]).mean()),
+              "mean abs age difference (years)": float((df.loc[found, "age_wide"] - df.loc[found, "age_tight_nodetect"]).abs().mean())}]
+    f = df[found]
+    g_pred = np.array([age_to_group(x) for x in f["age_wide"]])
+    acc = [{"faces": int(len(f)), "gender acc %": 100 * float((f["gender_wide"] == f["true_gender"]).mean()),
+            "age group exact %": 100 * float((g_pred == f["true_age_group"]).mean()),
+            "age group 1-off %": 100 * float((np.abs(g_pred - f["true_age_group"]) <= 1).mean()),
+            "race (folded to 5) acc %": 100 * float((f["race_wide"] == f["true_race5"]).mean())}]
+    det = [{"detector": p.detector.name, "photos": n, "labelled face found + aligned": int(found.sum()),
+            "found %": 100 * float(found.mean()), "photos with >1 face": int((df["faces_in_photo"] > 1).sum()),
+            "tight crops found %": 100 * float(df["tight_found"].mean())}]
+    md = "\n\n".join([
+        "## Detection\n\n" + md_table(det, list(det[0])),
+        "## Agreement with the matching tight crop\n\n" + md_table(agree, list(agree[0])),
+        "## Accuracy of the wide-photo predictions against the labels\n\n" + md_table(acc, list(acc[0]))])
+    write(f"wide-{p.detector.name}", {"detection": det, "agreement": agree, "accuracy": acc}, md,
+          f"python benchmarks/wide.py --detector {a.detector}" + (f" --limit {a.limit}" if a.limit else ""))
+
+
+if __name__ == "__main__":
+    main()

