@@ -100,8 +100,8 @@ def main() -> None:
     photos = sorted((SHARED / "data" / "group-photos").glob("*.jpg"))
     photo_rows = []
     yunet = SHARED / "models" / "face_detection_yunet.onnx"
-    for det in ["dlib"] + (["yunet"] if yunet.is_file() else []):
-        p = Predictor.from_onnx(int8, threads=2, detector=det, yunet_model=str(yunet) if det == "yunet" else None)
+    for det in ["dlib"] + (["yunet", "yunet-dlib"] if yunet.is_file() else []):
+        p = Predictor.from_onnx(int8, threads=2, detector=det, yunet_model=str(yunet) if det != "dlib" else None)
         for side in (None, 640):
             imgs = []
             for ph in photos:

@@ -38,7 +38,7 @@ def main() -> None:
     if a.limit:
         labels = labels.head(a.limit)
     yunet = SHARED / "models" / "face_detection_yunet.onnx"
-    p = Predictor.from_pretrained(threads=2, detector=a.detector, yunet_model=str(yunet) if a.detector == "yunet" else None)
+    p = Predictor.from_pretrained(threads=2, detector=a.detector, yunet_model=str(yunet) if a.detector.startswith("yunet") else None)
 
     def centre_face(rgb: np.ndarray):
         faces, chips = p.faces_and_chips(rgb)

@@ -32,7 +32,7 @@ def main() -> None:
     meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "dtype")}
     meta["source_run"] = {"run": a.run, "epoch": meta.get("epoch"), "val_metrics": meta.pop("val_metrics", None)}
     save_model(SHIPPED_MODEL, model, meta, half=True)
-    det = ["--detector", "dlib"] + (["--detector", "yunet", "--yunet-model", a.yunet_model]
+    det = ["--detector", "dlib"] + (["--detector", "yunet", "--detector", "yunet-dlib", "--yunet-model", a.yunet_model]
                                     if Path(a.yunet_model).is_file() else [])
     subprocess.run([sys.executable, "-m", "faceattr", "-q", "calibrate", "--checkpoint", str(SHIPPED_MODEL),
                     "--data", a.data, "-n", "400", *det], check=True, stdout=subprocess.DEVNULL)

@@ -7,6 +7,7 @@ S=${FACEATTR_SHARED:-../shared}
 M=src/faceattr/weights/faceattr-utkface-mobilenetv2.safetensors
 python benchmarks/edge.py
 python benchmarks/peer.py
+python benchmarks/wide.py --detector yunet-dlib
 python benchmarks/wide.py --detector yunet
 python benchmarks/wide.py --detector dlib
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null

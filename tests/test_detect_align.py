@@ -70,8 +70,10 @@ def test_yunet_group_photos():
     counts = [len(yn.detect(load_image(p))) for p in photos]
     assert sum(counts) >= 19  # 21 faces in the six photos
     for f in yn.detect(load_image(photos[0])):
-        (lx, ly), (rx, ry), (nx, ny) = f.landmarks
-        assert lx < rx and f.box[0] <= nx <= f.box[2] and f.box[1] <= ny <= f.box[3]
+        assert f.landmarks.shape == (5, 2)
+        (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = f.landmarks
+        assert lx < rx and mlx < mrx and ly < ny < mly  # eyes above the nose above the mouth
+        assert f.box[0] <= nx <= f.box[2] and f.box[1] <= ny <= f.box[3]
 
 
 def test_detector_errors():
@@ -79,3 +81,10 @@ def test_detector_errors():
         create_detector("yunet", "/nonexistent/yunet.onnx")
     with pytest.raises(DetectorUnavailable, match="unknown detector"):
         create_detector("magic")
+
+
+def test_yunet_boxes_with_dlib_landmarks():
+    det = create_detector("auto", need(YUNET))
+    assert det.name == "yunet-dlib"
+    faces = det.detect(load_image(sorted(need(DATA / "group-photos").glob("*.jpg"))[0]))
+    assert faces and all(f.landmarks.shape == (3, 2) for f in faces)

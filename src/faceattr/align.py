@@ -39,7 +39,7 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray, siz
     """Warp the face whose landmarks are given onto ``template`` (fractions) in a ``size`` x ``size`` chip."""
     import cv2
     dst = np.asarray(template, np.float64) * size
-    src = np.asarray(landmarks, np.float64)
+    src = np.asarray(landmarks, np.float64)[:len(dst)]  # a template may use only the first landmarks
     M = similarity_transform(src, dst)
     scale = math.hypot(M[0, 0], M[1, 0])
     img = rgb

