@@ -182,7 +182,7 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
         for g, gr in fr["groups"].items():
             cells = [f"{_fmt(m, gr[m]['value'])} [{_fmt(m, gr[m]['ci'][0])}, {_fmt(m, gr[m]['ci'][1])}]" for m in ms]
             lines.append(f"| {g} | {gr['n']} | " + " | ".join(cells) + " |")
-        lines += ["", "| metric | overall | best group | worst group | largest gap [95 % CI] | ratio worst/best |",
+        lines += ["", "| metric | overall | best group | worst group | largest gap [95 % CI] | ratio smaller/larger |",
                   "|---|---|---|---|---|---|"]
         for m in ms:
             s = fr["summary"][m]
