@@ -184,6 +184,17 @@ def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **ex
 LOG_FIELDS_FIRST = ("epoch", "train_loss", "val_score")
 
 
+def _mean_speed(log_csv: Path) -> float:
+    """Training images per second over all epochs of a run (also those before a resume)."""
+    if not log_csv.is_file():
+        return float("nan")
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    secs = sum(float(r["epoch_seconds"]) for r in rows)
+    imgs = sum(float(r["images_per_s"]) * float(r["epoch_seconds"]) for r in rows)
+    return imgs / secs if secs else float("nan")
+
+
 def _append_log(path: Path, row: dict[str, Any]) -> None:
     rows: list[dict[str, Any]] = []
     if path.is_file():
@@ -249,11 +260,9 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
 
     summary: dict[str, Any] = {}
-    seen_images = 0.0
     for epoch in range(start_epoch, cfg.train.epochs):
         row = train_one_epoch(model, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress)
         train_seconds += row["epoch_seconds"]
-        seen_images += row["images_per_s"] * row["epoch_seconds"]
         metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, ())
         score = selection_score(metrics)
         row = {"epoch": epoch + 1, **row, "val_score": score, "peak_memory_mb": peak_memory_mb(),
@@ -275,6 +284,6 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
                                          "train_seconds": train_seconds})
     summary = {"run_dir": str(run_dir), "best_epoch": best_epoch, "best_val_score": best_score,
                "train_seconds": train_seconds, "parameters": count_parameters(model),
-               "images_per_s": seen_images / max(train_seconds, 1e-9) if seen_images else float("nan"),
+               "images_per_s": _mean_speed(run_dir / "log.csv"),
                "peak_memory_mb": peak_memory_mb(), "train_images": len(train_d)}
     return summary
