@@ -144,3 +144,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert rc == 2 and "unknown settings" in capsys.readouterr().err
     rc = cli(["evaluate", "--checkpoint", str(tmp_path), "--data", "utkface:x"])
     assert rc == 2 and "error" in capsys.readouterr().err
+
+
+def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
+    from faceattr.checkpoint import load_state
+    from faceattr.models import create_model
+    from faceattr.tasks import fairface_tasks
+    from faceattr.train import init_from_checkpoint
+    model = create_model("mobilenet_v2", fairface_tasks(), shared_stages=5, pretrained=False)
+    origin = init_from_checkpoint(model, tiny_checkpoint)
+    src = load_state(tiny_checkpoint)
+    own = model.state_dict()
+    assert torch.equal(own["shared.0.0.0.weight"], src["shared.0.0.0.weight"])
+    assert torch.equal(own["branches.gender.0.0.conv.0.0.weight"], src["branches.gender.0.0.conv.0.0.weight"])
+    assert own["heads.race.1.weight"].shape == (7, 1280)  # 7 FairFace races: not taken from the 5-race head
+    assert not torch.equal(own["heads.age.1.bias"][:3], src["heads.age.1.bias"][:3])
+    assert "471 of 474" in origin

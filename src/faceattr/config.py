@@ -39,6 +39,7 @@ class ModelConfig:
     dropout: float = 0.2
     pretrained: bool = True
     allow_download: bool = False
+    init_from: str | None = None        # a faceattr checkpoint whose same-named, same-shaped weights start training
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,18 @@ def build_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: Exper
     return torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
 
 
+def init_from_checkpoint(model: nn.Module, path: str | Path) -> str:
+    """Copy every tensor of a faceattr checkpoint whose name and shape match (transfer between datasets:
+    the trunk and branches carry over, heads with other levels/classes stay fresh)."""
+    state = load_state(path)
+    own = model.state_dict()
+    take = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+            if k in own and own[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    log.info("initialised %d of %d tensors from %s", len(take), len(own), path)
+    return f"faceattr checkpoint {path} ({len(take)} of {len(own)} tensors; the rest ImageNet or fresh)"
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     s = seed * 100_003 + epoch
     torch.manual_seed(s)
@@ -235,6 +247,8 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
     model = create_model(cfg.model.name, tasks, shared_stages=cfg.model.shared_stages,
                          ordinal_formulation=cfg.model.ordinal_formulation, dropout=cfg.model.dropout,
                          pretrained=cfg.model.pretrained, allow_download=cfg.model.allow_download)
+    if cfg.model.init_from:
+        model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)  # type: ignore[assignment]
     model = model.to(memory_format=torch.channels_last)
     reg = [t.name for t in tasks if t.kind == "ordinal" and cfg.model.ordinal_formulation == "regression"]
     weighting = create_weighting(cfg.train.weighting, [t.name for t in tasks], reg, cfg.train.fixed_weights)
