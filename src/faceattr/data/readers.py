@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from faceattr.tasks import (FAIRFACE_AGE_GROUPS, MISSING, Task, fairface_tasks, nominal_task, ordinal_task,
+from faceattr.tasks import (MISSING, Task, fairface_tasks, nominal_task, ordinal_task,
                             utkface_tasks)
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,3 @@ def _frame(rows: list[dict[str, Any]], tasks: Sequence[Task]) -> pd.DataFrame:
             df[t.name] = MISSING
         df[t.name] = df[t.name].astype("int64")
     return df
-
-
-def age_group_of_fairface(label: str) -> int:
-    return FAIRFACE_AGE_GROUPS.index(label)
