@@ -136,3 +136,16 @@ def test_tensorrt_without_gpu_is_a_clear_message(tiny_checkpoint, tmp_path, caps
     assert rc == 2
     err = capsys.readouterr().err
     assert "TensorRT" in err and "Traceback" not in err
+
+
+def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
+    from faceattr.image import load_image, square_resize
+    chip = square_resize(load_image(a_face_path()), 64)
+    plain = Predictor.from_checkpoint(tiny_checkpoint)
+    tta = Predictor.from_checkpoint(tiny_checkpoint, tta_flip=True)
+    both = np.stack([chip, chip[:, ::-1]])
+    raw = plain.backend.run(plain.preprocess(both))
+    expected = (raw["gender"][0] + raw["gender"][1]) / 2
+    e = np.exp(expected - expected.max())
+    p = tta.predict_chips(chip[None])[0]["gender"].probabilities
+    assert abs(p["male"] - e[0] / e.sum()) < 1e-5

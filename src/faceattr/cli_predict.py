@@ -50,6 +50,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image (2x inference)")
 
 
 CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
@@ -115,7 +116,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     if a.example or not paths:
         paths = [str(example_photo())]
     pred = Predictor.load(a.model, a.threads, detector=a.detector, yunet_model=a.yunet_model,
-                          batch_size=a.batch_size, max_pixels=a.max_pixels)
+                          batch_size=a.batch_size, max_pixels=a.max_pixels, tta_flip=a.tta_flip)
     files = list(iter_image_paths(paths))
     out: TextIO = open(a.output, "w", newline="", encoding="utf-8") if a.output else sys.stdout
     writer = _Writer(a.format, out, _task_columns(pred))

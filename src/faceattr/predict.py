@@ -141,7 +141,7 @@ class Predictor:
 
     def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector | str = "auto",
                  yunet_model: str | Path | None = None, coverage: float = 0.8, batch_size: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, tta_flip: bool = False) -> None:
         self.backend = backend
         self.meta = backend.meta
         self.tasks: tuple[Task, ...] = tasks_from_json(self.meta["tasks"])
@@ -150,6 +150,7 @@ class Predictor:
         self.std = np.asarray(self.meta["std"], np.float32).reshape(1, 3, 1, 1) * 255.0
         self.formulation = self.meta["model"].get("ordinal_formulation", "coral")
         self.coverage, self.batch_size, self.max_pixels = coverage, batch_size, max_pixels
+        self.tta_flip = tta_flip  # average each face's outputs with its mirror image (2x the inference)
         self._detector_spec = (detector, yunet_model)
         self._detector: Detector | None = detector if not isinstance(detector, str) else None
 
@@ -207,7 +208,11 @@ class Predictor:
             raise ValueError(f"chips must be N x {self.input_size} x {self.input_size} x 3, got {chips.shape}")
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
-            raw = self.backend.run(self.preprocess(chips[s:s + self.batch_size]))
+            x = self.preprocess(chips[s:s + self.batch_size])
+            raw = self.backend.run(x)
+            if self.tta_flip:
+                flipped = self.backend.run(np.ascontiguousarray(x[..., ::-1]))
+                raw = {k: (v + flipped[k]) / 2 for k, v in raw.items()}
             dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage)
             for i in range(len(next(iter(raw.values())))):
                 results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})
