@@ -25,26 +25,8 @@ HIGHER_IS_BETTER = {"mae": False, "cs5": True, "gender_accuracy": True, "race_ac
 
 def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: int | None = None) -> pd.DataFrame:
     """One row per face: true and predicted attributes, the age error, and the audit's group columns."""
-    import dataclasses
-    import torch
-    from faceattr.checkpoint import load_model
-    from faceattr.data.dataset import make_tensor_dataset, normalize
-    from faceattr.data.sources import load_split, parse_data_spec
-    from faceattr.decode import decode_outputs
-    from faceattr.evaluate import align_labels
-    model, meta = load_model(checkpoint)
-    tasks = tuple(model.tasks)
-    cfg = dataclasses.replace(parse_data_spec(data), image_size=int(meta["input_size"]))
-    table = load_split(cfg, split, limit)
-    labels = align_labels(table, tasks)
-    ds = make_tensor_dataset(table, cfg.image_size, progress=False)
-    outs: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for x, _ in ds.batches(256, shuffle=False):
-            for k, v in model(normalize(x, meta["mean"], meta["std"])).items():
-                outs.setdefault(k, []).append(v.float().numpy())
-    preds = decode_outputs({k: np.concatenate(v) for k, v in outs.items()}, tasks,
-                           meta["model"].get("ordinal_formulation", "coral"))
+    from faceattr.evaluate import checkpoint_predictions
+    tasks, _, _, labels, preds = checkpoint_predictions(checkpoint, data, split, limit)
     return build_face_table(tasks, preds, labels)
 
 

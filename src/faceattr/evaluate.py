@@ -46,11 +46,12 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task]) -> dict[str, n
     return out
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
-                        limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                        progress: bool = False) -> dict[str, Any]:
-    import torch
-    from faceattr.data.dataset import normalize
+def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
+                           limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
+                           progress: bool = False) -> tuple[tuple[Task, ...], DataConfig, SampleTable,
+                                                            dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Load a checkpoint, run it on a dataset split: (tasks, data config, samples, labels, decoded predictions)."""
+    from faceattr.train import predict_outputs
     model, meta = load_model(checkpoint)
     tasks = tuple(model.tasks)
     cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
@@ -62,19 +63,16 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: s
     ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
     if len(ds) != len(table):  # unreadable images dropped
         raise CheckpointError("some evaluation images are unreadable; see the log")
-    outs: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for x, _ in ds.batches(batch_size, shuffle=False):
-            xb = normalize(x, meta["mean"], meta["std"])
-            o = model(xb)
-            if tta_flip:
-                of = model(torch.flip(xb, dims=[3]))
-                o = {k: (v + of[k]) / 2 for k, v in o.items()}
-            for k, v in o.items():
-                outs.setdefault(k, []).append(v.float().numpy())
-    raw = {k: np.concatenate(v) for k, v in outs.items()}
-    form = meta["model"].get("ordinal_formulation", "coral")
-    preds = decode_outputs(raw, tasks, form)
+    raw = predict_outputs(model, ds, batch_size, meta["mean"], meta["std"], tta_flip)
+    preds = decode_outputs(raw, tasks, meta["model"].get("ordinal_formulation", "coral"))
+    return tasks, cfg, table, labels, preds
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
+                        limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
+                        progress: bool = False) -> dict[str, Any]:
+    tasks, cfg, table, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, batch_size,
+                                                              tta_flip, progress)
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     return {"checkpoint": str(checkpoint), "data": f"{cfg.dataset}:{cfg.root}", "split": split,
             "n": len(table), "tta_flip": tta_flip, "read_report": table.report.summary(), "metrics": metrics}

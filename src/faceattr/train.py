@@ -26,7 +26,7 @@ from faceattr.checkpoint import (CheckpointError, load_state, load_training_stat
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
 from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TensorDataset, augment,
                                    make_tensor_dataset, normalize)
-from faceattr.data.sources import load_split
+from faceattr.data.sources import load_split, read_table
 from faceattr.decode import decode_outputs
 from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
@@ -163,12 +163,17 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
 
 @torch.inference_mode()
 def predict_outputs(model: nn.Module, data: TensorDataset, batch_size: int = 256,
-                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-                    ) -> dict[str, np.ndarray]:
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                    tta_flip: bool = False) -> dict[str, np.ndarray]:
+    """Raw head outputs for every image; ``tta_flip`` averages them with the mirrored image's."""
     model.eval()
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
-        o = model(normalize(x, mean, std))
+        xb = normalize(x, mean, std)
+        o = model(xb)
+        if tta_flip:
+            of = model(torch.flip(xb, dims=[3]))
+            o = {k: (v + of[k]) / 2 for k, v in o.items()}
         for k, v in o.items():
             outs.setdefault(k, []).append(v.float().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -236,8 +241,9 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
 
-    train_t = load_split(cfg.data, "train", cfg.data.max_train, cfg.train.seed)
-    val_t = load_split(cfg.data, "val", cfg.data.max_val, cfg.train.seed)
+    whole = read_table(cfg.data)
+    train_t = load_split(cfg.data, "train", cfg.data.max_train, cfg.train.seed, whole)
+    val_t = load_split(cfg.data, "val", cfg.data.max_val, cfg.train.seed, whole)
     tasks = select_tasks(train_t.tasks, cfg.train.tasks)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
     train_d = make_tensor_dataset(train_t, cfg.data.image_size, cache, progress)

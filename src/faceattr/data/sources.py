@@ -78,9 +78,11 @@ def read_table(cfg: DataConfig) -> SampleTable:
     raise DataError(f"unknown dataset {cfg.dataset!r}; choose from {DATASETS}")
 
 
-def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int = 0) -> SampleTable:
-    """Samples of ``split`` (train/val/test/all) under the dataset's protocol; ``limit`` draws a seeded subset."""
-    table = read_table(cfg)
+def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int = 0,
+               table: SampleTable | None = None) -> SampleTable:
+    """Samples of ``split`` (train/val/test/all) under the dataset's protocol; ``limit`` draws a seeded subset.
+    ``table``: the whole dataset as already read by :func:`read_table` (saves reading it again per split)."""
+    table = table if table is not None else read_table(cfg)
     if split != "all":
         if cfg.dataset == "manifest" and "split" in table.frame.columns and not cfg.split_file:
             mask = table.frame["split"] == split
