@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--detector", default="dlib")
     ap.add_argument("--limit", type=int)
     ap.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image")
+    ap.add_argument("--model", help="a faceattr checkpoint or ONNX file (default: the shipped model)")
+    ap.add_argument("--tag", default="", help="suffix of the result file names")
     a = ap.parse_args()
     from faceattr.align import nearest_to_center
     from faceattr.image import load_image
@@ -39,8 +41,8 @@ def main() -> None:
     if a.limit:
         labels = labels.head(a.limit)
     yunet = SHARED / "models" / "face_detection_yunet.onnx"
-    p = Predictor.from_pretrained(threads=2, detector=a.detector, yunet_model=str(yunet) if a.detector.startswith("yunet") else None,
-                                 tta_flip=a.tta_flip)
+    p = Predictor.load(a.model, threads=2, detector=a.detector,
+                       yunet_model=str(yunet) if a.detector.startswith("yunet") else None, tta_flip=a.tta_flip)
 
     def centre_face(rgb: np.ndarray):
         faces, chips = p.faces_and_chips(rgb)
@@ -91,9 +93,10 @@ def main() -> None:
         "## Detection\n\n" + md_table(det, list(det[0])),
         "## Agreement with the matching tight crop\n\n" + md_table(agree, list(agree[0])),
         "## Accuracy of the wide-photo predictions against the labels\n\n" + md_table(acc, list(acc[0]))])
-    write(f"wide-{p.detector.name}" + ("-flip" if a.tta_flip else ""), {"detection": det, "agreement": agree, "accuracy": acc}, md,
+    write(f"wide-{p.detector.name}" + ("-flip" if a.tta_flip else "") + (f"-{a.tag}" if a.tag else ""), {"detection": det, "agreement": agree, "accuracy": acc}, md,
           f"python benchmarks/wide.py --detector {a.detector}" + (" --tta-flip" if a.tta_flip else "")
-          + (f" --limit {a.limit}" if a.limit else ""))
+          + (f" --limit {a.limit}" if a.limit else "") + (f" --model {a.model}" if a.model else "")
+          + (f" --tag {a.tag}" if a.tag else ""))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ class DataConfig:
     max_train: int | None = None       # reduced budget: a seeded subset of the training split
     max_val: int | None = None
     cache_dir: str | None = None
+    # more datasets trained together with this one, their labels mapped onto this one's tasks:
+    # [{data: "fairface:DIR", label_map: {race: {"East Asian": Asian, ...}}}, ...] (see faceattr.data.combine)
+    extra: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

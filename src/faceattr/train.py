@@ -26,7 +26,7 @@ from faceattr.checkpoint import (CheckpointError, load_state, load_training_stat
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
 from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TensorDataset, augment,
                                    make_tensor_dataset, normalize)
-from faceattr.data.sources import load_split, read_table
+from faceattr.data.sources import load_train_val
 from faceattr.decode import decode_outputs
 from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
@@ -127,7 +127,8 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
         out = model(xb)
         losses, ns = {}, {}
         for t in tasks:
-            losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing)
+            losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing,
+                                                   y.get(f"{t.name}@hi"))
         total, weights = weighting(losses)
         if not torch.isfinite(total):
             raise TrainingError(f"loss became {total.item()} at epoch {epoch + 1}, step {steps}; lower train.lr")
@@ -184,8 +185,7 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
     """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
     raw = predict_outputs(model, data, batch_size)
     preds = decode_outputs(raw, tasks, formulation)
-    labels = {t: data.labels[:, j] for j, t in enumerate(data.task_names)}
-    return compute_metrics([t for t in tasks], preds, labels, breakdown)
+    return compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
 
 
 def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> dict[str, Any]:
@@ -193,7 +193,8 @@ def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **ex
                               "ordinal_formulation": cfg.model.ordinal_formulation, "dropout": cfg.model.dropout},
                       cfg.data.image_size, IMAGENET_MEAN, IMAGENET_STD, config=config_to_dict(cfg),
                       data_protocol={"dataset": cfg.data.dataset, "root": cfg.data.root,
-                                     "split_file": cfg.data.split_file, "train_split": "train", "val_split": "val"},
+                                     "split_file": cfg.data.split_file, "train_split": "train", "val_split": "val",
+                                     "extra": cfg.data.extra or []},
                       weights_origin=getattr(model, "weights_origin", "unknown"),
                       parameters=count_parameters(model), **extra)
 
@@ -241,9 +242,7 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
 
-    whole = read_table(cfg.data)
-    train_t = load_split(cfg.data, "train", cfg.data.max_train, cfg.train.seed, whole)
-    val_t = load_split(cfg.data, "val", cfg.data.max_val, cfg.train.seed, whole)
+    train_t, val_t = load_train_val(cfg.data, cfg.train.seed)
     tasks = select_tasks(train_t.tasks, cfg.train.tasks)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
     train_d = make_tensor_dataset(train_t, cfg.data.image_size, cache, progress)

@@ -105,7 +105,10 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: Path | None = 
 
 @dataclass
 class TensorDataset:
-    """Images (uint8 NHWC) + label matrix (N x T, -1 = missing), drawn in batches."""
+    """Images (uint8 NHWC) + label matrix (N x T, -1 = missing), drawn in batches.
+
+    ``task_names`` name the label columns: one per task, then ``<task>@hi`` upper levels where some ordinal
+    labels are intervals (see :mod:`faceattr.data.combine`)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -125,6 +128,17 @@ class TensorDataset:
             y = torch.from_numpy(self.labels[idx])
             yield x, {t: y[:, j] for j, t in enumerate(self.task_names)}
 
+    def exact_labels(self) -> dict[str, np.ndarray]:
+        """Labels by task for metrics: an interval-censored ordinal label counts as missing there."""
+        cols = {t: self.labels[:, j] for j, t in enumerate(self.task_names)}
+        out = {}
+        for t, y in cols.items():
+            if t.endswith("@hi"):
+                continue
+            hi = cols.get(f"{t}@hi")
+            out[t] = y if hi is None else np.where(hi == y, y, -1)
+        return out
+
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)
 
@@ -137,6 +151,7 @@ def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = 
     for e in errors:
         table.report.skip("unreadable image", e)
     names = tuple(t.name for t in table.tasks)
+    names += tuple(c for c in (f"{n}@hi" for n in names) if c in table.frame)  # interval-censored labels
     labels = table.frame[list(names)].to_numpy(np.int64)
     if not ok.all():
         keep = np.flatnonzero(ok)

@@ -103,3 +103,21 @@ def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int 
         idx = np.sort(rng.choice(len(table), size=limit, replace=False))
         table = table.subset(np.isin(np.arange(len(table)), idx))
     return table
+
+
+def load_train_val(cfg: DataConfig, seed: int = 0) -> tuple[SampleTable, SampleTable]:
+    """Training and validation samples; with ``cfg.extra`` the extra datasets' own train/val splits are added,
+    their labels mapped onto this dataset's tasks (:mod:`faceattr.data.combine`)."""
+    whole = read_table(cfg)
+    train = load_split(cfg, "train", cfg.max_train, seed, whole)
+    val = load_split(cfg, "val", cfg.max_val, seed, whole)
+    if not cfg.extra:
+        return train, val
+    from faceattr.data.combine import concat, extra_configs, map_to_tasks, with_exact_columns
+    trains, vals = [with_exact_columns(train)], [with_exact_columns(val)]
+    for ecfg, label_map in extra_configs(cfg):
+        w = read_table(ecfg)
+        trains.append(map_to_tasks(load_split(ecfg, "train", ecfg.max_train, seed, w), train.tasks, label_map))
+        vals.append(map_to_tasks(load_split(ecfg, "val", ecfg.max_val, seed, w), train.tasks, label_map))
+        log.info("extra dataset %s: %d train / %d val samples", ecfg.root, len(trains[-1]), len(vals[-1]))
+    return concat(trains), concat(vals)

@@ -2,6 +2,12 @@
 
 Each returns the mean loss over the samples that have a label (0 with a zero gradient when none has),
 and the number of those samples.
+
+Ordinal labels may be *interval-censored*: ``upper`` (same shape as ``labels``) gives the highest level the
+sample may have, ``labels`` the lowest (e.g. a FairFace group "20-29" on a model of exact ages 1..116 is
+levels 19..28). Of the K-1 sub-problems "is the level > k?" those with k < lower are known yes, those with
+k >= upper are known no, the ones in between are unknown and left out of the loss. ``upper=None`` (or
+``upper == labels``) is the usual exact label.
 """
 
 from __future__ import annotations
@@ -25,24 +31,58 @@ def levels_from_labels(labels: torch.Tensor, num_levels: int) -> torch.Tensor:
     return (labels[:, None] > k[None, :]).to(torch.float32)
 
 
-def ordinal_binary_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _interval(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mask of labelled samples, their lower levels, their upper levels), checked against K = C+1 levels."""
+    _check(logits, labels)
+    if upper is None:
+        upper = labels
+    elif upper.shape != labels.shape:
+        raise ValueError(f"upper must have the shape of labels {tuple(labels.shape)}, got {tuple(upper.shape)}")
+    mask = labels != MISSING
+    lo, hi = labels[mask], torch.where(upper[mask] == MISSING, labels[mask], upper[mask])
+    if len(lo) and (int(lo.min()) < 0 or int(hi.max()) > logits.shape[1] or bool((hi < lo).any())):
+        raise ValueError(f"ordinal label out of range for {logits.shape[1] + 1} levels (or upper < lower)")
+    return mask, lo, hi
+
+
+def ordinal_binary_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, int]:
     """Masked binary cross-entropy over the K-1 "y > k" sub-problems, summed over k, averaged over samples.
 
     This is the loss of CORAL (Cao, Mirjalili & Raschka, "Rank consistent ordinal regression for neural
     networks", Pattern Recognition Letters 2020, eq. 4, unit task weights) and of OR-CNN (Niu et al., CVPR 2016).
-    ``logits``: N x (K-1); ``labels``: N level indices in [0, K-1] or -1.
+    ``logits``: N x (K-1); ``labels``: N level indices in [0, K-1] or -1; ``upper``: optional upper levels of
+    interval-censored labels (the sub-problems inside the interval are unknown and do not count).
     """
+    mask, lo, hi = _interval(logits, labels, upper)
+    k = torch.arange(logits.shape[1], device=logits.device)[None, :]
+    known = (lo[:, None] > k) | (hi[:, None] <= k)
+    has = known.any(1)  # an interval spanning every level says nothing
+    n = int(has.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    target = levels_from_labels(lo, logits.shape[1] + 1)
+    bce = F.binary_cross_entropy_with_logits(logits[mask].float(), target, reduction="none")
+    per = (bce * known).sum(1)[has]
+    return per.mean(), n
+
+
+def interval_cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+                                ) -> tuple[torch.Tensor, int]:
+    """Softmax over K levels with an interval label: -log P(lower <= y <= upper) (cross-entropy when exact)."""
+    if upper is None:
+        return cross_entropy_loss(logits, labels)
     _check(logits, labels)
-    mask = labels != MISSING
+    mask, lo, hi = _interval(logits[:, 1:], labels, upper)  # K class logits: the same range check as K-1 thresholds
     n = int(mask.sum())
     if n == 0:
         return logits.sum() * 0.0, 0
-    lg, lb = logits[mask], labels[mask]
-    if int(lb.max()) > logits.shape[1] or int(lb.min()) < 0:
-        raise ValueError(f"ordinal label out of range for {logits.shape[1] + 1} levels")
-    target = levels_from_labels(lb, logits.shape[1] + 1)
-    per = F.binary_cross_entropy_with_logits(lg.float(), target, reduction="none").sum(1)
-    return per.mean(), n
+    lg = logits[mask].float()
+    k = torch.arange(logits.shape[1], device=logits.device)[None, :]
+    inside = (k >= lo[:, None]) & (k <= hi[:, None])
+    log_in = torch.logsumexp(lg.masked_fill(~inside, float("-inf")), 1)
+    return (torch.logsumexp(lg, 1) - log_in).mean(), n
 
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
@@ -56,27 +96,37 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothi
     return F.cross_entropy(logits[mask].float(), labels[mask], label_smoothing=label_smoothing), n
 
 
-def l1_index_loss(pred: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Masked L1 between a scalar prediction (N x 1) and the level index (plain regression baseline)."""
+def l1_index_loss(pred: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, int]:
+    """Masked L1 between a scalar prediction (N x 1) and the level index (plain regression baseline).
+    An interval label costs the distance to the interval (0 inside it)."""
     _check(pred, labels)
     if pred.shape[1] != 1:
         raise ValueError(f"regression output must be N x 1, got {tuple(pred.shape)}")
     mask = labels != MISSING
     n = int(mask.sum())
+    if upper is not None:
+        if n == 0:
+            return pred.sum() * 0.0, 0
+        p = pred[mask, 0].float()
+        lo = labels[mask].float()
+        hi = torch.where(upper[mask] == MISSING, labels[mask], upper[mask]).float()
+        return (F.relu(lo - p) + F.relu(p - hi)).mean(), n
     if n == 0:
         return pred.sum() * 0.0, 0
     return (pred[mask, 0].float() - labels[mask].float()).abs().mean(), n
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, formulation: str = "coral",
-              label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
-    """The loss of one task's head output, by the task's kind and (for ordinal tasks) formulation."""
+              label_smoothing: float = 0.0, upper: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """The loss of one task's head output, by the task's kind and (for ordinal tasks) formulation;
+    ``upper``: upper levels of interval-censored ordinal labels (see the module docstring)."""
     if kind == "nominal":
         return cross_entropy_loss(logits, labels, label_smoothing)
     if formulation in ("coral", "binary"):
-        return ordinal_binary_loss(logits, labels)
+        return ordinal_binary_loss(logits, labels, upper)
     if formulation == "softmax":
-        return cross_entropy_loss(logits, labels)
+        return interval_cross_entropy_loss(logits, labels, upper)
     if formulation == "regression":
-        return l1_index_loss(logits, labels)
+        return l1_index_loss(logits, labels, upper)
     raise ValueError(f"unknown ordinal formulation {formulation!r}")
