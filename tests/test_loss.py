@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from faceattr.decode import decode_task, ordinal_probs
-from faceattr.loss import create_weighting, levels_from_labels, ordinal_binary_loss, task_loss
+from faceattr.loss import (create_weighting, interval_cross_entropy_loss, levels_from_labels, ordinal_binary_loss,
+                           task_loss)
 from faceattr.loss.weighting import DWAWeighting, UncertaintyWeighting
 from faceattr.tasks import MISSING, fairface_tasks, ordinal_task
 
@@ -126,3 +127,49 @@ def test_other_weightings():
     rlw = create_weighting("rlw", ["a", "b", "c"])
     _, w = rlw({"a": torch.tensor(1.0), "b": torch.tensor(1.0), "c": torch.tensor(1.0)})
     assert abs(sum(w.values()) - 3.0) < 1e-5
+
+
+# ---- interval-censored ordinal labels (a FairFace age group on a model of exact ages) -------------------------
+def test_exact_interval_equals_plain_label():
+    torch.manual_seed(1)
+    logits = torch.randn(6, 7)
+    labels = torch.tensor([0, 3, 7, MISSING, 5, 1])
+    a, n = ordinal_binary_loss(logits, labels)
+    b, m = ordinal_binary_loss(logits, labels, labels.clone())
+    assert n == m == 5 and torch.allclose(a, b)
+
+
+def test_interval_leaves_the_inner_thresholds_out():
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.3]])  # 5 levels, thresholds k = 0..3
+    lo, hi = torch.tensor([1]), torch.tensor([3])      # level in 1..3: y>0 yes, y>1 and y>2 unknown, y>3 no
+    loss, n = ordinal_binary_loss(logits, lo, hi)
+    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731 - softplus
+    assert n == 1 and abs(loss.item() - (sp(-0.5) + sp(0.3))) < 1e-6
+    lg = logits.clone().requires_grad_(True)
+    g, = torch.autograd.grad(ordinal_binary_loss(lg, lo, hi)[0], lg)
+    assert g[0, 1] == 0 and g[0, 2] == 0 and g[0, 0] != 0 and g[0, 3] != 0
+
+
+def test_interval_over_every_level_counts_as_missing():
+    logits = torch.randn(2, 4, requires_grad=True)
+    loss, n = ordinal_binary_loss(logits, torch.tensor([0, 2]), torch.tensor([4, 2]))
+    assert n == 1
+    with pytest.raises(ValueError):
+        ordinal_binary_loss(logits, torch.tensor([3, 2]), torch.tensor([1, 2]))  # upper below lower
+    with pytest.raises(ValueError):
+        ordinal_binary_loss(logits, torch.tensor([0, 2]), torch.tensor([5]))  # shape
+
+
+def test_softmax_interval_is_minus_log_probability_of_the_interval():
+    logits = torch.tensor([[0.1, 1.0, -0.5, 2.0, 0.0]])
+    loss, n = interval_cross_entropy_loss(logits, torch.tensor([1]), torch.tensor([3]))
+    p = torch.softmax(logits, 1)[0]
+    assert n == 1 and abs(loss.item() + math.log(p[1:4].sum().item())) < 1e-6
+    exact, _ = interval_cross_entropy_loss(logits, torch.tensor([2]), torch.tensor([2]))
+    assert abs(exact.item() - torch.nn.functional.cross_entropy(logits, torch.tensor([2])).item()) < 1e-6
+
+
+def test_regression_interval_costs_distance_to_the_interval():
+    pred = torch.tensor([[2.0], [5.5], [0.0]])
+    loss, n = task_loss(pred, torch.tensor([1, 2, MISSING]), "ordinal", "regression", upper=torch.tensor([3, 4, MISSING]))
+    assert n == 2 and abs(loss.item() - (0.0 + 1.5) / 2) < 1e-6

@@ -160,3 +160,17 @@ def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
     assert own["heads.race.1.weight"].shape == (7, 1280)  # 7 FairFace races: not taken from the 5-race head
     assert not torch.equal(own["heads.age.1.bias"][:3], src["heads.age.1.bias"][:3])
     assert "471 of 474" in origin
+
+
+def test_joint_run_on_two_datasets(tmp_path, utk_dir, fairface_dir):
+    from conftest import FAIRFACE
+    fold = "{East Asian: Asian, Southeast Asian: Asian, Latino_Hispanic: Others, Middle Eastern: Others}"
+    cfg = tiny_config(tmp_path, "joint", **{"data.extra": f"[{{data: 'fairface:{FAIRFACE}', label_map: {{race: {fold}}}}}]",
+                                            "train.max_steps_per_epoch": 3})
+    s = main(cfg, progress=False)
+    assert s["train_images"] == 128
+    row = _rows(tmp_path / "joint" / "log.csv")[0]
+    assert float(row["loss_age"]) > 0 and float(row["val_age_mae"]) > 0
+    meta = read_meta(tmp_path / "joint" / "best.safetensors")
+    assert meta["data_protocol"]["extra"][0]["data"].startswith("fairface:")
+    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]
