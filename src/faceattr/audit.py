@@ -23,10 +23,11 @@ HIGHER_IS_BETTER = {"mae": False, "cs5": True, "gender_accuracy": True, "race_ac
                     "age_group_accuracy": True}
 
 
-def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: int | None = None) -> pd.DataFrame:
+def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: int | None = None,
+               label_map: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per face: true and predicted attributes, the age error, and the audit's group columns."""
     from faceattr.evaluate import checkpoint_predictions
-    tasks, _, _, labels, preds = checkpoint_predictions(checkpoint, data, split, limit)
+    tasks, _, _, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, label_map=label_map)
     return build_face_table(tasks, preds, labels)
 
 

@@ -16,13 +16,17 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument("--label-map", help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "
+                                        "or an experiment config with data.extra label maps")
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     p.add_argument("--out", help="folder to write report.md and metrics.json")
 
 
 def _run(a: argparse.Namespace) -> int:
-    from faceattr.evaluate import evaluate_checkpoint, report_markdown
-    res = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet)
+    from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
+    lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
+    res = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet,
+                              label_map=lm)
     md = report_markdown(res)
     if a.out:
         out = Path(a.out)

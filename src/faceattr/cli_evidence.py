@@ -52,14 +52,16 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int)
     p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--label-map", help="map the data's labels onto the model's (see faceattr evaluate --label-map)")
     p.add_argument("--out", required=True, help="folder for report.md, audit.json and the plots")
 
 
 def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.audit import audit_table, face_table, write_audit
+    from faceattr.evaluate import parse_label_map
     from faceattr.predict import SHIPPED_MODEL
     ckpt = a.checkpoint or SHIPPED_MODEL
-    df = face_table(ckpt, a.data, a.split, a.limit)
+    df = face_table(ckpt, a.data, a.split, a.limit, parse_label_map(a.label_map, a.data.split(":", 1)[0]))
     res = audit_table(df, n_boot=a.n_boot)
     res.update({"checkpoint": str(ckpt), "data": a.data, "split": a.split, "n_boot": a.n_boot})
     paths = write_audit(res, a.out, f"`{ckpt}` on `{a.data}` ({a.split})")

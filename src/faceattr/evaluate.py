@@ -21,8 +21,11 @@ from faceattr.tasks import MISSING, Task
 log = logging.getLogger(__name__)
 
 
-def align_labels(table: SampleTable, model_tasks: Sequence[Task]) -> dict[str, np.ndarray]:
-    """Labels of the table re-indexed into the model's tasks (by label name); unknown labels become missing."""
+def align_labels(table: SampleTable, model_tasks: Sequence[Task],
+                 label_map: dict[str, dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
+    """Labels of the table re-indexed into the model's tasks (by label name, or as ``label_map[task]`` says,
+    e.g. FairFace's seven races folded into UTKFace's five); labels that match nothing become missing."""
+    label_map = label_map or {}
     out: dict[str, np.ndarray] = {}
     by = {t.name: t for t in table.tasks}
     for mt in model_tasks:
@@ -40,15 +43,21 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task]) -> dict[str, n
             out[mt.name] = np.where(lab == MISSING, MISSING, np.abs(mv[None, :] - vals[lab][:, None]).argmin(1))
             continue
         names = {str(c).lower(): i for i, c in enumerate(mt.labels)}
+        over = {str(k): str(v) for k, v in (label_map.get(mt.name) or {}).items()}
         lab = table.frame[mt.name].to_numpy(np.int64)
-        mapped = [names.get(str(dt.labels[v]).lower(), MISSING) if v != MISSING else MISSING for v in lab]
+        src = [over.get(str(c), str(c)).lower() for c in dt.labels]
+        mapped = [names.get(src[v], MISSING) if v != MISSING else MISSING for v in lab]
+        unmatched = sorted({str(dt.labels[v]) for v in lab if v != MISSING and src[v] not in names})
+        if unmatched:
+            log.info("%s: labels %s match no class of the model; those samples are left out (see --label-map)",
+                     mt.name, unmatched)
         out[mt.name] = np.asarray(mapped, np.int64)
     return out
 
 
 def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
                            limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                           progress: bool = False) -> tuple[tuple[Task, ...], DataConfig, SampleTable,
+                           progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None) -> tuple[tuple[Task, ...], DataConfig, SampleTable,
                                                             dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Load a checkpoint, run it on a dataset split: (tasks, data config, samples, labels, decoded predictions)."""
     from faceattr.train import predict_outputs
@@ -57,7 +66,7 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
     cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
     cfg = dataclasses.replace(cfg, image_size=int(meta["input_size"]))
     table = load_split(cfg, split, limit)
-    labels = align_labels(table, tasks)
+    labels = align_labels(table, tasks, label_map)
     if not labels:
         raise CheckpointError(f"the checkpoint's tasks {[t.name for t in tasks]} do not occur in {cfg.dataset}")
     ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
@@ -70,12 +79,12 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
                         limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                        progress: bool = False) -> dict[str, Any]:
+                        progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     tasks, cfg, table, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, batch_size,
-                                                              tta_flip, progress)
+                                                              tta_flip, progress, label_map)
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     return {"checkpoint": str(checkpoint), "data": f"{cfg.dataset}:{cfg.root}", "split": split,
-            "n": len(table), "tta_flip": tta_flip, "read_report": table.report.summary(), "metrics": metrics}
+            "n": len(table), "tta_flip": tta_flip, "label_map": label_map or {}, "read_report": table.report.summary(), "metrics": metrics}
 
 
 def _pct(x: float) -> str:
@@ -139,3 +148,26 @@ def report_markdown(res: dict[str, Any]) -> str:
         if "group_confusion" in tm:
             out += [f"### {tname} (groups)", "", _confusion_md(tm["group_labels"], tm["group_confusion"]), ""]
     return "\n".join(out)
+
+
+def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, dict[str, Any]]:
+    """``--label-map``: a YAML/JSON mapping ``{task: {label: model label}}``, or an experiment config whose
+    ``data.extra`` entry for ``dataset`` holds one (e.g. configs/utkface-fairface.yaml)."""
+    import yaml
+    if not value:
+        return {}
+    p = Path(value)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        maps = [e.get("label_map") or {} for e in ((d.get("data") or {}).get("extra") or [])
+                if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset]
+        if not maps:
+            raise ValueError(f"{value}: no data.extra entry with a label_map" + (f" for {dataset}" if dataset else ""))
+        return maps[0]
+    try:
+        d = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--label-map: not a YAML mapping or config file: {e}") from e
+    if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
+        raise ValueError("--label-map must map task -> {label: model label}, e.g. '{race: {East Asian: Asian}}'")
+    return d

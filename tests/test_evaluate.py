@@ -1,0 +1,48 @@
+"""Evaluation of a model on another dataset's labels (faceattr.evaluate): label alignment and label maps."""
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from faceattr.data.readers import read_fairface
+from faceattr.evaluate import align_labels, evaluate_checkpoint, parse_label_map
+from faceattr.tasks import MISSING, FAIRFACE_AGE_GROUPS, age_to_group, utkface_tasks
+
+FOLD = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
+
+
+def test_fairface_labels_on_an_exact_age_model(fairface_dir):
+    t = read_fairface(fairface_dir)
+    t = t.subset(np.arange(len(t)) < 300)
+    age, gender, race = utkface_tasks()
+    plain = align_labels(t, utkface_tasks())
+    folded = align_labels(t, utkface_tasks(), {"race": FOLD})
+    src_race = [t.tasks[2].classes[v] for v in t.frame["race"]]
+    # without a map only the races of the same name count; with the fold every face has a race
+    assert all((plain["race"][i] == MISSING) == (r in FOLD) for i, r in enumerate(src_race))
+    assert (folded["race"] != MISSING).all()
+    assert [race.classes[v] for v in folded["race"]] == [FOLD.get(r, r) for r in src_race]
+    # the group midpoint lands in the same group when read back as an age
+    groups = [FAIRFACE_AGE_GROUPS[v] for v in t.frame["age"]]
+    assert [FAIRFACE_AGE_GROUPS[age_to_group(age.levels[v])] for v in plain["age"]] == groups
+    assert [gender.classes[v] for v in plain["gender"]] == [g.lower() for g in (t.tasks[1].classes[v] for v in t.frame["gender"])]
+
+
+def test_parse_label_map():
+    assert parse_label_map("{race: {East Asian: Asian}}") == {"race": {"East Asian": "Asian"}}
+    assert parse_label_map(str(REPO / "configs" / "utkface-fairface.yaml"), "fairface") == {"race": FOLD}
+    assert parse_label_map(None) == {}
+    with pytest.raises(ValueError):
+        parse_label_map("[1, 2]")
+    with pytest.raises(ValueError):
+        parse_label_map(str(REPO / "configs" / "utkface.yaml"))
+
+
+def test_evaluate_with_label_map_on_real_fairface(tiny_checkpoint, fairface_dir):
+    res = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40,
+                              label_map={"race": FOLD})
+    m = res["metrics"]["overall"]
+    assert res["n"] == 40 and res["label_map"] == {"race": FOLD}
+    assert m["race"]["n"] == 40 and 0 <= m["race"]["accuracy"] <= 1  # every face counts once the races are folded
+    plain = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40)
+    assert plain["metrics"]["overall"]["race"]["n"] < 40
