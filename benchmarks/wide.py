@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from _common import SHARED, md_table, write
+from _common import RESULTS, SHARED, md_table, write
 
 RACE_FOLD = {"White": "White", "Black": "Black", "East Asian": "Asian", "Southeast Asian": "Asian", "Indian": "Indian",
              "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
@@ -67,6 +67,8 @@ def main() -> None:
                      "age_tight_nodetect": an["age"].value,
                      "gender_wide": aw["gender"].label if aw else None, "gender_tight": at["gender"].label if at else None,
                      "gender_tight_nodetect": an["gender"].label,
+                     "p_female_wide": aw["gender"].probabilities.get("female", np.nan) if aw else np.nan,
+                     "p_female_tight": at["gender"].probabilities.get("female", np.nan) if at else np.nan,
                      "race_wide": aw["race"].label if aw else None,
                      "true_age_group": FAIRFACE_AGE_GROUPS.index(r["age"]), "true_gender": r["gender"].lower(),
                      "true_race5": RACE_FOLD[r["race"]]})
@@ -93,7 +95,9 @@ def main() -> None:
         "## Detection\n\n" + md_table(det, list(det[0])),
         "## Agreement with the matching tight crop\n\n" + md_table(agree, list(agree[0])),
         "## Accuracy of the wide-photo predictions against the labels\n\n" + md_table(acc, list(acc[0]))])
-    write(f"wide-{p.detector.name}" + ("-flip" if a.tta_flip else "") + (f"-{a.tag}" if a.tag else ""), {"detection": det, "agreement": agree, "accuracy": acc}, md,
+    name = f"wide-{p.detector.name}" + ("-flip" if a.tta_flip else "") + (f"-{a.tag}" if a.tag else "")
+    df.to_csv(RESULTS / f"{name}-rows.csv", index=False)  # one row per photo, to look at the disagreements
+    write(name, {"detection": det, "agreement": agree, "accuracy": acc}, md,
           f"python benchmarks/wide.py --detector {a.detector}" + (" --tta-flip" if a.tta_flip else "")
           + (f" --limit {a.limit}" if a.limit else "") + (f" --model {a.model}" if a.model else "")
           + (f" --tag {a.tag}" if a.tag else ""))

@@ -171,6 +171,7 @@ def test_joint_run_on_two_datasets(tmp_path, utk_dir, fairface_dir):
     assert s["train_images"] == 128
     row = _rows(tmp_path / "joint" / "log.csv")[0]
     assert float(row["loss_age"]) > 0 and float(row["val_age_mae"]) > 0
+    assert 0 <= float(row["val_age_interval_hit"]) <= 1  # FairFace groups: estimate inside the interval
     meta = read_meta(tmp_path / "joint" / "best.safetensors")
     assert meta["data_protocol"]["extra"][0]["data"].startswith("fairface:")
     assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]

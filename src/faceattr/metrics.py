@@ -96,7 +96,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     """The few numbers a table row shows."""
     out: dict[str, float] = {}
     for name, m in metrics["overall"].items():
-        for k in ("mae", "group_exact", "group_1off", "accuracy", "macro_f1"):
+        for k in ("mae", "group_exact", "group_1off", "interval_hit", "accuracy", "macro_f1"):
             if k in m:
                 out[f"{name}_{k}"] = m[k]
         if "cs" in m:

@@ -185,7 +185,18 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
     """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
     raw = predict_outputs(model, data, batch_size)
     preds = decode_outputs(raw, tasks, formulation)
-    return compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
+    metrics = compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
+    cols = {n: j for j, n in enumerate(data.task_names)}
+    for t in tasks:  # interval-censored labels (joint training): how often the estimate falls in the interval
+        if f"{t.name}@hi" not in cols or t.name not in metrics["overall"]:
+            continue
+        lo, hi = data.labels[:, cols[t.name]], data.labels[:, cols[f"{t.name}@hi"]]
+        cens = (lo != -1) & (hi != lo)
+        if cens.any():
+            idx = preds[t.name]["index"][cens]
+            metrics["overall"][t.name]["interval_hit"] = float(((idx >= lo[cens]) & (idx <= hi[cens])).mean())
+            metrics["overall"][t.name]["interval_n"] = int(cens.sum())
+    return metrics
 
 
 def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> dict[str, Any]:
