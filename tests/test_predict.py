@@ -149,3 +149,22 @@ def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
     e = np.exp(expected - expected.max())
     p = tta.predict_chips(chip[None])[0]["gender"].probabilities
     assert abs(p["male"] - e[0] / e.sum()) < 1e-5
+
+
+def test_calibrate_on_the_checkpoints_own_training_data(tiny_checkpoint, tmp_path, capsys):
+    import json
+    import shutil
+    ck = tmp_path / "m.safetensors"
+    shutil.copyfile(tiny_checkpoint, ck)
+    meta = json.loads(tiny_checkpoint.with_suffix(".json").read_text())
+    meta.pop("alignment")
+    ck.with_suffix(".json").write_text(json.dumps(meta))
+    assert cli(["-q", "calibrate", "--checkpoint", str(ck), "-n", "12", "--detector", "dlib"]) == 0
+    al = json.loads(ck.with_suffix(".json").read_text())["alignment"]["dlib"]
+    assert al["source"] == "utkface train chips" and 0 < al["n"] <= al["of"] == 12
+    (lx, ly), (rx, ry), (nx, ny) = al["points"][:3]
+    assert lx < nx < rx and ly == ry < ny  # left eye, right eye level, nose below: an upright face
+    meta.pop("config")
+    ck.with_suffix(".json").write_text(json.dumps(meta))
+    assert cli(["-q", "calibrate", "--checkpoint", str(ck), "-n", "12"]) == 2
+    assert "--data" in capsys.readouterr().err

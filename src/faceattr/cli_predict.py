@@ -184,22 +184,40 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="measure a detector's landmark template on the training chips "
                                          "and store it in the checkpoint (needed for alignment)")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="DATASET:DIR the model was trained on")
+    p.add_argument("--data", help="DATASET:DIR whose training chips to measure (default: the training data "
+                                  "recorded in the checkpoint's config, every dataset of a joint run included)")
     p.add_argument("--detector", action="append", default=None, help="dlib | yunet (repeatable; default dlib)")
     p.add_argument("--yunet-model")
     p.add_argument("-n", type=int, default=400, help="training chips to measure")
 
 
+def _calibration_table(meta: dict, data: str | None, n: int) -> tuple[Any, str]:
+    """A seeded sample of ``n`` training samples: of ``data``, or of the checkpoint's own training set."""
+    import numpy as np
+    from faceattr.config import config_from_dict
+    from faceattr.data.sources import load_split, load_train_val, parse_data_spec
+    if data:
+        cfg = parse_data_spec(data)
+        return load_split(cfg, "train", n, seed=0), f"{cfg.dataset} train chips"
+    if not meta.get("config"):
+        from faceattr.data.readers import DataError
+        raise DataError("the checkpoint records no training config: give --data DATASET:DIR")
+    dcfg = config_from_dict(meta["config"]).data
+    train, _ = load_train_val(dcfg, seed=0)
+    if len(train) > n:
+        rng = np.random.default_rng(0)
+        train = train.subset(np.isin(np.arange(len(train)), rng.choice(len(train), n, replace=False)))
+    names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
+    return train, " + ".join(names) + " train chips"
+
+
 def _run_calibrate(a: argparse.Namespace) -> int:
-    import dataclasses
     from faceattr.align import calibrate_template
     from faceattr.checkpoint import _paths, read_meta
-    from faceattr.data.sources import load_split, parse_data_spec
     from faceattr.detect import create_detector
     from faceattr.image import load_image
     meta = read_meta(a.checkpoint)
-    cfg = dataclasses.replace(parse_data_spec(a.data))
-    table = load_split(cfg, "train", a.n, seed=0)
+    table, source = _calibration_table(meta, a.data, a.n)
     chips = [load_image(p) for p in table.frame["path"]]
     al = dict(meta.get("alignment") or {})
     for name in a.detector or ["dlib"]:
@@ -209,7 +227,7 @@ def _run_calibrate(a: argparse.Namespace) -> int:
         for a_, b_ in ((0, 1), (3, 4))[:len(pts) // 2]:  # the training chips are upright: level eyes and mouth
             y = round((pts[a_][1] + pts[b_][1]) / 2, 5)
             pts[a_][1] = pts[b_][1] = y
-        al[det.name] = {**tpl, "source": f"{cfg.dataset} train chips", "detector": det.origin}
+        al[det.name] = {**tpl, "source": source, "detector": det.origin}
     meta["alignment"] = al
     _, js = _paths(a.checkpoint)
     js.write_text(json.dumps(meta, indent=1), encoding="utf-8")

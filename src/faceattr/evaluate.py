@@ -154,6 +154,7 @@ def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, 
     """``--label-map``: a YAML/JSON mapping ``{task: {label: model label}}``, or an experiment config whose
     ``data.extra`` entry for ``dataset`` holds one (e.g. configs/utkface-fairface.yaml)."""
     import yaml
+    from faceattr.config import ConfigError
     if not value:
         return {}
     p = Path(value)
@@ -162,12 +163,12 @@ def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, 
         maps = [e.get("label_map") or {} for e in ((d.get("data") or {}).get("extra") or [])
                 if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset]
         if not maps:
-            raise ValueError(f"{value}: no data.extra entry with a label_map" + (f" for {dataset}" if dataset else ""))
+            raise ConfigError(f"{value}: no data.extra entry with a label_map" + (f" for {dataset}" if dataset else ""))
         return maps[0]
     try:
         d = yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise ValueError(f"--label-map: not a YAML mapping or config file: {e}") from e
+        raise ConfigError(f"--label-map: not a YAML mapping or config file: {e}") from e
     if not isinstance(d, dict) or not all(isinstance(v, dict) for v in d.values()):
-        raise ValueError("--label-map must map task -> {label: model label}, e.g. '{race: {East Asian: Asian}}'")
+        raise ConfigError("--label-map must map task -> {label: model label}, e.g. '{race: {East Asian: Asian}}'")
     return d
