@@ -4,16 +4,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${FACEATTR_SHARED:-../shared}
-M=src/faceattr/weights/faceattr-utkface-mobilenetv2.safetensors
+M=src/faceattr/weights/faceattr-utkface-fairface-mobilenetv2.safetensors
 python benchmarks/edge.py
 python benchmarks/peer.py
 python benchmarks/wide.py --detector yunet-dlib
+python benchmarks/wide.py --detector yunet-dlib --tta-flip
 python benchmarks/wide.py --detector yunet
 python benchmarks/wide.py --detector dlib
+python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
+faceattr -q evaluate --checkpoint $M --data fairface:$S/data/fairface --label-map configs/utkface-fairface.yaml \
+  --out results/eval-fairface-test-shipped >/dev/null
 faceattr -q audit --checkpoint $M --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
-faceattr -q audit --checkpoint $M --data fairface:$S/data/fairface --split test --out results/audit-fairface-test-shipped
+faceattr -q audit --checkpoint $M --data fairface:$S/data/fairface --split test --label-map configs/utkface-fairface.yaml \
+  --out results/audit-fairface-test-shipped
+if [ -f runs/utkface-mtl/best.safetensors ]; then  # the UTKFace-only recipe, for comparison
+  faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data utkface:$S/data/utkface --out results/eval-utkface-test-utkface-mtl >/dev/null
+  faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data fairface:$S/data/fairface \
+    --label-map configs/utkface-fairface.yaml --out results/eval-fairface-test-utkface-mtl >/dev/null
+fi
 if [ -f runs/fairface-mtl/best.safetensors ]; then
   faceattr -q audit --checkpoint runs/fairface-mtl/best.safetensors --data fairface:$S/data/fairface --split test --out results/audit-fairface-test
 fi

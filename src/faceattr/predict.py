@@ -23,7 +23,7 @@ from faceattr.tasks import Task, tasks_from_json
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-mobilenetv2.safetensors"
+SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors"
 
 
 class ModelFormatError(ValueError):
@@ -167,7 +167,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, threads: int | None = None, **kw: Any) -> "Predictor":
-        """The model shipped with faceattr (UTKFace protocol v1, MobileNetV2, 128 px)."""
+        """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace)."""
         if not SHIPPED_MODEL.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {SHIPPED_MODEL}")
         return cls.from_checkpoint(SHIPPED_MODEL, threads, **kw)
