@@ -3,7 +3,7 @@
     python benchmarks/edge.py [--limit N]
 
 - parity: max |ONNX fp32 - torch| over the UTKFace test chips' raw outputs;
-- INT8 (static, calibrated on 256 UTKFace training chips) vs fp32: test MAE, gender and race accuracy;
+- INT8 (static QDQ, percentile ranges from 256 UTKFace training chips) vs fp32: test MAE, gender and race accuracy;
 - speed: per-face latency at batch 1 (median of 100 runs) and throughput at batch 32, for torch eager,
   onnxruntime fp32 and INT8, with 1 and 2 threads;
 - photo -> attributes: detection + alignment + INT8 inference, per photo, on the group photos (1920 px) and on

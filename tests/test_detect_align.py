@@ -84,7 +84,8 @@ def test_detector_errors():
 
 
 def test_yunet_boxes_with_dlib_landmarks():
-    det = create_detector("auto", need(YUNET))
+    assert create_detector("auto", need(YUNET)).name == "yunet"
+    det = create_detector("yunet-dlib", need(YUNET))
     assert det.name == "yunet-dlib"
     faces = det.detect(load_image(sorted(need(DATA / "group-photos").glob("*.jpg"))[0]))
     assert faces and all(f.landmarks.shape == (3, 2) for f in faces)

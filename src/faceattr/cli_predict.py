@@ -46,7 +46,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-O", help="write results here instead of standard output")
     p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
-    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet-dlib if a YuNet file is given, else dlib)")
+    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, else dlib)")
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)

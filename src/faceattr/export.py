@@ -75,8 +75,12 @@ def read_onnx_meta(path: str | Path) -> dict[str, Any]:
 
 
 def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.ndarray,
-                  per_channel: bool = True) -> Path:
-    """Static INT8 quantization (QDQ, per-channel weights) calibrated on aligned face chips (N x S x S x 3)."""
+                  per_channel: bool = True, method: str = "percentile") -> Path:
+    """Static INT8 quantization (QDQ, per-channel weights) calibrated on aligned face chips (N x S x S x 3).
+
+    ``method``: how activation ranges are set from the calibration chips — ``percentile`` (99.999 %, the
+    default: on the shipped model's UTKFace validation split it halves the accuracy cost of ``minmax``:
+    race −0.22 vs −0.44 points, MAE +0.04 vs +0.10 years) or ``minmax``."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -103,13 +107,16 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.
     except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; fall back to the raw graph
         log.warning("ONNX pre-processing skipped (%s)", e)
         src = Path(fp32_path)
+    methods = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
+    if method not in methods:
+        raise ValueError(f"calibration method {method!r}: choose from {sorted(methods)}")
     quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=methods[method])
     if pre.exists():
         pre.unlink()
     _set_metadata(out, {**meta, "quantization": {"type": "int8-static-qdq", "calibration_images": len(calibration_chips),
-                                                 "per_channel": per_channel}})
+                                                 "per_channel": per_channel, "calibration_method": method}})
     return out
 
 
