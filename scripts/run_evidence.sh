@@ -16,6 +16,8 @@ faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out result
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
 faceattr -q evaluate --checkpoint $M --data fairface:$S/data/fairface --label-map configs/utkface-fairface.yaml \
   --out results/eval-fairface-test-shipped >/dev/null
+faceattr -q evaluate --checkpoint $M --data fairface:$S/data/fairface --label-map configs/utkface-fairface.yaml \
+  --tta-flip --out results/eval-fairface-test-shipped-flip >/dev/null
 faceattr -q audit --checkpoint $M --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
 faceattr -q audit --checkpoint $M --data fairface:$S/data/fairface --split test --label-map configs/utkface-fairface.yaml \
   --out results/audit-fairface-test-shipped
