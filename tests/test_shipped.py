@@ -1,0 +1,48 @@
+"""The model that ships with faceattr: its file, its metadata, its accuracy on real faces, the README's main job."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import UTK
+from faceattr.checkpoint import read_meta
+from faceattr.cli import main as cli
+from faceattr.predict import SHIPPED_MODEL, Predictor
+
+
+def test_shipped_file_and_metadata():
+    assert SHIPPED_MODEL.is_file() and SHIPPED_MODEL.stat().st_size <= 15e6
+    meta = read_meta(SHIPPED_MODEL)
+    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]
+    assert meta["input_size"] == 128 and len(meta["mean"]) == len(meta["std"]) == 3
+    assert {"dlib", "yunet", "yunet-dlib"} <= set(meta["alignment"])
+    tm = meta["test_metrics"]
+    assert tm["n"] == 2291 and tm["age_mae"] < 6 and tm["gender_accuracy"] > 0.9  # measured, stored by the build
+    extra = meta["config"]["data"]["extra"]
+    assert extra[0]["data"].startswith("fairface:") and "race" in extra[0]["label_map"]
+    assert (SHIPPED_MODEL.parent / "README.md").is_file()  # the model card
+
+
+def test_shipped_model_on_real_test_faces(utk_dir):
+    """40 UTKFace test crops, fed as crops: the trained weights, not a fresh network, must be in the file."""
+    from faceattr.data.sources import load_split, parse_data_spec
+    t = load_split(parse_data_spec(f"utkface:{UTK}"), "test", limit=40, seed=3)
+    p = Predictor.from_pretrained(threads=1)
+    res = [r.faces[0].attributes for r in p.predict_many(list(t.frame["path"]), detect=False)]
+    ages = np.array([a["age"].value for a in res])
+    true_age = t.frame["age_years"].to_numpy()
+    gender_ok = np.mean([a["gender"].label == ("male", "female")[g] for a, g in zip(res, t.frame["gender"])])
+    assert np.abs(ages - true_age).mean() < 9 and gender_ok >= 0.8
+
+
+def test_readme_main_job_runs_on_the_bundled_example(capsys):
+    pytest.importorskip("skimage")
+    assert cli(["-q", "predict", "--example"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["file"].endswith("astronaut.png") and rec["num_faces"] == 1
+    face = rec["faces"][0]
+    lo, hi = face["age"]["interval"]
+    assert lo <= face["age"]["value"] <= hi
+    assert abs(sum(face["gender"]["probabilities"].values()) - 1) < 1e-3
+    assert set(face["race"]["probabilities"]) == {"White", "Black", "Asian", "Indian", "Others"}
