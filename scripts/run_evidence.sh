@@ -10,6 +10,7 @@ python benchmarks/peer.py
 python benchmarks/wide.py --detector yunet-dlib
 python benchmarks/wide.py --detector yunet-dlib --tta-flip
 python benchmarks/wide.py --detector yunet
+python benchmarks/wide.py --detector yunet --tta-flip
 python benchmarks/wide.py --detector dlib
 python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
