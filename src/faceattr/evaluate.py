@@ -11,6 +11,7 @@ import numpy as np
 
 from faceattr.checkpoint import CheckpointError, load_model
 from faceattr.config import DataConfig
+from faceattr.data.combine import level_map
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.readers import SampleTable
 from faceattr.data.sources import load_split, parse_data_spec
@@ -42,16 +43,14 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
             lab = table.frame[mt.name].to_numpy(np.int64)
             out[mt.name] = np.where(lab == MISSING, MISSING, np.abs(mv[None, :] - vals[lab][:, None]).argmin(1))
             continue
-        names = {str(c).lower(): i for i, c in enumerate(mt.labels)}
-        over = {str(k): str(v) for k, v in (label_map.get(mt.name) or {}).items()}
+        m = level_map(dt, mt, label_map.get(mt.name), strict=False)
+        lut = np.array([m[i][0] if i in m else MISSING for i in range(dt.num_classes)] + [MISSING], np.int64)
         lab = table.frame[mt.name].to_numpy(np.int64)
-        src = [over.get(str(c), str(c)).lower() for c in dt.labels]
-        mapped = [names.get(src[v], MISSING) if v != MISSING else MISSING for v in lab]
-        unmatched = sorted({str(dt.labels[v]) for v in lab if v != MISSING and src[v] not in names})
+        out[mt.name] = lut[lab]  # MISSING (-1) indexes the trailing MISSING
+        unmatched = sorted({str(dt.labels[v]) for v in np.unique(lab) if v != MISSING and v not in m})
         if unmatched:
             log.info("%s: labels %s match no class of the model; those samples are left out (see --label-map)",
                      mt.name, unmatched)
-        out[mt.name] = np.asarray(mapped, np.int64)
     return out
 
 

@@ -26,6 +26,7 @@ from faceattr.checkpoint import (CheckpointError, load_state, load_training_stat
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
 from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TensorDataset, augment,
                                    make_tensor_dataset, normalize)
+from faceattr.data.combine import hi_column
 from faceattr.data.sources import load_train_val
 from faceattr.decode import decode_outputs
 from faceattr.loss import create_weighting, task_loss
@@ -128,7 +129,7 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
         losses, ns = {}, {}
         for t in tasks:
             losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing,
-                                                   y.get(f"{t.name}@hi"))
+                                                   y.get(hi_column(t.name)))
         total, weights = weighting(losses)
         if not torch.isfinite(total):
             raise TrainingError(f"loss became {total.item()} at epoch {epoch + 1}, step {steps}; lower train.lr")
@@ -188,9 +189,9 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
     metrics = compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
     cols = {n: j for j, n in enumerate(data.task_names)}
     for t in tasks:  # interval-censored labels (joint training): how often the estimate falls in the interval
-        if f"{t.name}@hi" not in cols or t.name not in metrics["overall"]:
+        if hi_column(t.name) not in cols or t.name not in metrics["overall"]:
             continue
-        lo, hi = data.labels[:, cols[t.name]], data.labels[:, cols[f"{t.name}@hi"]]
+        lo, hi = data.labels[:, cols[t.name]], data.labels[:, cols[hi_column(t.name)]]
         cens = (lo != -1) & (hi != lo)
         if cens.any():
             idx = preds[t.name]["index"][cens]

@@ -51,10 +51,12 @@ def parse_range(label: Any) -> tuple[float, float] | None:
     return None
 
 
-def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None) -> dict[int, tuple[int, int]]:
+def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, strict: bool = True
+              ) -> dict[int, tuple[int, int]]:
     """For every label index of ``src``: the (lower, upper) label index of ``dst`` it maps to.
 
-    Raises :class:`DataError` naming every source label that cannot be mapped."""
+    ``strict``: raise :class:`DataError` naming every source label that cannot be mapped (training); else leave
+    those labels out of the result (evaluation, where they count as missing)."""
     overrides = {str(k): v for k, v in (overrides or {}).items()}
     out: dict[int, tuple[int, int]] = {}
     bad: list[str] = []
@@ -74,7 +76,7 @@ def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None) 
                 out[i] = (int(inside[0]), int(inside[-1]))
                 continue
         bad.append(str(lab))
-    if bad:
+    if bad and strict:
         raise DataError(f"task {dst.name!r}: labels {bad} of the extra dataset match no {dst.name} label "
                         f"{list(map(str, dst.labels))[:12]}; give them in data.extra[].label_map.{dst.name}")
     return out

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
 from faceattr.image import ImageError, load_image, square_resize
 
@@ -133,9 +134,9 @@ class TensorDataset:
         cols = {t: self.labels[:, j] for j, t in enumerate(self.task_names)}
         out = {}
         for t, y in cols.items():
-            if t.endswith("@hi"):
+            if t.endswith(HI):
                 continue
-            hi = cols.get(f"{t}@hi")
+            hi = cols.get(hi_column(t))
             out[t] = y if hi is None else np.where(hi == y, y, -1)
         return out
 
@@ -151,7 +152,7 @@ def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = 
     for e in errors:
         table.report.skip("unreadable image", e)
     names = tuple(t.name for t in table.tasks)
-    names += tuple(c for c in (f"{n}@hi" for n in names) if c in table.frame)  # interval-censored labels
+    names += tuple(c for c in map(hi_column, names) if c in table.frame)  # interval-censored labels
     labels = table.frame[list(names)].to_numpy(np.int64)
     if not ok.all():
         keep = np.flatnonzero(ok)
