@@ -33,7 +33,7 @@ from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
 from faceattr.metrics import compute_metrics, headline, selection_score
 from faceattr.models import count_parameters, create_model
-from faceattr.tasks import Task
+from faceattr.tasks import MISSING, Task
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
         if hi_column(t.name) not in cols or t.name not in metrics["overall"]:
             continue
         lo, hi = data.labels[:, cols[t.name]], data.labels[:, cols[hi_column(t.name)]]
-        cens = (lo != -1) & (hi != lo)
+        cens = (lo != MISSING) & (hi != lo)
         if cens.any():
             idx = preds[t.name]["index"][cens]
             metrics["overall"][t.name]["interval_hit"] = float(((idx >= lo[cens]) & (idx <= hi[cens])).mean())

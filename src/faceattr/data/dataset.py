@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
+from faceattr.tasks import MISSING
 from faceattr.image import ImageError, load_image, square_resize
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class TensorDataset:
             if t.endswith(HI):
                 continue
             hi = cols.get(hi_column(t))
-            out[t] = y if hi is None else np.where(hi == y, y, -1)
+            out[t] = y if hi is None else np.where(hi == y, y, MISSING)
         return out
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
