@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from faceattr.checkpoint import load_model, read_meta, save_model
-from faceattr.evaluate import evaluate_checkpoint
+from faceattr.evaluate import config_label_map, evaluate_checkpoint
 from faceattr.metrics import headline
 from faceattr.predict import SHIPPED_MODEL
 
@@ -43,9 +43,8 @@ def main() -> None:
     meta = read_meta(SHIPPED_MODEL)
     meta["test_metrics"] = {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}
     if a.also:
-        maps = [e.get("label_map") or {} for e in (meta["config"]["data"].get("extra") or [])
-                if str(e.get("data", "")).split(":", 1)[0] == a.also.split(":", 1)[0]]
-        res2 = evaluate_checkpoint(SHIPPED_MODEL, a.also, "test", label_map=maps[0] if maps else None)
+        res2 = evaluate_checkpoint(SHIPPED_MODEL, a.also, "test",
+                                   label_map=config_label_map(meta["config"], a.also.split(":", 1)[0]))
         meta["test_metrics_also"] = {"data": res2["data"], "split": "test", "n": res2["n"],
                                      "label_map": res2["label_map"], **headline(res2["metrics"])}
     SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")

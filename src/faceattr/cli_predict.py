@@ -193,9 +193,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def _calibration_table(meta: dict, data: str | None, n: int) -> tuple[Any, str]:
     """A seeded sample of ``n`` training samples: of ``data``, or of the checkpoint's own training set."""
-    import numpy as np
     from faceattr.config import config_from_dict
-    from faceattr.data.sources import load_split, load_train_val, parse_data_spec
+    from faceattr.data.sources import load_split, load_train_val, parse_data_spec, sample
     if data:
         cfg = parse_data_spec(data)
         return load_split(cfg, "train", n, seed=0), f"{cfg.dataset} train chips"
@@ -203,10 +202,7 @@ def _calibration_table(meta: dict, data: str | None, n: int) -> tuple[Any, str]:
         from faceattr.data.readers import DataError
         raise DataError("the checkpoint records no training config: give --data DATASET:DIR")
     dcfg = config_from_dict(meta["config"]).data
-    train, _ = load_train_val(dcfg, seed=0)
-    if len(train) > n:
-        rng = np.random.default_rng(0)
-        train = train.subset(np.isin(np.arange(len(train)), rng.choice(len(train), n, replace=False)))
+    train = sample(load_train_val(dcfg, seed=0)[0], n)
     names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
     return train, " + ".join(names) + " train chips"
 

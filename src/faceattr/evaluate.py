@@ -149,6 +149,13 @@ def report_markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def config_label_map(config: dict[str, Any], dataset: str | None = None) -> dict[str, dict[str, Any]] | None:
+    """The label map of the first ``data.extra`` entry (for ``dataset``) of an experiment config dict, or None."""
+    maps = [e.get("label_map") or {} for e in ((config.get("data") or {}).get("extra") or [])
+            if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset]
+    return maps[0] if maps else None
+
+
 def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, dict[str, Any]]:
     """``--label-map``: a YAML/JSON mapping ``{task: {label: model label}}``, or an experiment config whose
     ``data.extra`` entry for ``dataset`` holds one (e.g. configs/utkface-fairface.yaml)."""
@@ -158,12 +165,10 @@ def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, 
         return {}
     p = Path(value)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        maps = [e.get("label_map") or {} for e in ((d.get("data") or {}).get("extra") or [])
-                if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset]
-        if not maps:
+        found = config_label_map(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, dataset)
+        if found is None:
             raise ConfigError(f"{value}: no data.extra entry with a label_map" + (f" for {dataset}" if dataset else ""))
-        return maps[0]
+        return found
     try:
         d = yaml.safe_load(value)
     except yaml.YAMLError as e:

@@ -98,11 +98,15 @@ def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int 
         table = table.subset(mask.to_numpy())
         if len(table) == 0:
             raise DataError(f"{cfg.dataset}:{cfg.root}: no samples in split {split!r}")
-    if limit is not None and len(table) > limit:
-        rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(len(table), size=limit, replace=False))
-        table = table.subset(np.isin(np.arange(len(table)), idx))
-    return table
+    return sample(table, limit, seed)
+
+
+def sample(table: SampleTable, limit: int | None, seed: int = 0) -> SampleTable:
+    """A seeded subset of ``limit`` samples in their original order (the table itself when it is not larger)."""
+    if limit is None or len(table) <= limit:
+        return table
+    idx = np.random.default_rng(seed).choice(len(table), size=limit, replace=False)
+    return table.subset(np.isin(np.arange(len(table)), idx))
 
 
 def load_train_val(cfg: DataConfig, seed: int = 0) -> tuple[SampleTable, SampleTable]:

@@ -103,18 +103,13 @@ def l1_index_loss(pred: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor 
     _check(pred, labels)
     if pred.shape[1] != 1:
         raise ValueError(f"regression output must be N x 1, got {tuple(pred.shape)}")
+    upper = labels if upper is None else torch.where(upper == MISSING, labels, upper)
     mask = labels != MISSING
     n = int(mask.sum())
-    if upper is not None:
-        if n == 0:
-            return pred.sum() * 0.0, 0
-        p = pred[mask, 0].float()
-        lo = labels[mask].float()
-        hi = torch.where(upper[mask] == MISSING, labels[mask], upper[mask]).float()
-        return (F.relu(lo - p) + F.relu(p - hi)).mean(), n
     if n == 0:
         return pred.sum() * 0.0, 0
-    return (pred[mask, 0].float() - labels[mask].float()).abs().mean(), n
+    p, lo, hi = pred[mask, 0].float(), labels[mask].float(), upper[mask].float()
+    return (F.relu(lo - p) + F.relu(p - hi)).mean(), n  # |p - y| when the interval is [y, y]
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, formulation: str = "coral",
