@@ -6,11 +6,11 @@ from faceattr.tasks import (FAIRFACE_AGE_GROUPS, MISSING, Task, age_to_group, fa
 
 def test_builtin_task_sets():
     age, gender, race = utkface_tasks()
-    assert age.kind == "ordinal" and age.num_classes == 116 and age.num_outputs == 115
+    assert age.kind == "ordinal" and age.num_classes == 116 and age.num_outputs() == 115 and age.num_outputs("softmax") == 116 and age.num_outputs("regression") == 1
     assert age.values[0] == 1.0 and age.values[-1] == 116.0
-    assert gender.num_outputs == 2 and race.num_classes == 5
+    assert gender.num_outputs() == 2 and race.num_classes == 5
     fage, _, frace = fairface_tasks()
-    assert fage.num_outputs == 8 and frace.num_classes == 7
+    assert fage.num_outputs("corn") == 8 and frace.num_classes == 7
     assert fage.values[3] == 24.5
 
 

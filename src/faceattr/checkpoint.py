@@ -49,7 +49,8 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any], half: b
     from safetensors.torch import save_file
     st, js = _paths(Path(path).with_suffix(".safetensors"))
     st.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": "float16" if half else "float32", **meta}
     tmp_st, tmp_js = st.with_suffix(".safetensors.tmp"), js.with_suffix(".json.tmp")
     save_file(state, str(tmp_st), metadata={"format": FORMAT})

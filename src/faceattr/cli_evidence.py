@@ -17,10 +17,15 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="where runs go (default: the config's out_dir)")
     p.add_argument("--results-dir", help="where tables go (default: the config's results_dir)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every run, on top of the budget (e.g. data.root=/my/utkface)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (a GPU holds several)")
+    p.add_argument("--stop-after", type=float, help="start a run only if it can finish within this many seconds "
+                   "(judged by the longest finished run)")
 
 
 def _run_ablate(a: argparse.Namespace) -> int:
-    from faceattr.ablate import load_ablation, run_grid, write_report
+    from faceattr.ablate import kept_results, load_ablation, run_grid, write_report
     over: dict = {}
     if a.seeds:
         over["seeds"] = [int(s) for s in a.seeds.split(",")]
@@ -30,13 +35,26 @@ def _run_ablate(a: argparse.Namespace) -> int:
         over["out_dir"] = a.out_dir
     if a.results_dir:
         over["results_dir"] = a.results_dir
+    if a.jobs < 1:
+        from faceattr.config import ConfigError
+        raise ConfigError("--jobs must be at least 1")
     ab = load_ablation(a.config, over)
-    if a.report_only:
-        from pathlib import Path
-        results = [json.loads(p.read_text()) for e in ab.experiments for s in ab.seeds
-                   for p in [Path(ab.out_dir) / e / f"seed-{s}" / "result.json"] if p.is_file()]
-    else:
-        results = run_grid(ab, a.only, progress=not a.quiet)
+    if a.set:
+        import dataclasses
+
+        from faceattr.config import apply_overrides
+        sets: dict = {}
+        for kv in a.set:
+            key = kv.split("=", 1)[0]
+            sets[key] = apply_overrides({}, [kv])
+            node = sets[key]
+            for part in key.split("."):
+                node = node[part]
+            sets[key] = node
+        ab = dataclasses.replace(ab, budget={**ab.budget, **sets})
+    if not a.report_only:
+        run_grid(ab, a.only, progress=not a.quiet, jobs=a.jobs, stop_after_s=a.stop_after)
+    results = kept_results(ab)
     paths = write_report(ab, results)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0

@@ -38,7 +38,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "mobilenet_v2"
     shared_stages: int = 5
-    ordinal_formulation: str = "coral"  # coral | binary | softmax | regression
+    ordinal_formulation: str = "coral"  # coral | binary | corn | softmax | regression (faceattr.formulations)
     dropout: float = 0.2
     pretrained: bool = True
     allow_download: bool = False
@@ -64,7 +64,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.3
-    weighting: str = "uncertainty"     # uncertainty | equal | fixed | dwa | rlw
+    weighting: str = "uncertainty"     # uncertainty | equal | fixed | dwa | gradnorm | rlw
     weighting_lr: float = 0.025        # log-variances get their own learning rate, no weight decay
     fixed_weights: dict[str, float] | None = None
     tasks: list[str] | None = None     # train only these tasks (single-task networks); default all
@@ -73,6 +73,8 @@ class TrainConfig:
     threads: int | None = None
     select_metric: str = "auto"        # checkpoint selection on validation; auto = sum of normalised task errors
     max_steps_per_epoch: int | None = None
+    device: str = "auto"               # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
+    amp: bool = True                   # bf16 autocast on a GPU (never on the CPU)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
 """Decoding head outputs into predictions, in numpy so the ONNX runtime path needs no torch.
 
-Ordinal heads give a distribution over the K levels: for the binary formulations (CORAL, OR-CNN) from
-P(y > k) = sigmoid(logit_k), made non-increasing in k (independent classifiers can disagree), with
-P(y = k) = P(y > k-1) - P(y > k). The estimate is the distribution's expected value (e.g. age in years),
+Ordinal heads give a distribution over the K levels, as their formulation says (:mod:`faceattr.formulations`;
+e.g. CORAL/OR-CNN: P(y > k) = sigmoid(logit_k) made non-increasing, P(y = k) = P(y > k-1) - P(y > k)). The estimate is the distribution's expected value (e.g. age in years),
 the predicted level its median, and the interval its central ``coverage`` mass.
 """
 
@@ -12,41 +11,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from faceattr.formulations import softmax_np, get_formulation
 from faceattr.tasks import Task
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
 def ordinal_probs(out: np.ndarray, formulation: str, num_levels: int) -> np.ndarray:
-    """N x K level probabilities implied by an ordinal head's outputs."""
-    out = np.asarray(out, dtype=np.float64)
-    if formulation in ("coral", "binary"):
-        if out.shape[-1] != num_levels - 1:
-            raise ValueError(f"expected {num_levels - 1} threshold logits, got {out.shape[-1]}")
-        gt = np.minimum.accumulate(_sigmoid(out), axis=-1)
-        n = gt.shape[0]
-        upper = np.concatenate([np.ones((n, 1)), gt], -1)
-        lower = np.concatenate([gt, np.zeros((n, 1))], -1)
-        return np.clip(upper - lower, 0, None)
-    if formulation == "softmax":
-        return _softmax(out)
-    if formulation == "regression":
-        idx = np.clip(out[:, 0], 0, num_levels - 1)
-        lo = np.floor(idx).astype(int)
-        hi = np.minimum(lo + 1, num_levels - 1)
-        frac = idx - lo
-        p = np.zeros((len(idx), num_levels))
-        np.add.at(p, (np.arange(len(idx)), lo), 1 - frac)
-        np.add.at(p, (np.arange(len(idx)), hi), frac)
-        return p
-    raise ValueError(f"unknown ordinal formulation {formulation!r}")
+    """N x K level probabilities implied by an ordinal head's outputs (see :mod:`faceattr.formulations`)."""
+    return get_formulation(formulation).level_probs(out, num_levels)
 
 
 def quantile_index(probs: np.ndarray, q: float) -> np.ndarray:
@@ -59,13 +30,13 @@ def decode_task(out: np.ndarray, task: Task, formulation: str = "coral", coverag
     """Decode one task's raw outputs (N x outputs) into arrays of predictions."""
     out = np.asarray(out)
     if task.kind == "nominal":
-        p = _softmax(np.asarray(out, np.float64))
+        p = softmax_np(np.asarray(out, np.float64))
         return {"probs": p, "index": p.argmax(-1)}
     p = ordinal_probs(out, formulation, task.num_classes)
     v = np.asarray(task.values)
     a = (1 - coverage) / 2
     expected = (p * v).sum(-1) / np.clip(p.sum(-1), 1e-12, None)
-    if formulation == "regression":
+    if get_formulation(formulation).point_estimate:
         # a point estimate carries no distribution: its interval is the point itself
         return {"probs": p, "value": expected, "index": np.rint(np.clip(out[:, 0], 0, task.num_classes - 1)).astype(int),
                 "low": expected, "high": expected}

@@ -56,9 +56,11 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
 
 def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
                            limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                           progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None) -> tuple[tuple[Task, ...], DataConfig, SampleTable,
-                                                            dict[str, np.ndarray], dict[str, dict[str, Any]]]:
-    """Load a checkpoint, run it on a dataset split: (tasks, data config, samples, labels, decoded predictions)."""
+                           progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None,
+                           device: str = "cpu") -> tuple[tuple[Task, ...], DataConfig, SampleTable,
+                                                         dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Load a checkpoint, run it on a dataset split (on ``device``): (tasks, data config, samples, labels,
+    decoded predictions)."""
     from faceattr.train import predict_outputs
     model, meta = load_model(checkpoint)
     tasks = tuple(model.tasks)
@@ -71,7 +73,7 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
     ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
     if len(ds) != len(table):  # unreadable images dropped
         raise CheckpointError("some evaluation images are unreadable; see the log")
-    raw = predict_outputs(model, ds, batch_size, meta["mean"], meta["std"], tta_flip)
+    raw = predict_outputs(model.to(device), ds, batch_size, meta["mean"], meta["std"], tta_flip)
     preds = decode_outputs(raw, tasks, meta["model"].get("ordinal_formulation", "coral"))
     return tasks, cfg, table, labels, preds
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceattr.formulations import get_formulation
 from faceattr.tasks import Task
 
 
@@ -40,16 +41,12 @@ def task_target(out: torch.Tensor, task: Task, formulation: str, threshold: int 
     if task.kind == "nominal":
         idx = out.argmax(1) if class_index is None else torch.full((out.shape[0],), class_index)
         return out.gather(1, idx[:, None])[:, 0]
+    form = get_formulation(formulation)
     if threshold is not None:
-        if formulation not in ("coral", "binary"):
-            raise ExplainError("a threshold target needs a binary ordinal head (coral or binary)")
+        if not form.threshold_logits:
+            raise ExplainError("a threshold target needs a head of 'y > k' logits (coral or binary)")
         return out[:, threshold]
-    v = torch.as_tensor(task.values, dtype=out.dtype)
-    if formulation in ("coral", "binary"):
-        return v[0] + (torch.sigmoid(out) * (v[1:] - v[:-1])).sum(1)
-    if formulation == "softmax":
-        return (torch.softmax(out, 1) * v).sum(1)
-    return out[:, 0]
+    return form.expected_value(out, torch.as_tensor(task.values, dtype=out.dtype))
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, task: str, formulation: str = "coral", layer: str | None = None,

@@ -64,10 +64,14 @@ class Task:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    @property
-    def num_outputs(self) -> int:
-        """Logits the head emits: K-1 threshold logits for ordinal tasks, K class logits for nominal ones."""
-        return self.num_classes - 1 if self.kind == "ordinal" else self.num_classes
+    def num_outputs(self, formulation: str = "coral") -> int:
+        """Outputs the head emits: K class logits for a nominal task; for an ordinal one, what its formulation
+        needs (:mod:`faceattr.formulations`: K-1 threshold logits for CORAL/OR-CNN/CORN, K for softmax, 1 for
+        regression)."""
+        if self.kind == "nominal":
+            return self.num_classes
+        from faceattr.formulations import get_formulation
+        return get_formulation(formulation).num_outputs(self.num_classes)
 
     def index(self, label: Any) -> int:
         """Index of ``label`` (compared as strings so '25' and 25 match); ``MISSING`` for None/empty."""

@@ -29,6 +29,7 @@ from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, T
 from faceattr.data.combine import hi_column
 from faceattr.data.sources import load_train_val
 from faceattr.decode import decode_outputs
+from faceattr.formulations import get_formulation
 from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
 from faceattr.metrics import compute_metrics, headline, selection_score
@@ -96,6 +97,23 @@ def init_from_checkpoint(model: nn.Module, path: str | Path) -> str:
     return f"faceattr checkpoint {path} ({len(take)} of {len(own)} tensors; the rest ImageNet or fresh)"
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the first GPU when torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device={name}: torch sees no GPU here (use auto or cpu)")
+    return dev
+
+
+def _autocast(device: torch.device, enabled: bool) -> Any:
+    import contextlib
+    if device.type == "cuda" and enabled:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     s = seed * 100_003 + epoch
     torch.manual_seed(s)
@@ -117,6 +135,7 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
     n_batches = data.num_batches(cfg.train.batch_size, drop_last=True)
     if cfg.train.max_steps_per_epoch:
         n_batches = min(n_batches, cfg.train.max_steps_per_epoch)
+    device = next(model.parameters()).device
     t0 = time.perf_counter()
     bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
                mininterval=5.0, leave=False)
@@ -124,10 +143,13 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
     for x, y in data.batches(cfg.train.batch_size, shuffle=True, generator=gen, drop_last=True):
         if steps >= n_batches:
             break
+        x = x.to(device, non_blocking=True)
+        y = {k: v.to(device, non_blocking=True) for k, v in y.items()}
         xb = normalize(augment(x, aug, gen))
-        out = model(xb)
+        with _autocast(device, cfg.train.amp):
+            out = model(xb)
         losses, ns = {}, {}
-        for t in tasks:
+        for t in tasks:  # losses in float32 (the loss functions cast the outputs)
             losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing,
                                                    y.get(hi_column(t.name)))
         total, weights = weighting(losses)
@@ -167,17 +189,19 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
 def predict_outputs(model: nn.Module, data: TensorDataset, batch_size: int = 256,
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     tta_flip: bool = False) -> dict[str, np.ndarray]:
-    """Raw head outputs for every image; ``tta_flip`` averages them with the mirrored image's."""
+    """Raw head outputs for every image (on the model's device, in float32); ``tta_flip`` averages them with the
+    mirrored image's."""
     model.eval()
+    device = next(model.parameters()).device
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
-        xb = normalize(x, mean, std)
+        xb = normalize(x.to(device), mean, std)
         o = model(xb)
         if tta_flip:
             of = model(torch.flip(xb, dims=[3]))
             o = {k: (v + of[k]) / 2 for k, v in o.items()}
         for k, v in o.items():
-            outs.setdefault(k, []).append(v.float().numpy())
+            outs.setdefault(k, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -266,9 +290,13 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
                          pretrained=cfg.model.pretrained, allow_download=cfg.model.allow_download)
     if cfg.model.init_from:
         model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)  # type: ignore[assignment]
-    model = model.to(memory_format=torch.channels_last)
-    reg = [t.name for t in tasks if t.kind == "ordinal" and cfg.model.ordinal_formulation == "regression"]
+    device = resolve_device(cfg.train.device)
+    model = model.to(device=device, memory_format=torch.channels_last)
+    train_d, val_d = train_d.to(device), val_d.to(device)
+    reg = [t.name for t in tasks if t.kind == "ordinal" and get_formulation(cfg.model.ordinal_formulation).regression_loss]
     weighting = create_weighting(cfg.train.weighting, [t.name for t in tasks], reg, cfg.train.fixed_weights)
+    weighting = weighting.to(device)
+    weighting.attach(model)
     optimizer = build_optimizer(model, weighting, cfg)
     steps = train_d.num_batches(cfg.train.batch_size, drop_last=True)
     if cfg.train.max_steps_per_epoch:

@@ -112,12 +112,19 @@ class TensorDataset:
     ``task_names`` name the label columns: one per task, then ``<task>@hi`` upper levels where some ordinal
     labels are intervals (see :mod:`faceattr.data.combine`)."""
 
-    images: np.ndarray
+    images: np.ndarray | torch.Tensor
     labels: np.ndarray
     task_names: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to(self, device: str | torch.device) -> "TensorDataset":
+        """The images as one uint8 tensor on ``device`` (a GPU: batches are then drawn there, no copies)."""
+        if torch.device(device).type == "cpu":
+            return self
+        return TensorDataset(torch.as_tensor(np.ascontiguousarray(self.images)).to(device), self.labels,
+                             self.task_names)
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
                 drop_last: bool = False) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
@@ -126,8 +133,12 @@ class TensorDataset:
         stop = (n // batch_size) * batch_size if drop_last else n
         for s in range(0, stop, batch_size):
             idx = np.sort(order[s:s + batch_size].numpy())
-            x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
-            y = torch.from_numpy(self.labels[idx])
+            if isinstance(self.images, torch.Tensor):
+                x = self.images[torch.from_numpy(idx).to(self.images.device)]
+                y = torch.from_numpy(self.labels[idx]).to(self.images.device)
+            else:
+                x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
+                y = torch.from_numpy(self.labels[idx])
             yield x, {t: y[:, j] for j, t in enumerate(self.task_names)}
 
     def exact_labels(self) -> dict[str, np.ndarray]:
@@ -178,8 +189,8 @@ def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Seque
     """uint8 NHWC (or float NCHW in 0..255) -> normalised float NCHW in channels_last memory layout."""
     if x.dtype == torch.uint8:
         x = x.permute(0, 3, 1, 2).float()
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255.0
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255.0
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
@@ -189,8 +200,10 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
     g = generator
     xf = x.permute(0, 3, 1, 2).float()
 
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=g) * (hi - lo) + lo
+    dev = x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:  # drawn on the CPU generator: the same draws on any device
+        return (torch.rand(n, generator=g) * (hi - lo) + lo).to(dev)
 
     if cfg.brightness or cfg.contrast or cfg.saturation:
         b = u(1 - cfg.brightness, 1 + cfg.brightness).view(n, 1, 1, 1)
@@ -203,7 +216,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | No
         xf = (xf - gray) * s + gray
     ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180.0
     sc = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)
-    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)
+    flip = (torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)).to(dev)
     tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2
     cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)

@@ -68,6 +68,35 @@ def ordinal_binary_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch
     return per.mean(), n
 
 
+def corn_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, int]:
+    """CORN's negative log-likelihood (Shi, Cao & Raschka, arXiv 2111.08851): ``logits[:, k]`` is the logit of
+    P(y > k | y > k-1), so P(y >= j) = prod_{k < j} p_k and P(y = j) = P(y >= j) (1 - p_j).
+
+    For a label interval [lo, hi] (exact: lo = hi) the likelihood is P(lo <= y <= hi) = prod_{k < lo} p_k *
+    (1 - prod_{k=lo}^{hi} p_k), the second factor being 1 when hi is the top level. Summed over the conditional
+    sub-problems of a sample and averaged over samples, as :func:`ordinal_binary_loss` is (coral-pytorch's
+    ``corn_loss`` instead divides by the number of (sample, sub-problem) pairs: a constant factor per batch).
+    For an exact label this is exactly the sum of the binary cross-entropies of the conditional training subsets
+    (sub-problem k sees the samples with y > k-1, target y > k).
+    """
+    mask, lo, hi = _interval(logits, labels, upper)
+    n = int(mask.sum())
+    if n == 0:
+        return logits.sum() * 0.0, 0
+    lg = logits[mask].float()
+    k = torch.arange(lg.shape[1], device=lg.device)[None, :]
+    ls = F.logsigmoid(lg)
+    below = (ls * (k < lo[:, None])).sum(1)                      # log P(y >= lo)
+    inside = (ls * ((k >= lo[:, None]) & (k <= hi[:, None]))).sum(1)  # log prod_{k=lo..hi} p_k
+    top = hi >= lg.shape[1]                                       # interval reaches the top level: no second factor
+    # log(1 - exp(s)) for s <= 0, stably (log1mexp)
+    s = inside.clamp(max=-1e-7)
+    log1mexp = torch.where(s > -0.6931, torch.log(-torch.expm1(s)), torch.log1p(-torch.exp(s)))
+    nll = -(below + torch.where(top, torch.zeros_like(log1mexp), log1mexp))
+    return nll.mean(), n
+
+
 def interval_cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
                                 ) -> tuple[torch.Tensor, int]:
     """Softmax over K levels with an interval label: -log P(lower <= y <= upper) (cross-entropy when exact)."""
@@ -118,10 +147,5 @@ def task_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, formulation
     ``upper``: upper levels of interval-censored ordinal labels (see the module docstring)."""
     if kind == "nominal":
         return cross_entropy_loss(logits, labels, label_smoothing)
-    if formulation in ("coral", "binary"):
-        return ordinal_binary_loss(logits, labels, upper)
-    if formulation == "softmax":
-        return interval_cross_entropy_loss(logits, labels, upper)
-    if formulation == "regression":
-        return l1_index_loss(logits, labels, upper)
-    raise ValueError(f"unknown ordinal formulation {formulation!r}")
+    from faceattr.formulations import get_formulation
+    return get_formulation(formulation).loss(logits, labels, upper)

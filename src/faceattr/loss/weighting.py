@@ -14,6 +14,12 @@
 - ``equal``: every weight 1.   ``fixed``: user-given weights.
 - ``dwa``: Dynamic Weight Average (Liu, Johns & Davison, "End-to-end multi-task learning with attention",
   CVPR 2019, eq. 7): w_t = T * softmax_t(r_t / tau), r_t = L_t(e-1) / L_t(e-2), weights 1 for the first two epochs.
+- ``gradnorm``: GradNorm (Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: gradient normalization for adaptive
+  loss balancing in deep multitask networks", ICML 2018): learned weights w_t, renormalised to sum to T, are
+  moved so that the gradient norms G_t = ||grad_W w_t L_t|| at the last shared layer W approach
+  mean(G) * r_t^alpha, with r_t = (L_t / L_t(0)) / mean_t(L_t / L_t(0)) the relative inverse training rate
+  (eq. 2 of the paper, alpha = 1.5). The network is trained on sum_t w_t L_t with w held fixed; the weights
+  follow the gradient of L_grad = sum_t |G_t - target_t| alone, both from the one ``backward()``.
 - ``rlw``: Random Loss Weighting (Lin et al., "Reasonable effectiveness of random weighting", TMLR 2022):
   w = T * softmax(z), z ~ N(0, I), drawn afresh every step.
 """
@@ -44,6 +50,9 @@ class LossWeighting(nn.Module):
 
     def end_epoch(self, epoch_losses: Mapping[str, float]) -> None:
         """Called with the epoch's mean task losses (used by DWA)."""
+
+    def attach(self, model: nn.Module) -> None:
+        """Called once with the network before training (GradNorm takes its last shared layer)."""
 
 
 class EqualWeighting(LossWeighting):
@@ -127,7 +136,54 @@ class RandomWeighting(LossWeighting):
         return super().forward(losses)
 
 
-WEIGHTINGS = ("uncertainty", "equal", "fixed", "dwa", "rlw")
+class GradNormWeighting(LossWeighting):
+    """GradNorm (Chen et al. 2018); see the module docstring. Needs :meth:`attach` before training."""
+
+    def __init__(self, task_names: Sequence[str], alpha: float = 1.5) -> None:
+        super().__init__(task_names)
+        self.alpha = float(alpha)
+        self.w = nn.Parameter(torch.ones(len(self.task_names)))
+        self.register_buffer("initial", torch.zeros(len(self.task_names)))
+        self._shared: list[nn.Parameter] = []
+
+    def attach(self, model: nn.Module) -> None:
+        shared = getattr(model, "shared", None)
+        if shared is None or not len(shared):
+            raise ValueError("gradnorm needs a model with shared layers (model.shared)")
+        weights = [p for p in shared[-1].parameters() if p.ndim > 1 and p.requires_grad]
+        if not weights:
+            raise ValueError("gradnorm: the last shared stage has no weight tensor")
+        self._shared = [weights[-1]]
+
+    def weights(self) -> dict[str, float]:
+        return dict(zip(self.task_names, self.w.detach().tolist()))
+
+    def forward(self, losses: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():  # renormalise after the previous step: sum w = T, w > 0
+            self.w.clamp_(min=1e-3)
+            self.w.mul_(len(self.task_names) / self.w.sum())
+        names = [t for t in self.task_names if t in losses]
+        idx = [self.task_names.index(t) for t in names]
+        w = self.w[idx]
+        L = torch.stack([losses[t] for t in names])
+        total = (w.detach() * L).sum()
+        if not (self.training and self._shared and torch.is_grad_enabled() and len(names) > 1):
+            return total, self.weights()
+        if bool((self.initial[idx] == 0).any()):
+            self.initial[idx] = torch.where(self.initial[idx] == 0, L.detach().float(), self.initial[idx])
+        norms = []
+        for t in names:
+            g = torch.autograd.grad(losses[t], self._shared, retain_graph=True, allow_unused=True)[0]
+            norms.append(torch.zeros((), device=L.device) if g is None else g.detach().float().norm())
+        G = w * torch.stack(norms)
+        ratio = L.detach().float() / self.initial[idx].clamp(min=1e-12)
+        target = (G.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
+        l_grad = (G - target).abs().sum()
+        # the network's gradient comes from `total`; the weights' from l_grad alone (value unchanged)
+        return total + (l_grad - l_grad.detach()), self.weights()
+
+
+WEIGHTINGS = ("uncertainty", "equal", "fixed", "dwa", "gradnorm", "rlw")
 
 
 def create_weighting(name: str, task_names: Sequence[str], regression_tasks: Sequence[str] = (),
@@ -140,6 +196,8 @@ def create_weighting(name: str, task_names: Sequence[str], regression_tasks: Seq
         return FixedWeighting(task_names, fixed_weights or {})
     if name == "dwa":
         return DWAWeighting(task_names)
+    if name == "gradnorm":
+        return GradNormWeighting(task_names)
     if name == "rlw":
         return RandomWeighting(task_names)
     raise ValueError(f"unknown loss weighting {name!r}; choose from {WEIGHTINGS}")
