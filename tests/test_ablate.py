@@ -43,3 +43,31 @@ def test_grid_runs_resumes_and_reports(tmp_path, utk_dir):
     assert "| mtl |" in md and "± " in md and "single-task" in md
     assert paths["csv"].read_text().splitlines()[0].startswith("experiment,seeds,age_mae_mean")
     assert paths["plot"].stat().st_size > 1000
+    # every finished run is kept (result, curve, per-face predictions) under results_dir/runs: a new machine
+    # with an empty out_dir recomputes nothing
+    kept = tmp_path / "results" / "runs" / "mtl" / "seed-0"
+    assert {p.name for p in kept.iterdir()} == {"result.json", "log.csv", "predictions.csv.gz"}
+    import pandas as pd
+    rows = pd.read_csv(kept / "predictions.csv.gz")
+    assert len(rows) == 40 and {"age_true", "age_value", "gender_true", "gender_index", "gender_p"} <= set(rows.columns)
+    import shutil
+    shutil.rmtree(tmp_path / "runs")
+    assert len(run_grid(ab)) == 4
+    assert not (tmp_path / "runs").exists()
+
+
+def test_jobs_order_and_seeds_for(tmp_path):
+    p = tmp_path / "g.yaml"
+    p.write_text(yaml.safe_dump({"name": "g", "base": "x.yaml", "out_dir": "o", "results_dir": "r", "seeds": [0, 1],
+                                 "experiments": {"mtl": {}, "single-age": {}, "age-corn": {}},
+                                 "seeds_for": {"age-corn": [0]}}, sort_keys=False))
+    ab = load_ablation(p)
+    assert ab.jobs() == [("mtl", 0), ("single-age", 0), ("age-corn", 0), ("mtl", 1), ("single-age", 1)]
+    assert ab.jobs(["age-corn"]) == [("age-corn", 0)]
+    p.write_text(yaml.safe_dump({"name": "g", "base": "x.yaml", "out_dir": "o", "results_dir": "r",
+                                 "experiments": {"mtl": {}}, "seeds_for": {"nope": [0]}}))
+    import pytest
+
+    from faceattr.config import ConfigError
+    with pytest.raises(ConfigError, match="seeds_for"):
+        load_ablation(p)

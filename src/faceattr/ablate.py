@@ -203,7 +203,6 @@ def run_grid(ab: AblationConfig, only: list[str] | None = None, progress: bool =
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     todo = [j for j in ab.jobs(only) if not (ab.kept_dir(*j) / "result.json").is_file()]
-    results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     longest = 0.0
 
@@ -216,7 +215,7 @@ def run_grid(ab: AblationConfig, only: list[str] | None = None, progress: bool =
                 break
             log.info("ablation %s: %s seed %d", ab.name, e, s)
             t = time.perf_counter()
-            results.append(run_one(ab, e, s, progress))
+            run_one(ab, e, s, progress)
             longest = max(longest, time.perf_counter() - t)
             todo = todo[1:]
     else:
@@ -233,14 +232,15 @@ def run_grid(ab: AblationConfig, only: list[str] | None = None, progress: bool =
                 for f in done:
                     e, s, t = running.pop(f)
                     try:
-                        results.append(f.result())
+                        f.result()
                         longest = max(longest, time.perf_counter() - t)
                         log.info("ablation %s: finished %s seed %d in %.0f s", ab.name, e, s, time.perf_counter() - t)
                     except Exception as err:  # noqa: BLE001 - one failed run must not lose the others
                         log.error("ablation %s: %s seed %d failed: %s", ab.name, e, s, err)
     if todo:
         log.warning("ablation %s: out of time, %d runs not started: %s", ab.name, len(todo), todo)
-    return results
+    wanted = set(ab.jobs(only))
+    return [r for r in kept_results(ab) if (r["experiment"], r["seed"]) in wanted]
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:

@@ -63,6 +63,31 @@ def _run_ablate(a: argparse.Namespace) -> int:
 register("ablate", _add_ablate, _run_ablate)
 
 
+def _add_claims(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("claims", help="judge the paper's claims from the finished runs of the claims grids")
+    p.add_argument("--config", "-c", action="append", required=True,
+                   help="a claims grid (repeatable), e.g. configs/claims-utkface.yaml")
+    p.add_argument("--out", default="results/claims.md")
+    p.add_argument("--n-boot", type=int, default=2000, help="paired-bootstrap resamples (at least 100)")
+    p.add_argument("--no-timing", action="store_true", help="skip the CPU inference timing of MTL vs STL")
+
+
+def _run_claims(a: argparse.Namespace) -> int:
+    from faceattr.claims import write_claims
+    from faceattr.config import ConfigError
+    if a.n_boot < 100:
+        raise ConfigError("--n-boot must be at least 100")
+    report = write_claims(a.config, a.out, a.n_boot, timing=not a.no_timing)
+    for name, g in report["grids"].items():
+        for r in g["comparisons"]:
+            print(f"{name}: {r['a']} vs {r['b']} on {r['metric']}: {r['verdict']}"
+                  f"{' (provisional)' if r['provisional'] else ''}")
+    return 0
+
+
+register("claims", _add_claims, _run_claims)
+
+
 def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="bias audit: metrics per race, gender and age band with bootstrap CIs")
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped model)")

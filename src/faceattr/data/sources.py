@@ -14,6 +14,7 @@ from faceattr.data.readers import (DataError, SampleTable, read_fairface, read_m
                                    tasks_from_spec, utkface_image_dir)
 from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
 from faceattr.data.dataset import default_cache_dir
+from faceattr.tasks import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,17 @@ def _protocol(cfg: DataConfig) -> pd.DataFrame:
     except OSError:
         pass
     return df.astype(str)
+
+
+def dataset_tasks(cfg: DataConfig) -> tuple[Task, ...]:
+    """The tasks a dataset config declares, without reading the data."""
+    if cfg.dataset == "utkface":
+        return utkface_tasks()
+    if cfg.dataset == "fairface":
+        return fairface_tasks()
+    if cfg.dataset == "manifest" and cfg.tasks:
+        return tasks_from_spec(cfg.tasks)
+    raise DataError(f"dataset {cfg.dataset!r}: no declared tasks (choose from {DATASETS}; a manifest needs data.tasks)")
 
 
 def read_table(cfg: DataConfig) -> SampleTable:

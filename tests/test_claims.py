@@ -1,0 +1,83 @@
+"""Claims: the paired bootstrap, the verdict rule, and a report written from kept runs (made here)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from faceattr.claims import paired_bootstrap, per_face, verdict, write_claims, Metric
+from faceattr.tasks import utkface_tasks
+
+
+def test_paired_bootstrap_known_answer():
+    rng = np.random.default_rng(1)
+    b = rng.integers(0, 2, 4000).astype(float)
+    a = b.copy()
+    a[:400] = 1.0  # A is right wherever B is, and on some more faces
+    diff, lo, hi = paired_bootstrap(a, b, higher_better=True)
+    assert diff == pytest.approx((a - b).mean())
+    assert 0 < lo < diff < hi
+    # errors (lower is better): the sign follows "A is better"
+    d2, lo2, hi2 = paired_bootstrap(np.full(50, 3.0), np.full(50, 4.0), higher_better=False)
+    assert d2 == pytest.approx(1.0) and lo2 == pytest.approx(1.0) and hi2 == pytest.approx(1.0)
+    # identical arms: the interval holds 0
+    d3, lo3, hi3 = paired_bootstrap(b, b, True)
+    assert d3 == lo3 == hi3 == 0.0
+    with pytest.raises(ValueError):
+        paired_bootstrap(a, b[:10], True)
+
+
+def test_verdict_rule():
+    assert verdict(0.02, 0.01, 0.03, None) == "confirmed"
+    assert verdict(-0.02, -0.03, -0.01, None) == "refuted"
+    assert verdict(0.01, -0.01, 0.03, None) == "no difference within noise"
+    assert verdict(0.02, 0.01, 0.03, 0.05) == "no difference within noise"  # inside the seed noise
+    assert verdict(0.02, 0.01, 0.03, 0.01) == "confirmed"
+
+
+def test_per_face_metrics():
+    age = utkface_tasks()[0]
+    rows = pd.DataFrame({"age_true": [0, 29, 59], "age_value": [1.5, 33.0, 60.0], "age_index": [0, 32, 59]})
+    np.testing.assert_allclose(per_face(rows, Metric("age_mae", "age", False, ""), age), [0.5, 3.0, 0.0])
+    # ages 30 -> "30-39", 33 -> "30-39"; 1 -> "0-2", 1.5 -> "0-2"; 60 -> "60-69" both
+    np.testing.assert_allclose(per_face(rows, Metric("age_group_exact", "age", True, ""), age), [1, 1, 1])
+
+
+def _kept(root, exp, seed, metrics, rows):
+    d = root / "runs" / exp / f"seed-{seed}"
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({"experiment": exp, "seed": seed, "metrics": metrics,
+                                               "tasks": ["gender"], "gflops": 1.0, "parameters": 10,
+                                               "train_seconds": 5.0, "device_name": "test"}))
+    pd.DataFrame(rows).to_csv(d / "predictions.csv.gz", index=False)
+    (d / "log.csv").write_text("epoch,val_gender_accuracy\n1,0.5\n2,0.6\n")
+
+
+def test_report_from_kept_runs(tmp_path):
+    res = tmp_path / "res"
+    truth = np.arange(600) % 2
+    good = truth.copy()
+    bad = truth.copy()
+    bad[:150] = 1 - bad[:150]  # 75 % right
+    for s in (0, 1, 2):
+        g = good.copy()
+        g[s * 10:(s + 1) * 10] = 1 - g[s * 10:(s + 1) * 10]  # about 98 %, a little seed noise
+        _kept(res, "mtl", s, {"gender_accuracy": float((g == truth).mean())},
+              {"gender_true": truth, "gender_index": g, "gender_p": 0.9})
+        _kept(res, "single-gender", s, {"gender_accuracy": 0.75 + 0.001 * s},
+              {"gender_true": truth, "gender_index": bad, "gender_p": 0.9})
+    cfg = tmp_path / "grid.yaml"
+    from conftest import REPO
+    cfg.write_text(yaml.safe_dump({"name": "g", "base": str(REPO / "configs" / "utkface.yaml"), "out_dir": str(tmp_path / "o"),
+                                   "results_dir": str(res), "seeds": [0, 1, 2],
+                                   "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}}},
+                                  sort_keys=False))
+    rep = write_claims([cfg], tmp_path / "claims.md", n_boot=300, timing=False)
+    rows = rep["grids"]["g"]["comparisons"]
+    assert len(rows) == 1 and rows[0]["verdict"] == "confirmed" and not rows[0]["provisional"]
+    assert rows[0]["a_mean"] == pytest.approx(100 * (1 - 10 / 600))
+    md = (tmp_path / "claims.md").read_text()
+    assert "**confirmed**" in md and "Table II" in md and "90.9" in md
+    assert (tmp_path / "g-curves.png").stat().st_size > 1000
