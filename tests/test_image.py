@@ -82,7 +82,7 @@ def test_exif_rotation_applied():
 def test_arrays_and_square_resize():
     g = np.full((50, 80), 7, np.uint8)
     assert load_image(g).shape == (50, 80, 3)
-    f = np.ones((5, 5, 3), np.float32)
+    f = np.ones((9, 9, 3), np.float32)
     assert load_image(f).max() == 255
     r = square_resize(np.zeros((50, 80, 3), np.uint8), 32)
     assert r.shape == (32, 32, 3)

@@ -9,6 +9,7 @@ travels with them. The optimizer/scheduler state for ``--resume`` is a separate 
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ FORMAT = "faceattr-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FaceattrError, ValueError):
     """A checkpoint that is missing, corrupt, or not a faceattr checkpoint."""
 
 

@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_user_error(e: BaseException) -> bool:
-    from faceattr.errors import USER_ERRORS
-    return isinstance(e, USER_ERRORS)
+    from faceattr.errors import is_user_error
+    return is_user_error(e)
 
 
 if __name__ == "__main__":  # run as `python -m faceattr.cli`: use the importable module's command table

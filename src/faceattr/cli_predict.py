@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -51,6 +52,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image (2x inference)")
+    p.add_argument("--min-score", type=float, help="drop detections scored below this: dlib's SVM margin "
+                   "(default 0; 0.5 drops most false positives) or YuNet's confidence 0..1 (default 0.6)")
 
 
 CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
@@ -109,23 +112,51 @@ def _task_columns(pred: Any) -> list[str]:
     return cols
 
 
+def _check_predict_args(a: argparse.Namespace) -> None:
+    from faceattr.exceptions import check
+    check(a.batch_size >= 1, f"--batch-size must be at least 1, got {a.batch_size}")
+    check(a.threads is None or a.threads >= 1, f"--threads must be at least 1, got {a.threads}")
+    check(a.max_pixels >= 1, f"--max-pixels must be at least 1, got {a.max_pixels}")
+    check(a.min_score is None or math.isfinite(a.min_score), f"--min-score must be a number, got {a.min_score}")
+
+
 def _run_predict(a: argparse.Namespace) -> int:
+    """Validate everything, claim every output, then predict; outputs appear only when complete."""
+    from contextlib import nullcontext
+
+    from faceattr.exceptions import UsageError
     from faceattr.image import ImageError, load_image
-    from faceattr.predict import Predictor, draw_result, iter_image_paths
+    from faceattr.predict import Predictor, draw_result, find_image_paths
+    from faceattr.safeio import OutputPlan, atomic_output, atomic_write_bytes, unique_names
+    _check_predict_args(a)
     paths = list(a.paths)
     if a.example or not paths:
         paths = [str(example_photo())]
+    found = find_image_paths(paths)
+    files = found.files
+    if found.skipped:
+        log.warning("%d files skipped: not an image extension (%s)", len(found.skipped),
+                    ", ".join(map(str, found.skipped[:3])) + (" ..." if len(found.skipped) > 3 else ""))
+    if not files:
+        raise UsageError(f"no image files in {', '.join(paths)}" + (" (only files of other types)" if found.skipped
+                                                                    else ""))
+    plan = OutputPlan(files)
+    plan.add_input_dirs(p for p in paths if Path(p).is_dir())
+    out_path = plan.claim_file(a.output, "--output") if a.output else None
+    draw = plan.claim_dir(a.draw, "--draw") if a.draw else None
+    draw_names = unique_names(files, ".png") if draw else {}
     pred = Predictor.load(a.model, a.threads, detector=a.detector, yunet_model=a.yunet_model,
-                          batch_size=a.batch_size, max_pixels=a.max_pixels, tta_flip=a.tta_flip)
-    files = list(iter_image_paths(paths))
-    out: TextIO = open(a.output, "w", newline="", encoding="utf-8") if a.output else sys.stdout
-    writer = _Writer(a.format, out, _task_columns(pred))
-    draw = Path(a.draw) if a.draw else None
-    if draw:
-        draw.mkdir(parents=True, exist_ok=True)
+                          batch_size=a.batch_size, max_pixels=a.max_pixels, tta_flip=a.tta_flip,
+                          min_score=a.min_score)
+    if not a.no_detect:
+        pred.detector  # noqa: B018 - build it now: a missing detector is an error before any output exists
     from tqdm.auto import tqdm
     n_ok = n_bad = n_faces = 0
-    try:
+    if out_path is None and a.format == "csv":
+        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    ctx = atomic_output(out_path, errors="surrogateescape") if out_path else nullcontext(sys.stdout)
+    with ctx as out:
+        writer = _Writer(a.format, out, _task_columns(pred))
         for f in tqdm(files, desc="photos", unit="img", disable=a.quiet or len(files) < 2, file=sys.stderr,
                       mininterval=1.0):
             try:
@@ -139,13 +170,12 @@ def _run_predict(a: argparse.Namespace) -> int:
             n_ok += 1
             n_faces += len(res.faces)
             writer.write(res)
-            if draw:
-                draw_result(rgb, res, draw / (Path(f).stem + ".png"))
-    finally:
-        if a.output:
-            out.close()
+            if draw is not None:
+                target = draw / draw_names[f]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, draw_result(rgb, res))
     log.info("%d photos, %d faces, %d unreadable", n_ok, n_faces, n_bad)
-    return 0 if n_ok or not files else 1
+    return 0 if n_ok else 1
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

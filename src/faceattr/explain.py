@@ -9,6 +9,7 @@ the network returns a dict of heads and the age target is a decoded expectation,
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from faceattr.formulations import get_formulation
 from faceattr.tasks import Task
 
 
-class ExplainError(ValueError):
+class ExplainError(FaceattrError, ValueError):
     pass
 
 

@@ -4,6 +4,7 @@ quantization with calibration images (onnxruntime), and a TensorRT engine where 
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-class ExportError(RuntimeError):
+class ExportError(FaceattrError, RuntimeError):
     pass
 
 

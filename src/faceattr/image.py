@@ -7,7 +7,9 @@ bomb). Nothing here mutates PIL's global state.
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Union
@@ -15,12 +17,14 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: bigger than any camera photo, far below a bomb's gigapixels
 
 ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 
-class ImageError(ValueError):
+class ImageError(FaceattrError, ValueError):
     """An image that cannot be used; the message says which file and why."""
 
 
@@ -74,6 +78,9 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                              "(raise it with max_pixels / --max-pixels if the image is genuine)")
         if w < 1 or h < 1:
             raise ImageError(f"{name}: empty image ({w}x{h})")
+        frames = int(getattr(im, "n_frames", 1) or 1)
+        if frames > 1:
+            log.warning("%s: %d frames (animation or multi-page); using the first", name, frames)
         im.load()
         im = ImageOps.exif_transpose(im) or im
         return np.ascontiguousarray(np.asarray(to_rgb(im)))
@@ -87,18 +94,42 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageError(f"{name}: unreadable or truncated image ({e})") from e
 
 
+MIN_SIDE = 8  # smaller arrays hold no face: refused rather than answered
+
+
 def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    """An HxW, HxWx1, HxWx3 or HxWx4 array as uint8 RGB. uint8 is taken as is, uint16 is scaled from 0..65535, a
+    float array must hold values in 0..1 (a margin of 0.01 is clipped; anything else is refused, since guessing
+    0..255 or -1..1 would silently give a wrong image), and non-finite values are refused."""
+    if not isinstance(a, np.ndarray) or a.dtype == object:
+        raise ImageError(f"not an image array: {type(a).__name__}")
     if a.ndim == 2:
-        a = np.stack([a] * 3, axis=-1)
+        a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
         raise ImageError(f"array of shape {a.shape} is not an HxW, HxWx3 or HxWx4 image")
+    if min(a.shape[:2]) < MIN_SIDE:
+        raise ImageError(f"array of shape {a.shape} is too small to hold a face (under {MIN_SIDE} px)")
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
+    if a.dtype == np.bool_:
+        raise ImageError("a boolean array is not an image")
     if a.dtype != np.uint8:
-        if np.issubdtype(a.dtype, np.floating) and a.max() <= 1.0:
-            a = a * 255.0
+        if np.issubdtype(a.dtype, np.floating):
+            if not np.isfinite(a).all():
+                raise ImageError("the image array holds NaN or infinite values")
+            lo, hi = float(a.min()), float(a.max())
+            if lo < -0.01 or hi > 1.01:
+                raise ImageError(f"a float image must hold values in 0..1, this one spans {lo:.3g}..{hi:.3g} "
+                                 "(convert it to uint8 0..255 first)")
+            a = np.clip(a, 0.0, 1.0) * 255.0
         elif a.dtype == np.uint16:
             a = a / 257.0
+        elif np.issubdtype(a.dtype, np.integer):
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 or hi > 255:
+                raise ImageError(f"an integer image must hold values in 0..255 (or be uint16), this one spans {lo}..{hi}")
+        else:
+            raise ImageError(f"unsupported image array type {a.dtype}")
         a = np.clip(a, 0, 255).round().astype(np.uint8)
     if a.shape[2] == 4:
         alpha = a[..., 3:4].astype(np.float32) / 255.0

@@ -6,8 +6,11 @@ preprocessing and decoding are numpy, the metadata comes from the ONNX file itse
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import json
 import logging
+import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -17,7 +20,8 @@ import numpy as np
 from faceattr.align import align_face
 from faceattr.decode import decode_outputs
 from faceattr.detect import Detector, Face, create_detector
-from faceattr.image import DEFAULT_MAX_PIXELS, ImageSource, load_image, square_resize
+from faceattr.exceptions import check
+from faceattr.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
 from faceattr.tasks import Task, tasks_from_json
 
 log = logging.getLogger(__name__)
@@ -26,7 +30,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors"
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(FaceattrError, ValueError):
     """A model file that faceattr cannot use (wrong format, missing metadata)."""
 
 
@@ -78,8 +82,11 @@ class PhotoResult:
     height: int
     faces: list[FaceResult]
     message: str = ""
+    error: str = ""          # set (and no faces) when the image could not be used; see Predictor.predict_many
 
     def to_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"file": self.source, "error": self.error}
         d: dict[str, Any] = {"file": self.source, "width": self.width, "height": self.height,
                              "num_faces": len(self.faces), "faces": [f.to_dict() for f in self.faces]}
         if self.message:
@@ -137,11 +144,20 @@ class OnnxBackend:
 
 # ---- predictor --------------------------------------------------------------------------------------------------
 class Predictor:
-    """Estimate every face's attributes in photos (or in face crops with ``detect=False``)."""
+    """Estimate every face's attributes in photos (or in face crops with ``detect=False``).
+
+    Thread-safe: one Predictor may serve many threads (a web server's pool). The network runs concurrently (torch
+    and onnxruntime inference are re-entrant); the detector, which is not (dlib and OpenCV keep per-call state),
+    runs under a lock, one photo at a time.
+    """
 
     def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector | str = "auto",
                  yunet_model: str | Path | None = None, coverage: float = 0.8, batch_size: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, tta_flip: bool = False) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, tta_flip: bool = False, min_score: float | None = None) -> None:
+        check(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be a positive integer, got {batch_size!r}")
+        check(0.0 < coverage < 1.0, f"coverage must be in (0, 1), got {coverage!r}")
+        check(isinstance(max_pixels, int) and max_pixels >= 1, f"max_pixels must be a positive integer, got {max_pixels!r}")
+        check(min_score is None or math.isfinite(min_score), f"min_score must be a number, got {min_score!r}")
         self.backend = backend
         self.meta = backend.meta
         self.tasks: tuple[Task, ...] = tasks_from_json(self.meta["tasks"])
@@ -152,7 +168,9 @@ class Predictor:
         self.coverage, self.batch_size, self.max_pixels = coverage, batch_size, max_pixels
         self.tta_flip = tta_flip  # average each face's outputs with its mirror image (2x the inference)
         self._detector_spec = (detector, yunet_model)
+        self.min_score = min_score
         self._detector: Detector | None = detector if not isinstance(detector, str) else None
+        self._detector_lock = threading.Lock()
 
     # construction
     @classmethod
@@ -183,10 +201,12 @@ class Predictor:
 
     @property
     def detector(self) -> Detector:
-        if self._detector is None:
-            name, yunet = self._detector_spec
-            self._detector = create_detector(str(name), yunet)
-        return self._detector
+        with self._detector_lock:
+            if self._detector is None:
+                name, yunet = self._detector_spec
+                kw = {} if self.min_score is None else {"min_score": self.min_score}
+                self._detector = create_detector(str(name), yunet, **kw)
+            return self._detector
 
     # core steps
     def template(self, detector_name: str) -> np.ndarray:
@@ -230,26 +250,32 @@ class Predictor:
 
     def faces_and_chips(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray]:
         det = self.detector
-        faces = det.detect(rgb)
+        with self._detector_lock:  # dlib and OpenCV detectors are not safe to call from several threads
+            faces = det.detect(rgb)
         tpl = self.template(det.name)
         chips = np.stack([align_face(rgb, f.landmarks, tpl, self.input_size) for f in faces]) if faces else \
             np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
         return faces, chips
 
     def predict(self, image: ImageSource, detect: bool = True, source: str | None = None) -> PhotoResult:
-        """One photo (path, bytes, PIL image or RGB array) -> every face's attributes."""
-        return next(iter(self.predict_many([image], detect, [source] if source else None)))
+        """One photo (path, bytes, PIL image or RGB array) -> every face's attributes; an image that cannot be used
+        raises :class:`~faceattr.image.ImageError`."""
+        res = next(iter(self.predict_many([image], detect, [source] if source else None)))
+        if res.error:
+            raise ImageError(res.error)
+        return res
 
     def predict_many(self, images: Iterable[ImageSource], detect: bool = True,
                      sources: Sequence[str] | None = None) -> Iterator[PhotoResult]:
-        """Batch prediction: yields one :class:`PhotoResult` per image, faces of several photos batched together.
-
-        An unreadable image raises :class:`~faceattr.image.ImageError` for that image only when iterated; use
-        :func:`predict_paths` for a stream that reports and skips bad files.
-        """
+        """Yields one :class:`PhotoResult` per image, in order. An image that cannot be used yields a result with
+        ``error`` set and no faces, and the stream goes on (:meth:`predict` raises instead)."""
         for i, img in enumerate(images):
             src = sources[i] if sources else (str(img) if isinstance(img, (str, Path)) else f"image {i}")
-            rgb = load_image(img, self.max_pixels)
+            try:
+                rgb = load_image(img, self.max_pixels)
+            except ImageError as e:
+                yield PhotoResult(src, 0, 0, [], error=str(e))
+                continue
             h, w = rgb.shape[:2]
             if detect:
                 faces, chips = self.faces_and_chips(rgb)
@@ -261,29 +287,56 @@ class Predictor:
                 yield PhotoResult(src, w, h, [FaceResult(self.predict_chips(chip)[0])])
 
 
-def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
-    """Files, folders (recursively, image extensions) and glob patterns, in a stable order."""
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+@dataclass
+class FoundPaths:
+    files: list[Path]
+    skipped: list[Path]  # files inside the given folders without an image extension
+
+
+def find_image_paths(inputs: Sequence[str]) -> FoundPaths:
+    """Files (as given, whatever their extension), folders (recursively, image extensions only; the others are
+    listed in ``skipped``) and glob patterns, in a stable order, each file once; a name that matches nothing is
+    kept (it is reported as missing when read)."""
     import glob
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+    files: list[Path] = []
+    skipped: list[Path] = []
+    seen: set[str] = set()
+
+    def add(p: Path) -> None:
+        k = str(p.absolute())
+        if k not in seen:
+            seen.add(k)
+            files.append(p)
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for q in sorted(p.rglob("*")):
-                if q.is_file() and q.suffix.lower() in exts:
-                    yield q
+                if q.is_file():
+                    (add(q) if q.suffix.lower() in IMAGE_EXTENSIONS else skipped.append(q))
         elif p.exists():
-            yield p
+            add(p)
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
-                yield p  # reported as missing downstream
+                add(p)
             for m in matches:
                 if Path(m).is_file():
-                    yield Path(m)
+                    add(Path(m))
+    return FoundPaths(files, skipped)
 
 
-def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path) -> None:
-    """Write ``rgb`` with each face's box and a short label."""
+def iter_image_paths(inputs: Sequence[str]) -> Iterator[Path]:
+    """The files of :func:`find_image_paths`."""
+    yield from find_image_paths(inputs).files
+
+
+def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path | None = None) -> bytes:
+    """``rgb`` with each face's box and a short label, as PNG bytes (also written to ``out_path``, atomically,
+    when given)."""
     from PIL import Image, ImageDraw
     im = Image.fromarray(rgb)
     d = ImageDraw.Draw(im)
@@ -298,4 +351,11 @@ def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path) -> N
                          else a.label)
         d.text((f.box[0], max(0, f.box[1] - 12 * lw)), " ".join(parts), fill=(255, 255, 0),
                font_size=max(12, 10 * lw))
-    im.save(out_path)
+    import io
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    data = buf.getvalue()
+    if out_path is not None:
+        from faceattr.safeio import atomic_write_bytes
+        atomic_write_bytes(out_path, data)
+    return data

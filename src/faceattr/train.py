@@ -7,6 +7,7 @@ validation is kept as ``best.*``; ``log.csv`` has losses, task weights, log-vari
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import csv
 import logging
 import math
@@ -24,7 +25,7 @@ from torch import nn
 from faceattr.checkpoint import (CheckpointError, load_state, load_training_state, model_meta, save_model,
                                  save_training_state)
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
-from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, TensorDataset, augment,
+from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, TensorDataset, augment,
                                    make_tensor_dataset, normalize)
 from faceattr.data.combine import hi_column
 from faceattr.data.sources import load_train_val
@@ -39,7 +40,7 @@ from faceattr.tasks import MISSING, Task
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(FaceattrError, RuntimeError):
     pass
 
 
@@ -114,6 +115,37 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
     return contextlib.nullcontext()
 
 
+# settings that do not change what a run computes: a resumed run may differ in these
+RESUME_MAY_CHANGE = ("train.threads", "train.device", "train.eval_batch_size", "data.cache_dir", "out_dir")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("data", "model", "augment", "train"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` with a configuration that differs from the one it was started with (the
+    optimizer and schedule state would silently keep the old one while the new one was recorded); only the
+    settings in ``RESUME_MAY_CHANGE`` may differ."""
+    from faceattr.config import load_config
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise TrainingError(f"{run_dir}: cannot resume, its config.yaml is missing")
+    saved = _flat(config_to_dict(load_config(saved_path)))
+    new = _flat(config_to_dict(cfg))
+    diff = [f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(saved) | set(new))
+            if k not in RESUME_MAY_CHANGE and saved.get(k) != new.get(k)]
+    if diff:
+        raise TrainingError(f"{run_dir} was started with another configuration ({'; '.join(diff)}); resume it "
+                            "unchanged, or start a new run (train.init_from can start from its weights)")
+
+
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     s = seed * 100_003 + epoch
     torch.manual_seed(s)
@@ -127,7 +159,7 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
     model.train()
     weighting.train()
     gen = _seed_epoch(cfg.train.seed, epoch)
-    aug = AugmentConfig(**asdict(cfg.augment))
+    aug = cfg.augment
     form = cfg.model.ordinal_formulation
     sums: dict[str, float] = {t.name: 0.0 for t in tasks}
     counts: dict[str, int] = {t.name: 0 for t in tasks}
@@ -272,6 +304,8 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         raise TrainingError(f"{run_dir} already holds a run: add --resume to continue it, or choose another name")
     if resume and not state_path.is_file():
         log.info("--resume: no earlier state in %s, starting from scratch", run_dir)
+    if resume and state_path.is_file():
+        check_resume_config(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     if cfg.train.threads:
@@ -306,9 +340,17 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
     start_epoch, best_score, best_epoch, train_seconds = 0, math.inf, -1, 0.0
     if resume and state_path.is_file():
         st = load_training_state(state_path)
+        if "model" in st:  # the weights travel with the optimizer state: one file, one epoch
+            weights = st["model"]
+        else:  # older runs: the weights file must be from the same epoch as the state
+            from faceattr.checkpoint import read_meta
+            w_epoch = read_meta(run_dir / "last.safetensors").get("epoch")
+            if w_epoch != int(st["epoch"]) + 1:
+                raise CheckpointError(f"{run_dir}: last.safetensors is from epoch {w_epoch} but last_state.pt from "
+                                      f"epoch {int(st['epoch']) + 1}; the run folder is inconsistent, cannot resume")
+            weights = load_state(run_dir / "last.safetensors")
         try:
-            model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                   for k, v in load_state(run_dir / "last.safetensors").items()})
+            model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
             optimizer.load_state_dict(st["optimizer"])
             scheduler.load_state_dict(st["scheduler"])
             weighting.load_state_dict(st["weighting"])
@@ -337,7 +379,7 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         if is_best:
             shutil.copyfile(run_dir / "last.safetensors", run_dir / "best.safetensors")
             shutil.copyfile(run_dir / "last.json", run_dir / "best.json")
-        save_training_state(state_path, {"epoch": epoch, "optimizer": optimizer.state_dict(),
+        save_training_state(state_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
                                          "best_score": best_score, "best_epoch": best_epoch,
                                          "train_seconds": train_seconds})

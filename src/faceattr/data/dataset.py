@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceattr.config import AugmentSettings
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
 from faceattr.tasks import MISSING
@@ -173,15 +174,7 @@ def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = 
 
 
 # ---- tensor transforms ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AugmentConfig:
-    flip: bool = True
-    scale: float = 0.10       # zoom in/out by up to 10 %
-    shift: float = 0.06       # translate by up to 6 % of the side
-    rotate: float = 12.0      # degrees
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
+AugmentConfig = AugmentSettings  # one augmentation config: faceattr.config.AugmentSettings
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD

@@ -8,6 +8,7 @@ Real data is messy; readers never crash on a bad row, they report it.
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import csv
 import logging
 import re
@@ -23,7 +24,7 @@ from faceattr.tasks import (MISSING, Task, fairface_tasks, nominal_task, ordinal
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(FaceattrError, ValueError):
     """A dataset or label file that cannot be read at all (as opposed to a bad row, which is skipped)."""
 
 

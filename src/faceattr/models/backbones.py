@@ -6,6 +6,7 @@ sharing can cut it after any stage: ``k`` shared stages, the rest copied per tas
 
 from __future__ import annotations
 
+from faceattr.exceptions import FaceattrError
 import hashlib
 import logging
 from pathlib import Path
@@ -23,7 +24,7 @@ MOBILENET_V2_STAGES = ((0, 2), (2, 4), (4, 7), (7, 11), (11, 14), (14, 17), (17,
 MOBILENET_V2_STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6")
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(FaceattrError, FileNotFoundError):
     """Pretrained weights are not on this machine and downloading was not asked for."""
 
 
