@@ -115,7 +115,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_checkpoint):
     meta["model"]["shared_stages"] = 3
     (tmp_path / "other.json").write_text(json.dumps(meta))
     shutil.copy(tiny_checkpoint, tmp_path / "other.safetensors")
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match="does not belong"):  # the fingerprint in the weights file
         load_model(tmp_path / "other.safetensors")
     (tmp_path / "junk.json").write_text("{not json")
     shutil.copy(tiny_checkpoint, tmp_path / "junk.safetensors")

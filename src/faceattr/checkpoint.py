@@ -9,7 +9,7 @@ travels with them. The optimizer/scheduler state for ``--resume`` is a separate 
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from faceattr.exceptions import FaceattrError
 from faceattr.tasks import Task, tasks_from_json, tasks_to_json
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,33 @@ FORMAT_VERSION = 1
 
 class CheckpointError(FaceattrError, ValueError):
     """A checkpoint that is missing, corrupt, or not a faceattr checkpoint."""
+
+
+# The metadata that decides what the weights mean: its fingerprint is stored inside the weights file, so a JSON
+# edited or swapped after training (another input size, classes reordered) is refused instead of used.
+BOUND_KEYS = ("tasks", "model", "input_size", "mean", "std")
+
+
+def meta_fingerprint(meta: dict[str, Any]) -> str:
+    bound = {k: meta.get(k) for k in BOUND_KEYS}
+    return hashlib.sha256(json.dumps(bound, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_fingerprint(path: str | Path, meta: dict[str, Any]) -> None:
+    """Refuse metadata that does not belong to the weights beside it (checkpoints written before fingerprints
+    are accepted with a warning)."""
+    from safetensors import safe_open
+    st, js = _paths(path)
+    try:
+        with safe_open(str(st), framework="pt") as f:
+            stored = (f.metadata() or {}).get("meta_sha256")
+    except Exception as e:  # noqa: BLE001 - any failure to read the header means a broken file
+        raise CheckpointError(f"{st}: unreadable weights file ({e})") from e
+    if stored is None:
+        log.warning("%s: written before weights and metadata were tied together; its metadata is trusted as is", st)
+    elif stored != meta_fingerprint(meta):
+        raise CheckpointError(f"{js}: this metadata does not belong to {st.name} (tasks, classes, architecture, input "
+                              "size or normalisation changed after training); restore the JSON written with the weights")
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -54,7 +82,7 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any], half: b
              for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": "float16" if half else "float32", **meta}
     tmp_st, tmp_js = st.with_suffix(".safetensors.tmp"), js.with_suffix(".json.tmp")
-    save_file(state, str(tmp_st), metadata={"format": FORMAT})
+    save_file(state, str(tmp_st), metadata={"format": FORMAT, "meta_sha256": meta_fingerprint(meta)})
     tmp_js.write_text(json.dumps(meta, indent=1, default=_json_default), encoding="utf-8")
     os.replace(tmp_st, st)
     os.replace(tmp_js, js)
@@ -120,6 +148,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint describes and load its weights (float32, eval mode)."""
     meta = read_meta(path)
     state = load_state(path)
+    check_fingerprint(path, meta)
     try:
         model = build_model_from_meta(meta)
     except (KeyError, TypeError, ValueError) as e:

@@ -41,7 +41,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.download_weights:
         overrides.append("model.allow_download=true")
     if a.data:
-        kind, path = a.data.split(":", 1) if ":" in a.data else (a.data, "")
+        if ":" not in a.data:
+            from faceattr.exceptions import UsageError
+            raise UsageError(f"--data must be DATASET:DIR (e.g. utkface:../shared/data/utkface), got {a.data!r}")
+        kind, path = a.data.split(":", 1)
         overrides += [f"data.dataset={kind}", f"data.root={path}"]
     cfg = load_config(a.config, overrides)
     from faceattr.train import main
@@ -59,15 +62,22 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_split(a: argparse.Namespace) -> int:
     from faceattr.data.splits import fairface_protocol, utkface_protocol, write_split
+    from faceattr.exceptions import UsageError
+    from faceattr.safeio import OutputPlan
+    if ":" not in a.data:
+        raise UsageError(f"give the data as DATASET:DIR (utkface:DIR or fairface:DIR), got {a.data!r}")
     kind, path = a.data.split(":", 1)
+    if kind not in ("utkface", "fairface"):
+        raise UsageError(f"split: dataset must be utkface or fairface, got {kind!r}")
+    if not Path(path).is_dir():
+        raise UsageError(f"split: {path!r} is not a folder")
+    out = OutputPlan([p for p in (a.wide_labels,) if p]).claim_file(a.out, "--out")
     if kind == "utkface":
         df = utkface_protocol(path)
-    elif kind == "fairface":
+    else:
         wide = a.wide_labels or str(Path(path).parent / "fairface-wide" / "labels.csv")
         df = fairface_protocol(path, wide if Path(wide).is_file() else None)
-    else:
-        raise ValueError(f"split: dataset must be utkface or fairface, got {kind!r}")
-    write_split(df, a.out)
+    write_split(df, out)
     print(json.dumps({"rows": len(df), **df["split"].value_counts().to_dict(), "out": a.out}))
     return 0
 

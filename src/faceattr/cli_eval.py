@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from faceattr.cli import register
 
@@ -24,15 +23,19 @@ def _add(sub: argparse._SubParsersAction) -> None:
 
 def _run(a: argparse.Namespace) -> int:
     from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
+    from faceattr.exceptions import check
+    from faceattr.safeio import OutputPlan, atomic_output
+    check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
+    out = OutputPlan([a.checkpoint]).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
     res = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet,
                               label_map=lm)
     md = report_markdown(res)
-    if a.out:
-        out = Path(a.out)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
-        (out / "report.md").write_text(md, encoding="utf-8")
+        for name, text in (("metrics.json", json.dumps(res, indent=1)), ("report.md", md)):
+            with atomic_output(out / name) as f:
+                f.write(text)
     print(json.dumps(res, indent=1) if a.json else md)
     return 0
 

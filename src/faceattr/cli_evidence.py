@@ -102,8 +102,13 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.audit import audit_table, face_table, write_audit
     from faceattr.evaluate import parse_label_map
+    from faceattr.exceptions import check
     from faceattr.predict import SHIPPED_MODEL
+    from faceattr.safeio import OutputPlan
+    check(a.n_boot >= 10, f"--n-boot must be at least 10 (500 is the default), got {a.n_boot}")
+    check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
     ckpt = a.checkpoint or SHIPPED_MODEL
+    OutputPlan([ckpt]).claim_dir(a.out, "--out")
     df = face_table(ckpt, a.data, a.split, a.limit, parse_label_map(a.label_map, a.data.split(":", 1)[0]))
     res = audit_table(df, n_boot=a.n_boot)
     res.update({"checkpoint": str(ckpt), "data": a.data, "split": a.split, "n_boot": a.n_boot})
@@ -131,6 +136,7 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(a: argparse.Namespace) -> int:
+    import io
     from pathlib import Path
 
     import numpy as np
@@ -140,7 +146,15 @@ def _run_explain(a: argparse.Namespace) -> int:
     from faceattr.explain import ExplainError, average_figure, explain_chips, overlay
     from faceattr.image import load_image, square_resize
     from faceattr.predict import SHIPPED_MODEL, Predictor, TorchBackend
+    from faceattr.exceptions import check
+    from faceattr.safeio import OutputPlan, atomic_write_bytes, unique_names
+    check(a.average_n >= 1, f"--average-n must be at least 1, got {a.average_n}")
+    check(bool(a.images) or bool(a.average_data), "give photos to explain, or --average-data DATASET:DIR")
     ckpt = a.checkpoint or SHIPPED_MODEL
+    plan = OutputPlan([*a.images, ckpt])
+    plan.add_input_dirs({str(Path(i).parent) for i in a.images})
+    out = plan.claim_dir(a.out, "--out")
+    names_out = unique_names([Path(i) for i in a.images], "")
     if str(ckpt).endswith(".onnx"):
         raise ExplainError("Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, "
                            "not the .onnx file")
@@ -149,7 +163,10 @@ def _run_explain(a: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in model.task_names]
     if unknown:
         raise ExplainError(f"unknown task {unknown[0]!r}; the model has {list(model.task_names)}")
-    out = Path(a.out)
+    if a.age_threshold is not None:
+        age = next((t for t in model.tasks if t.kind == "ordinal"), None)
+        check(age is not None and 0 <= a.age_threshold <= age.num_classes - 2,
+              f"--age-threshold must be a threshold index 0..{(age.num_classes - 2) if age else 0}, got {a.age_threshold}")
     out.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     pred = Predictor(TorchBackend(model, meta), detector=a.detector, yunet_model=a.yunet_model)
@@ -163,8 +180,11 @@ def _run_explain(a: argparse.Namespace) -> int:
         maps = explain_chips(model, meta, chips, names, a.layer, a.age_threshold)
         for i, chip in enumerate(chips):
             for t in names:
-                p = out / f"{Path(img).stem}_face{i}_{t}.png"
-                Image.fromarray(np.concatenate([chip, overlay(chip, maps[t][i])], 1)).save(p)
+                p = out / f"{names_out[Path(img)]}_face{i}_{t}.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                buf = io.BytesIO()
+                Image.fromarray(np.concatenate([chip, overlay(chip, maps[t][i])], 1)).save(buf, "PNG")
+                atomic_write_bytes(p, buf.getvalue())
                 written.append(str(p))
     summary: dict = {"written": written}
     if a.average_data:

@@ -190,11 +190,22 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(a: argparse.Namespace) -> int:
-    from faceattr.checkpoint import read_meta
+    from faceattr.checkpoint import load_model, read_meta
+    from faceattr.exceptions import check
     from faceattr.export import build_tensorrt_engine, calibration_chips_from, export_onnx, quantize_int8
     from faceattr.predict import SHIPPED_MODEL
+    from faceattr.safeio import OutputPlan
+    check(a.calibration_size >= 1, f"--calibration-size must be at least 1, got {a.calibration_size}")
     ckpt = a.model or SHIPPED_MODEL
     out = Path(a.out)
+    onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    plan = OutputPlan([ckpt, Path(str(ckpt)).with_suffix(".json")])
+    plan.claim_file(onnx_out, "--out")
+    if a.int8:
+        plan.claim_file(onnx_out.with_suffix(".int8.onnx"), "the INT8 model")
+    if a.format == "tensorrt":
+        plan.claim_file(out.with_suffix(".engine"), "the TensorRT engine")
+    load_model(ckpt)  # a broken checkpoint is an error before anything is written
     report: dict[str, Any] = {}
     onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
     export_onnx(ckpt, onnx_path)
@@ -241,13 +252,15 @@ def _run_calibrate(a: argparse.Namespace) -> int:
     from faceattr.align import calibrate_template
     from faceattr.checkpoint import _paths, read_meta
     from faceattr.detect import create_detector
+    from faceattr.exceptions import check
     from faceattr.image import load_image
+    check(a.n >= 1, f"-n must be at least 1, got {a.n}")
     meta = read_meta(a.checkpoint)
+    detectors = [create_detector(name, a.yunet_model) for name in a.detector or ["dlib"]]  # fail before reading data
     table, source = _calibration_table(meta, a.data, a.n)
     chips = [load_image(p) for p in table.frame["path"]]
     al = dict(meta.get("alignment") or {})
-    for name in a.detector or ["dlib"]:
-        det = create_detector(name, a.yunet_model)
+    for det in detectors:
         tpl = calibrate_template(det, chips)
         pts = tpl["points"]
         for a_, b_ in ((0, 1), (3, 4))[:len(pts) // 2]:  # the training chips are upright: level eyes and mouth
@@ -256,7 +269,9 @@ def _run_calibrate(a: argparse.Namespace) -> int:
         al[det.name] = {**tpl, "source": source, "detector": det.origin}
     meta["alignment"] = al
     _, js = _paths(a.checkpoint)
-    js.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    from faceattr.safeio import atomic_output
+    with atomic_output(js) as f:
+        f.write(json.dumps(meta, indent=1))
     print(json.dumps(al, indent=1))
     return 0
 

@@ -49,8 +49,8 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
         out[mt.name] = lut[lab]  # MISSING (-1) indexes the trailing MISSING
         unmatched = sorted({str(dt.labels[v]) for v in np.unique(lab) if v != MISSING and v not in m})
         if unmatched:
-            log.info("%s: labels %s match no class of the model; those samples are left out (see --label-map)",
-                     mt.name, unmatched)
+            log.warning("%s: labels %s match no class of the model; those samples are left out (map them with "
+                        "--label-map)", mt.name, unmatched)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from faceattr.exceptions import FaceattrError
 import json
+import os
 import logging
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
             return tuple(o[n] for n in names)
 
     s = int(meta["input_size"])
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.with_name(final.name + ".partial.onnx")  # renamed onto ``final`` once complete
     dummy = torch.zeros(2, 3, s, s)
     import warnings
     with warnings.catch_warnings():
@@ -46,8 +48,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
         torch.onnx.export(_Wrap(model).eval(), (dummy,), str(out), input_names=["image"], output_names=names,
                           dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    _set_metadata(out, {**_public_meta(meta), "source_checkpoint": str(checkpoint)})
-    return out
+    try:
+        _set_metadata(out, {**_public_meta(meta), "source_checkpoint": str(checkpoint)})
+        os.replace(out, final)
+    finally:
+        out.unlink(missing_ok=True)
+    return final
 
 
 def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -68,11 +74,17 @@ def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 def read_onnx_meta(path: str | Path) -> dict[str, Any]:
     import onnx
-    m = onnx.load(str(path), load_external_data=False)
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - onnx raises several types for a broken file
+        raise ExportError(f"{path}: not a readable ONNX file ({e})") from e
     props = {p.key: p.value for p in m.metadata_props}
     if "faceattr" not in props:
         raise ExportError(f"{path}: no faceattr metadata")
-    return json.loads(props["faceattr"])
+    try:
+        return json.loads(props["faceattr"])
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path}: its faceattr metadata is not valid JSON ({e})") from e
 
 
 def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.ndarray,
@@ -100,8 +112,9 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.
             self.i += 16
             return {"image": np.ascontiguousarray((x - mean) / std)}
 
-    out = Path(out)
-    pre = out.with_suffix(".pre.onnx")
+    final = Path(out)
+    out = final.with_name(final.name + ".partial.onnx")
+    pre = final.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         src = pre
@@ -111,14 +124,18 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.
     methods = {"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}
     if method not in methods:
         raise ValueError(f"calibration method {method!r}: choose from {sorted(methods)}")
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method])
-    if pre.exists():
-        pre.unlink()
-    _set_metadata(out, {**meta, "quantization": {"type": "int8-static-qdq", "calibration_images": len(calibration_chips),
-                                                 "per_channel": per_channel, "calibration_method": method}})
-    return out
+    try:
+        quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=methods[method])
+        _set_metadata(out, {**meta, "quantization": {"type": "int8-static-qdq",
+                                                     "calibration_images": len(calibration_chips),
+                                                     "per_channel": per_channel, "calibration_method": method}})
+        os.replace(out, final)
+    finally:
+        pre.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
+    return final
 
 
 def build_tensorrt_engine(onnx_path: str | Path, out: str | Path, fp16: bool = True) -> Path:
@@ -154,7 +171,8 @@ def build_tensorrt_engine(onnx_path: str | Path, out: str | Path, fp16: bool = T
     if engine is None:
         raise ExportError("TensorRT failed to build the engine")
     out = Path(out)
-    out.write_bytes(bytes(engine))
+    from faceattr.safeio import atomic_write_bytes
+    atomic_write_bytes(out, bytes(engine))
     out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     return out
 

@@ -132,7 +132,12 @@ class OnnxBackend:
         props = self.session.get_modelmeta().custom_metadata_map
         if "faceattr" not in props:
             raise ModelFormatError(f"{path}: an ONNX model without faceattr metadata (export it with faceattr export)")
-        self.meta = json.loads(props["faceattr"])
+        try:
+            self.meta = json.loads(props["faceattr"])
+            tasks_from_json(self.meta["tasks"])
+            int(self.meta["input_size"]), list(self.meta["mean"]), list(self.meta["std"]), dict(self.meta["model"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ModelFormatError(f"{path}: its faceattr metadata is broken ({type(e).__name__}: {e})") from e
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = "onnxruntime-int8" if self.meta.get("quantization") else "onnxruntime"

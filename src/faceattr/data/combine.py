@@ -62,6 +62,17 @@ def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, 
     bad: list[str] = []
     dst_names = {str(c).lower(): i for i, c in enumerate(dst.labels)}
     numeric = dst.kind == "ordinal" and all(isinstance(v, (int, float)) for v in dst.levels)
+    # a label map that names a label neither side has is a typo, whatever ``strict`` says
+    src_names = {str(c) for c in src.labels}
+    typos = sorted(k for k in overrides if k not in src_names)
+    if typos:
+        raise DataError(f"label map for {dst.name!r}: {typos} are not labels of the data (it has "
+                        f"{sorted(src_names)[:12]})")
+    wrong = sorted(str(v) for v in overrides.values()
+                   if str(v).lower() not in dst_names and not (numeric and parse_range(v) is not None))
+    if wrong:
+        raise DataError(f"label map for {dst.name!r}: {wrong} are not labels of the model (it has "
+                        f"{list(map(str, dst.labels))[:12]})")
     for i, lab in enumerate(src.labels):
         target = overrides.get(str(lab), lab)
         j = dst_names.get(str(target).lower())

@@ -185,6 +185,8 @@ def read_manifest(csv_path: str | Path, tasks: Sequence[Task], image_root: str |
     except csv.Error as e:
         raise DataError(f"{csv_path} is not a valid CSV: {e}") from e
     report.kept = len(rows)
+    if report.rows_read and not rows:
+        raise DataError(f"{csv_path}: none of its {report.rows_read} rows is usable ({report.summary()})")
     for t in tasks:
         n_missing = sum(1 for r in rows if r[t.name] == MISSING)
         if n_missing:
@@ -198,12 +200,21 @@ def tasks_from_spec(spec: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
     """Tasks declared in a config: ``[{name: age, kind: ordinal, levels: [...]}, {name: g, kind: nominal, ...}]``."""
     out = []
     for d in spec:
-        if d.get("kind") == "ordinal":
-            out.append(ordinal_task(d["name"], d["levels"], d.get("values")))
-        elif d.get("kind") == "nominal":
-            out.append(nominal_task(d["name"], d["classes"]))
-        else:
-            raise DataError(f"task {d.get('name')!r}: kind must be 'ordinal' or 'nominal'")
+        if not isinstance(d, dict) or "name" not in d:
+            raise DataError(f"a declared task must be a mapping with a name, got {d!r}")
+        try:
+            if d.get("kind") == "ordinal":
+                out.append(ordinal_task(d["name"], d["levels"], d.get("values")))
+            elif d.get("kind") == "nominal":
+                out.append(nominal_task(d["name"], d["classes"]))
+            else:
+                raise DataError(f"task {d.get('name')!r}: kind must be 'ordinal' or 'nominal'")
+        except KeyError as e:
+            raise DataError(f"task {d['name']!r}: missing {e.args[0]!r}") from e
+        except (TypeError, ValueError) as e:
+            if isinstance(e, DataError):
+                raise
+            raise DataError(f"task {d['name']!r}: {e}") from e
     return tuple(out)
 
 

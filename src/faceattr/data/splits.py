@@ -83,7 +83,9 @@ def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -
 
 
 def write_split(df: pd.DataFrame, path: str | Path) -> None:
-    df.to_csv(path, index=False, lineterminator="\n")
+    from faceattr.safeio import atomic_output
+    with atomic_output(path) as f:
+        df.to_csv(f, index=False, lineterminator="\n")
 
 
 def read_split(path: str | Path) -> pd.DataFrame:
