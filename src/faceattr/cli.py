@@ -82,7 +82,25 @@ def _cmd_split(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": (_add_train, _cmd_train), "split": (_add_split, _cmd_split)}
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="show (or --clear) the decoded-image cache in $FACEATTR_CACHE")
+    p.add_argument("--clear", action="store_true", help="delete faceattr's cache files")
+
+
+def _cmd_cache(a: argparse.Namespace) -> int:
+    from faceattr.data.cache import cache_files, clear_cache, default_cache_dir
+    d = default_cache_dir()
+    if a.clear:
+        n, size = clear_cache(d)
+        print(f"removed {n} file(s), {size / 2**20:.1f} MiB, from {d}")
+        return 0
+    files = cache_files(d)
+    size = sum(p.stat().st_size for p in files)
+    print(f"{d}: {len(files)} file(s), {size / 2**20:.1f} MiB (faceattr cache --clear removes them)")
+    return 0
+
+
+COMMANDS = {"train": (_add_train, _cmd_train), "split": (_add_split, _cmd_split), "cache": (_add_cache, _cmd_cache)}
 
 
 def register(name: str, add, run) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         if a.debug or not _is_user_error(e):
             raise
-        print(f"faceattr {a.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, whatever the message holds
+        print(f"faceattr {a.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

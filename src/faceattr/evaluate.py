@@ -12,6 +12,7 @@ import numpy as np
 from faceattr.checkpoint import CheckpointError, load_model
 from faceattr.config import DataConfig
 from faceattr.data.combine import level_map
+from faceattr.data.readers import DataError
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.readers import SampleTable
 from faceattr.data.sources import load_split, parse_data_spec
@@ -29,6 +30,12 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
     label_map = label_map or {}
     out: dict[str, np.ndarray] = {}
     by = {t.name: t for t in table.tasks}
+    model_by = {t.name: t for t in model_tasks}
+    for name, mapping in label_map.items():  # a typo in a label map is an error, never a silent drop
+        if name not in model_by or name not in by:
+            raise DataError(f"label map names task {name!r}, which the model ({list(model_by)}) or the data "
+                            f"({list(by)}) does not have")
+        level_map(by[name], model_by[name], mapping, strict=False)
     for mt in model_tasks:
         if mt.name not in by:
             continue

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from faceattr.config import AugmentSettings
+from faceattr.data.cache import default_cache_dir
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
 from faceattr.tasks import MISSING
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("FACEATTR_CACHE", Path.home() / ".cache" / "faceattr"))
 
 
 def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:

@@ -13,7 +13,7 @@ from faceattr.config import DataConfig
 from faceattr.data.readers import (DataError, SampleTable, read_fairface, read_manifest, read_utkface,
                                    tasks_from_spec, utkface_image_dir)
 from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
-from faceattr.data.dataset import default_cache_dir
+from faceattr.data.cache import default_cache_dir
 from faceattr.tasks import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
