@@ -89,3 +89,38 @@ def test_yunet_boxes_with_dlib_landmarks():
     assert det.name == "yunet-dlib"
     faces = det.detect(load_image(sorted(need(DATA / "group-photos").glob("*.jpg"))[0]))
     assert faces and all(f.landmarks.shape == (3, 2) for f in faces)
+
+
+def test_small_face_in_a_large_photo_is_found():
+    """Detection looks at the scale the faces are at: a face that is ~3 % of an 8000 x 6000 photo."""
+    import cv2
+
+    from faceattr.cli_predict import example_photo
+    from faceattr.detect import DetectorUnavailable, create_detector
+    from faceattr.image import load_image
+    try:
+        det = create_detector("dlib")
+        photo = load_image(example_photo())
+    except (DetectorUnavailable, FileNotFoundError) as e:
+        pytest.skip(str(e))
+    face = cv2.resize(photo, (1024, 1024))
+    big = np.full((6000, 8000, 3), 90, np.uint8)
+    big[3500:4524, 5200:6224] = face
+    found = det.detect(big)
+    assert len(found) == 1
+    x0, y0, x1, y1 = found[0].box
+    assert 5200 < x0 < x1 < 6224 and 3500 < y0 < y1 < 4524
+
+
+def test_collage_of_group_photos_finds_what_each_photo_gives():
+    import cv2
+
+    from faceattr.detect import create_detector, tile_origins
+    from faceattr.image import load_image
+    photos = sorted(need(DATA / "group-photos").glob("*.jpg"))
+    det = create_detector("dlib")
+    ims = [cv2.resize(load_image(p), (1920, 1280)) for p in photos]
+    separately = sum(len(det.detect(im)) for im in ims)
+    collage = np.concatenate([np.concatenate(ims[i:i + 3], 1) for i in (0, 3)], 0)  # 5760 x 2560
+    assert len(det.detect(collage)) >= separately - 1
+    assert tile_origins(1000, 1000, 0.25) == [0] and tile_origins(5760, 2880, 0.25)[-1] == 2880

@@ -130,9 +130,21 @@ def _load_plugins() -> None:
                 raise
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM ends a run like Ctrl-C: outputs in progress are left as ``.partial`` files, targets untouched."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    if argv is None:  # the console command (tests call main() with arguments and keep their own handlers)
+        _sigterm_as_interrupt()
     logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
