@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faceattr.checkpoint import load_model, read_meta, save_model
+from faceattr.checkpoint import load_model, read_meta, save_model, write_meta
+from faceattr.templates import calibrate_checkpoint
 from faceattr.evaluate import config_label_map, evaluate_checkpoint
 from faceattr.metrics import headline
 from faceattr.predict import SHIPPED_MODEL
@@ -32,23 +33,21 @@ def main() -> None:
     a = ap.parse_args()
     src = Path(a.run) / "best.safetensors"
     model, meta = load_model(src)
-    meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "dtype")}
-    meta["source_run"] = {"run": a.run, "epoch": meta.get("epoch"), "val_metrics": meta.pop("val_metrics", None)}
-    save_model(SHIPPED_MODEL, model, meta, half=True)
-    det = ["--detector", "dlib"] + (["--detector", "yunet", "--detector", "yunet-dlib", "--yunet-model", a.yunet_model]
-                                    if Path(a.yunet_model).is_file() else [])
-    subprocess.run([sys.executable, "-m", "faceattr", "-q", "calibrate", "--checkpoint", str(SHIPPED_MODEL),
-                    "-n", "400", *det], check=True, stdout=subprocess.DEVNULL)
+    extra = {k: v for k, v in meta.extra.items() if k not in ("dtype", "val_metrics")}
+    extra["source_run"] = {"run": a.run, "epoch": meta.extra.get("epoch"), "val_metrics": meta.extra.get("val_metrics")}
+    save_model(SHIPPED_MODEL, model, meta.replace(extra=extra), half=True)
+    dets = ["dlib"] + (["yunet", "yunet-dlib"] if Path(a.yunet_model).is_file() else [])
+    calibrate_checkpoint(SHIPPED_MODEL, dets, a.yunet_model if len(dets) > 1 else None, n=400)
     res = evaluate_checkpoint(SHIPPED_MODEL, a.data, "test")
     meta = read_meta(SHIPPED_MODEL)
-    meta["test_metrics"] = {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}
+    add = {"test_metrics": {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}}
     if a.also:
         res2 = evaluate_checkpoint(SHIPPED_MODEL, a.also, "test",
-                                   label_map=config_label_map(meta["config"], a.also.split(":", 1)[0]))
-        meta["test_metrics_also"] = {"data": res2["data"], "split": "test", "n": res2["n"],
-                                     "label_map": res2["label_map"], **headline(res2["metrics"])}
-    SHIPPED_MODEL.with_suffix(".json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    print(json.dumps({k: meta[k] for k in ("test_metrics", "test_metrics_also") if k in meta}, indent=1))
+                                   label_map=config_label_map(meta.extra["config"], a.also.split(":", 1)[0]))
+        add["test_metrics_also"] = {"data": res2["data"], "split": "test", "n": res2["n"],
+                                    "label_map": res2["label_map"], **headline(res2["metrics"])}
+    write_meta(SHIPPED_MODEL, meta.with_extra(**add))
+    print(json.dumps(add, indent=1))
     print(f"{SHIPPED_MODEL}: {SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB")
 
 

@@ -122,11 +122,11 @@ def test_int8_export_runs(tiny_checkpoint, tmp_path):
     q = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", chips)
     assert q.stat().st_size < onnx_path.stat().st_size / 2.5
     p = Predictor.from_onnx(q)
-    assert p.meta["quantization"]["type"] == "int8-static-qdq"
-    assert p.meta["quantization"]["calibration_method"] == "percentile"
+    assert p.meta.extra["quantization"]["type"] == "int8-static-qdq"
+    assert p.meta.extra["quantization"]["calibration_method"] == "percentile"
     assert p.predict_chips(chips[:2])[0]["gender"].label in ("male", "female")
     q2 = quantize_int8(onnx_path, tmp_path / "m2.int8.onnx", chips, method="minmax")
-    assert Predictor.from_onnx(q2).meta["quantization"]["calibration_method"] == "minmax"
+    assert Predictor.from_onnx(q2).meta.extra["quantization"]["calibration_method"] == "minmax"
     with pytest.raises(ValueError, match="calibration method"):
         quantize_int8(onnx_path, tmp_path / "m3.int8.onnx", chips, method="kl")
 

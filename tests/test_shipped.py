@@ -14,12 +14,12 @@ from faceattr.predict import SHIPPED_MODEL, Predictor
 def test_shipped_file_and_metadata():
     assert SHIPPED_MODEL.is_file() and SHIPPED_MODEL.stat().st_size <= 15e6
     meta = read_meta(SHIPPED_MODEL)
-    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]
-    assert meta["input_size"] == 128 and len(meta["mean"]) == len(meta["std"]) == 3
-    assert {"dlib", "yunet", "yunet-dlib"} <= set(meta["alignment"])
-    tm = meta["test_metrics"]
+    assert meta.task_names == ("age", "gender", "race")
+    assert meta.input_size == 128 and len(meta.mean) == len(meta.std) == 3
+    assert {"dlib", "yunet", "yunet-dlib"} <= set(meta.alignment)
+    tm = meta.extra["test_metrics"]
     assert tm["n"] == 2291 and tm["age_mae"] < 6 and tm["gender_accuracy"] > 0.9  # measured, stored by the build
-    extra = meta["config"]["data"]["extra"]
+    extra = meta.extra["config"]["data"]["extra"]
     assert extra[0]["data"].startswith("fairface:") and "race" in extra[0]["label_map"]
     assert (SHIPPED_MODEL.parent / "README.md").is_file()  # the model card
 

@@ -27,10 +27,10 @@ def test_two_step_smoke_run(tmp_path, utk_dir):
     assert float(rows[0]["loss_age"]) > 0
     assert (run / "config.yaml").is_file() and (run / "best.safetensors").is_file()
     meta = read_meta(run / "best.safetensors")
-    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]
-    assert meta["input_size"] == 64 and meta["model"]["shared_stages"] == 5
-    assert meta["config"]["train"]["max_steps_per_epoch"] == 2
-    assert "IMAGENET1K_V1" in meta["weights_origin"]
+    assert meta.task_names == ("age", "gender", "race")
+    assert meta.input_size == 64 and meta.architecture.shared_stages == 5
+    assert meta.extra["config"]["train"]["max_steps_per_epoch"] == 2
+    assert "IMAGENET1K_V1" in meta.weights_origin
     # a second run into the same folder is refused unless resumed
     with pytest.raises(TrainingError):
         main(cfg, progress=False)
@@ -173,5 +173,5 @@ def test_joint_run_on_two_datasets(tmp_path, utk_dir, fairface_dir):
     assert float(row["loss_age"]) > 0 and float(row["val_age_mae"]) > 0
     assert 0 <= float(row["val_age_interval_hit"]) <= 1  # FairFace groups: estimate inside the interval
     meta = read_meta(tmp_path / "joint" / "best.safetensors")
-    assert meta["data_protocol"]["extra"][0]["data"].startswith("fairface:")
-    assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"]
+    assert meta.extra["data_protocol"]["extra"][0]["data"].startswith("fairface:")
+    assert meta.task_names == ("age", "gender", "race")

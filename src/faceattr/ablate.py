@@ -163,7 +163,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     face_predictions(tasks, labels, preds).to_csv(run_dir / PREDICTIONS_FILE, index=False)
     model, meta = load_model(last)
-    res = {"experiment": exp, "seed": seed, "overrides": ab.experiments[exp], "tasks": [t["name"] for t in meta["tasks"]],
+    res = {"experiment": exp, "seed": seed, "overrides": ab.experiments[exp], "tasks": list(meta.task_names),
            "metrics": headline(metrics), "n_eval": len(table), "eval_split": ab.eval_split,
            "train_seconds": summary["train_seconds"], "wall_seconds": wall,
            "images_per_s": summary["images_per_s"], "eval_seconds": infer_s, "device": str(device),

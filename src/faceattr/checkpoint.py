@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from faceattr.exceptions import FaceattrError
-from faceattr.tasks import Task, tasks_from_json, tasks_to_json
+from faceattr.meta import META_FORMAT, META_VERSION, Architecture, MetaError, ModelMeta
+from faceattr.tasks import Task
 
 log = logging.getLogger(__name__)
 
-FORMAT = "faceattr-checkpoint"
-FORMAT_VERSION = 1
+FORMAT = META_FORMAT
+FORMAT_VERSION = META_VERSION
 
 
 class CheckpointError(FaceattrError, ValueError):
@@ -73,20 +74,33 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
-def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any], half: bool = False) -> Path:
-    """Write ``path``.safetensors + .json atomically. ``half`` stores floating tensors as float16."""
+def save_model(path: str | Path, model: nn.Module, meta: ModelMeta, half: bool = False) -> Path:
+    """Write ``path``.safetensors + .json atomically. ``half`` stores floating tensors as float16. The weights file
+    holds the fingerprint of the metadata that decides what the weights mean (:func:`meta_fingerprint`)."""
     from safetensors.torch import save_file
     st, js = _paths(Path(path).with_suffix(".safetensors"))
     st.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "dtype": "float16" if half else "float32", **meta}
+    d = meta.with_extra(dtype="float16" if half else "float32").to_dict()
     tmp_st, tmp_js = st.with_suffix(".safetensors.tmp"), js.with_suffix(".json.tmp")
-    save_file(state, str(tmp_st), metadata={"format": FORMAT, "meta_sha256": meta_fingerprint(meta)})
-    tmp_js.write_text(json.dumps(meta, indent=1, default=_json_default), encoding="utf-8")
+    save_file(state, str(tmp_st), metadata={"format": FORMAT, "meta_sha256": meta_fingerprint(d)})
+    tmp_js.write_text(json.dumps(d, indent=1, default=_json_default), encoding="utf-8")
     os.replace(tmp_st, st)
     os.replace(tmp_js, js)
     return st
+
+
+def write_meta(path: str | Path, meta: ModelMeta) -> Path:
+    """Replace a checkpoint's metadata (e.g. an alignment template added by calibration), atomically; the
+    fingerprinted part must not change."""
+    from faceattr.safeio import atomic_output
+    st, js = _paths(path)
+    d = meta.to_dict()
+    check_fingerprint(st, d)
+    with atomic_output(js) as f:
+        f.write(json.dumps(d, indent=1, default=_json_default))
+    return js
 
 
 def _json_default(o: Any) -> Any:
@@ -99,7 +113,7 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def _read_meta_dict(path: str | Path) -> dict[str, Any]:
     st, js = _paths(path)
     if not js.is_file():
         raise CheckpointError(f"{js}: checkpoint metadata not found (a faceattr checkpoint is a .safetensors + .json pair)")
@@ -111,10 +125,16 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{js}: not a faceattr checkpoint (format tag missing)")
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{js}: checkpoint format {meta.get('format_version')} is newer than this faceattr")
-    for k in ("tasks", "model", "input_size", "mean", "std"):
-        if k not in meta:
-            raise CheckpointError(f"{js}: checkpoint metadata lacks {k!r}")
     return meta
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """A checkpoint's metadata, typed and validated."""
+    _, js = _paths(path)
+    try:
+        return ModelMeta.from_dict(_read_meta_dict(path), str(js))
+    except MetaError as e:
+        raise CheckpointError(str(e)) from e
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -129,26 +149,18 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{st}: corrupt or not a safetensors file ({e})") from e
 
 
-def meta_tasks(meta: dict[str, Any]) -> tuple[Task, ...]:
-    try:
-        return tasks_from_json(meta["tasks"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint task metadata is invalid ({e})") from e
-
-
-def build_model_from_meta(meta: dict[str, Any]) -> nn.Module:
+def build_model_from_meta(meta: ModelMeta) -> nn.Module:
     from faceattr.models import create_model
-    m = meta["model"]
-    return create_model(m.get("name", "mobilenet_v2"), meta_tasks(meta), shared_stages=int(m["shared_stages"]),
-                        ordinal_formulation=m.get("ordinal_formulation", "coral"), dropout=float(m.get("dropout", 0.0)),
-                        pretrained=False)
+    arch = meta.architecture
+    return create_model(arch.name, meta.tasks, shared_stages=arch.shared_stages,
+                        ordinal_formulation=arch.ordinal_formulation, dropout=arch.dropout, pretrained=False)
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[nn.Module, ModelMeta]:
     """Rebuild the model a checkpoint describes and load its weights (float32, eval mode)."""
     meta = read_meta(path)
     state = load_state(path)
-    check_fingerprint(path, meta)
+    check_fingerprint(path, _read_meta_dict(path))
     try:
         model = build_model_from_meta(meta)
     except (KeyError, TypeError, ValueError) as e:
@@ -180,7 +192,8 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt or foreign training state ({type(e).__name__}: {e})") from e
 
 
-def model_meta(tasks: tuple[Task, ...], model_cfg: dict[str, Any], input_size: int, mean: Any, std: Any,
-               **extra: Any) -> dict[str, Any]:
-    return {"tasks": tasks_to_json(tasks), "model": model_cfg, "input_size": input_size,
-            "mean": list(mean), "std": list(std), **extra}
+def model_meta(tasks: tuple[Task, ...], arch: Architecture, input_size: int, mean: Any, std: Any,
+               weights_origin: str = "unknown", **extra: Any) -> ModelMeta:
+    return ModelMeta(tasks=tuple(tasks), architecture=arch, input_size=int(input_size),
+                     mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),  # type: ignore[arg-type]
+                     weights_origin=weights_origin, extra=extra)

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger("faceattr")
 
@@ -61,7 +61,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_split(a: argparse.Namespace) -> int:
-    from faceattr.data.splits import fairface_protocol, utkface_protocol, write_split
+    from faceattr.data.sources import compute_protocol
+    from faceattr.data.splits import write_split
     from faceattr.exceptions import UsageError
     from faceattr.safeio import OutputPlan
     if ":" not in a.data:
@@ -72,11 +73,7 @@ def _cmd_split(a: argparse.Namespace) -> int:
     if not Path(path).is_dir():
         raise UsageError(f"split: {path!r} is not a folder")
     out = OutputPlan([p for p in (a.wide_labels,) if p]).claim_file(a.out, "--out")
-    if kind == "utkface":
-        df = utkface_protocol(path)
-    else:
-        wide = a.wide_labels or str(Path(path).parent / "fairface-wide" / "labels.csv")
-        df = fairface_protocol(path, wide if Path(wide).is_file() else None)
+    df = compute_protocol(kind, path, a.wide_labels)
     write_split(df, out)
     print(json.dumps({"rows": len(df), **df["split"].value_counts().to_dict(), "out": a.out}))
     return 0
@@ -100,44 +97,39 @@ def _cmd_cache(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": (_add_train, _cmd_train), "split": (_add_split, _cmd_split), "cache": (_add_cache, _cmd_cache)}
+# The command table, explicit: name -> (module, parser builder, runner). A module that fails to import is an
+# error, never a silently missing command.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "predict": ("faceattr.cli_predict", "_add_predict", "_run_predict"),
+    "train": ("faceattr.cli", "_add_train", "_cmd_train"),
+    "evaluate": ("faceattr.cli_eval", "_add", "_run"),
+    "split": ("faceattr.cli", "_add_split", "_cmd_split"),
+    "export": ("faceattr.cli_predict", "_add_export", "_run_export"),
+    "calibrate": ("faceattr.cli_predict", "_add_calibrate", "_run_calibrate"),
+    "ablate": ("faceattr.cli_evidence", "_add_ablate", "_run_ablate"),
+    "claims": ("faceattr.cli_evidence", "_add_claims", "_run_claims"),
+    "audit": ("faceattr.cli_evidence", "_add_audit", "_run_audit"),
+    "explain": ("faceattr.cli_evidence", "_add_explain", "_run_explain"),
+    "cache": ("faceattr.cli", "_add_cache", "_cmd_cache"),
+}
 
 
-def register(name: str, add, run) -> None:  # type: ignore[no-untyped-def]
-    COMMANDS[name] = (add, run)
+def _command(name: str, which: int) -> Any:
+    import importlib
+    mod, add, run = COMMANDS[name]
+    return getattr(importlib.import_module(mod), (add, run)[which - 1])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
     ap = argparse.ArgumentParser(prog="faceattr", description="Heterogeneous face attribute estimation "
                                  "(age, gender, race) with one deep multi-task network.")
     ap.add_argument("--debug", action="store_true", help="show full stack traces")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     ap.add_argument("--log-level", default="INFO")
     sub = ap.add_subparsers(dest="command", required=True)
-    for add, _ in COMMANDS.values():
-        add(sub)
+    for name in COMMANDS:
+        _command(name, 1)(sub)
     return ap
-
-
-def _load_plugins() -> None:
-    import importlib
-    for mod in ("faceattr.cli_predict", "faceattr.cli_eval", "faceattr.cli_evidence"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM ends a run like Ctrl-C: outputs in progress are left as ``.partial`` files, targets untouched."""
-    import signal
-    import threading
-    if threading.current_thread() is threading.main_thread():
-        def handler(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return COMMANDS[a.command][1](a)
+        return int(_command(a.command, 2)(a))
     except KeyboardInterrupt:
         print("faceattr: interrupted", file=sys.stderr)
         return 130

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from faceattr.cli import register
 
 
 def _add(sub: argparse._SubParsersAction) -> None:
@@ -40,4 +39,3 @@ def _run(a: argparse.Namespace) -> int:
     return 0
 
 
-register("evaluate", _add, _run)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from faceattr.cli import register
 
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +59,6 @@ def _run_ablate(a: argparse.Namespace) -> int:
     return 0
 
 
-register("ablate", _add_ablate, _run_ablate)
 
 
 def _add_claims(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +83,6 @@ def _run_claims(a: argparse.Namespace) -> int:
     return 0
 
 
-register("claims", _add_claims, _run_claims)
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
@@ -117,7 +114,6 @@ def _run_audit(a: argparse.Namespace) -> int:
     return 0
 
 
-register("audit", _add_audit, _run_audit)
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
@@ -136,71 +132,8 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_explain(a: argparse.Namespace) -> int:
-    import io
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    from faceattr.checkpoint import load_model
-    from faceattr.explain import ExplainError, average_figure, explain_chips, overlay
-    from faceattr.image import load_image, square_resize
-    from faceattr.predict import SHIPPED_MODEL, Predictor, TorchBackend
-    from faceattr.exceptions import check
-    from faceattr.safeio import OutputPlan, atomic_write_bytes, unique_names
-    check(a.average_n >= 1, f"--average-n must be at least 1, got {a.average_n}")
-    check(bool(a.images) or bool(a.average_data), "give photos to explain, or --average-data DATASET:DIR")
-    ckpt = a.checkpoint or SHIPPED_MODEL
-    plan = OutputPlan([*a.images, ckpt])
-    plan.add_input_dirs({str(Path(i).parent) for i in a.images})
-    out = plan.claim_dir(a.out, "--out")
-    names_out = unique_names([Path(i) for i in a.images], "")
-    if str(ckpt).endswith(".onnx"):
-        raise ExplainError("Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, "
-                           "not the .onnx file")
-    model, meta = load_model(ckpt)
-    names = [t.name for t in model.tasks] if a.task == "all" else [a.task]
-    unknown = [n for n in names if n not in model.task_names]
-    if unknown:
-        raise ExplainError(f"unknown task {unknown[0]!r}; the model has {list(model.task_names)}")
-    if a.age_threshold is not None:
-        age = next((t for t in model.tasks if t.kind == "ordinal"), None)
-        check(age is not None and 0 <= a.age_threshold <= age.num_classes - 2,
-              f"--age-threshold must be a threshold index 0..{(age.num_classes - 2) if age else 0}, got {a.age_threshold}")
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    pred = Predictor(TorchBackend(model, meta), detector=a.detector, yunet_model=a.yunet_model)
-    size = int(meta["input_size"])
-    for img in a.images:
-        rgb = load_image(img)
-        chips = square_resize(rgb, size)[None] if a.no_detect else pred.faces_and_chips(rgb)[1]
-        if not len(chips):
-            print(json.dumps({"file": img, "message": "no face found"}))
-            continue
-        maps = explain_chips(model, meta, chips, names, a.layer, a.age_threshold)
-        for i, chip in enumerate(chips):
-            for t in names:
-                p = out / f"{names_out[Path(img)]}_face{i}_{t}.png"
-                p.parent.mkdir(parents=True, exist_ok=True)
-                buf = io.BytesIO()
-                Image.fromarray(np.concatenate([chip, overlay(chip, maps[t][i])], 1)).save(buf, "PNG")
-                atomic_write_bytes(p, buf.getvalue())
-                written.append(str(p))
-    summary: dict = {"written": written}
-    if a.average_data:
-        from faceattr.export import calibration_chips_from
-        chips = calibration_chips_from(a.average_data, size, a.average_n, split="test")
-        maps = explain_chips(model, meta, chips, names, a.layer, a.age_threshold)
-        means = {t: m.mean(0) for t, m in maps.items()}
-        p = out / "average_gradcam.png"
-        average_figure(chips.mean(0).astype(np.uint8), means, len(chips), str(p),
-                       f"Grad-CAM per task, {a.layer or 'last block of each task branch'}: {Path(str(ckpt)).name}")
-        np.savez_compressed(out / "average_gradcam.npz", **means)
-        cors = {f"{x}~{y}": float(np.corrcoef(means[x].ravel(), means[y].ravel())[0, 1])
-                for i, x in enumerate(names) for y in names[i + 1:]}
-        summary.update({"average": str(p), "n": len(chips), "map_correlations": cors})
+    from faceattr.explain import explain_run
+    summary = explain_run(a.images, a.out, a.checkpoint, a.task, a.layer, a.age_threshold, a.no_detect, a.detector,
+                          a.yunet_model, a.average_data, a.average_n)
     print(json.dumps(summary, indent=1))
     return 0
-
-
-register("explain", _add_explain, _run_explain)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from faceattr.cli import register
 
 log = logging.getLogger("faceattr")
 
@@ -211,7 +210,7 @@ def _run_export(a: argparse.Namespace) -> int:
     export_onnx(ckpt, onnx_path)
     report["onnx"] = str(onnx_path)
     if a.int8:
-        size = int(read_meta(ckpt)["input_size"])
+        size = read_meta(ckpt).input_size
         chips = calibration_chips_from(a.calibration, size, a.calibration_size)
         q = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"), chips)
         report["int8"] = str(q)
@@ -232,50 +231,8 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=400, help="training chips to measure")
 
 
-def _calibration_table(meta: dict, data: str | None, n: int) -> tuple[Any, str]:
-    """A seeded sample of ``n`` training samples: of ``data``, or of the checkpoint's own training set."""
-    from faceattr.config import config_from_dict
-    from faceattr.data.sources import load_split, load_train_val, parse_data_spec, sample
-    if data:
-        cfg = parse_data_spec(data)
-        return load_split(cfg, "train", n, seed=0), f"{cfg.dataset} train chips"
-    if not meta.get("config"):
-        from faceattr.data.readers import DataError
-        raise DataError("the checkpoint records no training config: give --data DATASET:DIR")
-    dcfg = config_from_dict(meta["config"]).data
-    train = sample(load_train_val(dcfg, seed=0)[0], n)
-    names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
-    return train, " + ".join(names) + " train chips"
-
-
 def _run_calibrate(a: argparse.Namespace) -> int:
-    from faceattr.align import calibrate_template
-    from faceattr.checkpoint import _paths, read_meta
-    from faceattr.detect import create_detector
-    from faceattr.exceptions import check
-    from faceattr.image import load_image
-    check(a.n >= 1, f"-n must be at least 1, got {a.n}")
-    meta = read_meta(a.checkpoint)
-    detectors = [create_detector(name, a.yunet_model) for name in a.detector or ["dlib"]]  # fail before reading data
-    table, source = _calibration_table(meta, a.data, a.n)
-    chips = [load_image(p) for p in table.frame["path"]]
-    al = dict(meta.get("alignment") or {})
-    for det in detectors:
-        tpl = calibrate_template(det, chips)
-        pts = tpl["points"]
-        for a_, b_ in ((0, 1), (3, 4))[:len(pts) // 2]:  # the training chips are upright: level eyes and mouth
-            y = round((pts[a_][1] + pts[b_][1]) / 2, 5)
-            pts[a_][1] = pts[b_][1] = y
-        al[det.name] = {**tpl, "source": source, "detector": det.origin}
-    meta["alignment"] = al
-    _, js = _paths(a.checkpoint)
-    from faceattr.safeio import atomic_output
-    with atomic_output(js) as f:
-        f.write(json.dumps(meta, indent=1))
+    from faceattr.templates import calibrate_checkpoint
+    al = calibrate_checkpoint(a.checkpoint, a.detector or ["dlib"], a.yunet_model, a.data, a.n)
     print(json.dumps(al, indent=1))
     return 0
-
-
-register("predict", _add_predict, _run_predict)
-register("export", _add_export, _run_export)
-register("calibrate", _add_calibrate, _run_calibrate)

@@ -68,11 +68,11 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
                                                          dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Load a checkpoint, run it on a dataset split (on ``device``): (tasks, data config, samples, labels,
     decoded predictions)."""
-    from faceattr.train import predict_outputs
+    from faceattr.inference import predict_outputs
     model, meta = load_model(checkpoint)
     tasks = tuple(model.tasks)
     cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
-    cfg = dataclasses.replace(cfg, image_size=int(meta["input_size"]))
+    cfg = dataclasses.replace(cfg, image_size=meta.input_size)
     table = load_split(cfg, split, limit)
     labels = align_labels(table, tasks, label_map)
     if not labels:
@@ -80,8 +80,8 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
     ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
     if len(ds) != len(table):  # unreadable images dropped
         raise CheckpointError("some evaluation images are unreadable; see the log")
-    raw = predict_outputs(model.to(device), ds, batch_size, meta["mean"], meta["std"], tta_flip)
-    preds = decode_outputs(raw, tasks, meta["model"].get("ordinal_formulation", "coral"))
+    raw = predict_outputs(model.to(device), ds, batch_size, meta.mean, meta.std, tta_flip)
+    preds = decode_outputs(raw, tasks, meta.formulation)
     return tasks, cfg, table, labels, preds
 
 

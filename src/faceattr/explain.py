@@ -10,6 +10,7 @@ the network returns a dict of heads and the age target is a decoded expectation,
 from __future__ import annotations
 
 from faceattr.exceptions import FaceattrError
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceattr.formulations import get_formulation
+from faceattr.meta import ModelMeta
 from faceattr.tasks import Task
 
 
@@ -108,14 +110,86 @@ def average_figure(mean_face: np.ndarray, maps: dict[str, np.ndarray], n: int, o
     plt.close(fig)
 
 
-def explain_chips(model: nn.Module, meta: dict[str, Any], chips: np.ndarray, tasks: Sequence[str],
+def explain_chips(model: nn.Module, meta: ModelMeta, chips: np.ndarray, tasks: Sequence[str],
                   layer: str | None = None, threshold: int | None = None, batch: int = 32) -> dict[str, np.ndarray]:
     """Grad-CAM maps per task for uint8 chips (N x S x S x 3) at the model's input size."""
-    from faceattr.data.dataset import normalize
-    form = meta["model"].get("ordinal_formulation", "coral")
+    from faceattr.data.transforms import normalize
+    form = meta.formulation
     out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for s in range(0, len(chips), batch):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s:s + batch])), meta["mean"], meta["std"])
+        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s:s + batch])), meta.mean, meta.std)
         for t in tasks:
             out[t].append(grad_cam(model, x, t, form, layer, threshold if t == "age" else None))
     return {t: np.concatenate(v) for t, v in out.items()}
+
+
+def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path | None = None, task: str = "all",
+                layer: str | None = None, age_threshold: int | None = None, no_detect: bool = False,
+                detector: str = "auto", yunet_model: str | None = None, average_data: str | None = None,
+                average_n: int = 200) -> dict[str, Any]:
+    """``faceattr explain``: Grad-CAM per face of each photo (``<out>/<input path>_face<i>_<task>.png``, the face
+    beside its heat map) and, with ``average_data``, the mean map per task over that dataset's test faces. Options
+    and outputs are checked before any work (:mod:`faceattr.safeio`); every image is written atomically."""
+    import io
+
+    from PIL import Image
+
+    from faceattr.checkpoint import load_model
+    from faceattr.exceptions import check
+    from faceattr.image import load_image, square_resize
+    from faceattr.predict import SHIPPED_MODEL, Predictor, TorchBackend
+    from faceattr.safeio import OutputPlan, atomic_write_bytes, unique_names
+    check(average_n >= 1, f"--average-n must be at least 1, got {average_n}")
+    check(bool(images) or bool(average_data), "give photos to explain, or --average-data DATASET:DIR")
+    ckpt = checkpoint or SHIPPED_MODEL
+    plan = OutputPlan([*images, ckpt])
+    plan.add_input_dirs({str(Path(i).parent) for i in images})
+    out_dir = plan.claim_dir(out, "--out")
+    names_out = unique_names([Path(i) for i in images], "")
+    if str(ckpt).endswith(".onnx"):
+        raise ExplainError("Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, "
+                           "not the .onnx file")
+    model, meta = load_model(ckpt)
+    names = list(meta.task_names) if task == "all" else [task]
+    unknown = [n for n in names if n not in meta.task_names]
+    if unknown:
+        raise ExplainError(f"unknown task {unknown[0]!r}; the model has {list(meta.task_names)}")
+    if age_threshold is not None:
+        ordinal = next((t for t in meta.tasks if t.kind == "ordinal"), None)
+        top = ordinal.num_classes - 2 if ordinal else 0
+        check(ordinal is not None and 0 <= age_threshold <= top,
+              f"--age-threshold must be a threshold index 0..{top}, got {age_threshold}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    pred = Predictor(TorchBackend(model, meta), detector=detector, yunet_model=yunet_model)
+    size = meta.input_size
+    no_face: list[str] = []
+    for img in images:
+        rgb = load_image(img)
+        chips = square_resize(rgb, size)[None] if no_detect else pred.faces_and_chips(rgb)[1]
+        if not len(chips):
+            no_face.append(str(img))
+            continue
+        maps = explain_chips(model, meta, chips, names, layer, age_threshold)
+        for i, chip in enumerate(chips):
+            for t in names:
+                p = out_dir / f"{names_out[Path(img)]}_face{i}_{t}.png"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                buf = io.BytesIO()
+                Image.fromarray(np.concatenate([chip, overlay(chip, maps[t][i])], 1)).save(buf, "PNG")
+                atomic_write_bytes(p, buf.getvalue())
+                written.append(str(p))
+    summary: dict[str, Any] = {"written": written, "no_face": no_face}
+    if average_data:
+        from faceattr.export import calibration_chips_from
+        chips = calibration_chips_from(average_data, size, average_n, split="test")
+        maps = explain_chips(model, meta, chips, names, layer, age_threshold)
+        means = {t: m.mean(0) for t, m in maps.items()}
+        p = out_dir / "average_gradcam.png"
+        average_figure(chips.mean(0).astype(np.uint8), means, len(chips), str(p),
+                       f"Grad-CAM per task, {layer or 'last block of each task branch'}: {Path(str(ckpt)).name}")
+        np.savez_compressed(out_dir / "average_gradcam.npz", **means)
+        cors = {f"{x}~{y}": float(np.corrcoef(means[x].ravel(), means[y].ravel())[0, 1])
+                for i, x in enumerate(names) for y in names[i + 1:]}
+        summary.update({"average": str(p), "n": len(chips), "map_correlations": cors})
+    return summary

@@ -5,6 +5,7 @@ quantization with calibration images (onnxruntime), and a TensorRT engine where 
 from __future__ import annotations
 
 from faceattr.exceptions import FaceattrError
+from faceattr.meta import ModelMeta
 import json
 import os
 import logging
@@ -37,7 +38,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
             o = self.m(x)
             return tuple(o[n] for n in names)
 
-    s = int(meta["input_size"])
+    s = meta.input_size
     final = Path(out)
     final.parent.mkdir(parents=True, exist_ok=True)
     out = final.with_name(final.name + ".partial.onnx")  # renamed onto ``final`` once complete
@@ -56,10 +57,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
     return final
 
 
-def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    keep = ("format", "format_version", "tasks", "model", "input_size", "mean", "std", "alignment", "test_metrics",
-            "weights_origin", "data_protocol")
-    return {k: meta[k] for k in keep if k in meta}
+def _public_meta(meta: ModelMeta) -> dict[str, Any]:
+    """What an ONNX file carries: the typed metadata, without the training config."""
+    d = meta.to_dict()
+    keep = ("format", "format_version", "tasks", "model", "input_size", "mean", "std", "alignment", "calibration",
+            "test_metrics", "weights_origin", "data_protocol")
+    return {k: d[k] for k in keep if k in d}
 
 
 def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
@@ -98,8 +101,7 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
     meta = read_onnx_meta(fp32_path)
-    mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1) * 255
-    std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1) * 255
+    typed = ModelMeta.from_dict(meta, str(fp32_path))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -108,9 +110,9 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calibration_chips: np.
         def get_next(self) -> dict[str, np.ndarray] | None:
             if self.i >= len(calibration_chips):
                 return None
-            x = calibration_chips[self.i:self.i + 16].astype(np.float32).transpose(0, 3, 1, 2)
+            x = typed.normalize(calibration_chips[self.i:self.i + 16])
             self.i += 16
-            return {"image": np.ascontiguousarray((x - mean) / std)}
+            return {"image": x}
 
     final = Path(out)
     out = final.with_name(final.name + ".partial.onnx")

@@ -22,7 +22,8 @@ from faceattr.decode import decode_outputs
 from faceattr.detect import Detector, Face, create_detector
 from faceattr.exceptions import check
 from faceattr.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
-from faceattr.tasks import Task, tasks_from_json
+from faceattr.meta import MetaError, ModelMeta
+from faceattr.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class PhotoResult:
 
 # ---- backends ---------------------------------------------------------------------------------------------------
 class TorchBackend:
-    def __init__(self, model: Any, meta: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, model: Any, meta: ModelMeta, threads: int | None = None) -> None:
         import torch
         if threads:
             torch.set_num_threads(threads)
@@ -133,14 +134,12 @@ class OnnxBackend:
         if "faceattr" not in props:
             raise ModelFormatError(f"{path}: an ONNX model without faceattr metadata (export it with faceattr export)")
         try:
-            self.meta = json.loads(props["faceattr"])
-            tasks_from_json(self.meta["tasks"])
-            int(self.meta["input_size"]), list(self.meta["mean"]), list(self.meta["std"]), dict(self.meta["model"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            self.meta = ModelMeta.from_dict(json.loads(props["faceattr"]), str(path))
+        except (json.JSONDecodeError, MetaError) as e:
             raise ModelFormatError(f"{path}: its faceattr metadata is broken ({type(e).__name__}: {e})") from e
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.name = "onnxruntime-int8" if self.meta.get("quantization") else "onnxruntime"
+        self.name = "onnxruntime-int8" if self.meta.extra.get("quantization") else "onnxruntime"
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, {self.input_name: x.astype(np.float32, copy=False)})
@@ -164,12 +163,10 @@ class Predictor:
         check(isinstance(max_pixels, int) and max_pixels >= 1, f"max_pixels must be a positive integer, got {max_pixels!r}")
         check(min_score is None or math.isfinite(min_score), f"min_score must be a number, got {min_score!r}")
         self.backend = backend
-        self.meta = backend.meta
-        self.tasks: tuple[Task, ...] = tasks_from_json(self.meta["tasks"])
-        self.input_size = int(self.meta["input_size"])
-        self.mean = np.asarray(self.meta["mean"], np.float32).reshape(1, 3, 1, 1) * 255.0
-        self.std = np.asarray(self.meta["std"], np.float32).reshape(1, 3, 1, 1) * 255.0
-        self.formulation = self.meta["model"].get("ordinal_formulation", "coral")
+        self.meta: ModelMeta = backend.meta
+        self.tasks: tuple[Task, ...] = self.meta.tasks
+        self.input_size = self.meta.input_size
+        self.formulation = self.meta.formulation
         self.coverage, self.batch_size, self.max_pixels = coverage, batch_size, max_pixels
         self.tta_flip = tta_flip  # average each face's outputs with its mirror image (2x the inference)
         self._detector_spec = (detector, yunet_model)
@@ -215,17 +212,10 @@ class Predictor:
 
     # core steps
     def template(self, detector_name: str) -> np.ndarray:
-        al = self.meta.get("alignment") or {}
-        key = detector_name if detector_name in al else ("dlib" if detector_name == "dlib-cnn" else detector_name)
-        if key not in al:
-            raise ModelFormatError(f"the model has no alignment template for detector {detector_name!r} "
-                                   f"(has: {sorted(al)}); run: faceattr calibrate --checkpoint ... --detector {detector_name}")
-        pts = np.asarray(al[key]["points"], np.float64)
-        return pts
+        return self.meta.template(detector_name)
 
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
-        x = chips.astype(np.float32).transpose(0, 3, 1, 2)
-        return np.ascontiguousarray((x - self.mean) / self.std)
+        return self.meta.normalize(chips)
 
     def predict_chips(self, chips: np.ndarray) -> list[dict[str, Attribute]]:
         """Attributes of aligned face chips (N x S x S x 3 uint8, S = the model's input size)."""
@@ -234,10 +224,11 @@ class Predictor:
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
             x = self.preprocess(chips[s:s + self.batch_size])
-            raw = self.backend.run(x)
             if self.tta_flip:
-                flipped = self.backend.run(np.ascontiguousarray(x[..., ::-1]))
-                raw = {k: (v + flipped[k]) / 2 for k, v in raw.items()}
+                from faceattr.tta import mirrored_mean
+                raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]))
+            else:
+                raw = self.backend.run(x)
             dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage)
             for i in range(len(next(iter(raw.values())))):
                 results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})

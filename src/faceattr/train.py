@@ -25,12 +25,14 @@ from torch import nn
 from faceattr.checkpoint import (CheckpointError, load_state, load_training_state, model_meta, save_model,
                                  save_training_state)
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
-from faceattr.data.dataset import (IMAGENET_MEAN, IMAGENET_STD, TensorDataset, augment,
-                                   make_tensor_dataset, normalize)
+from faceattr.data.dataset import TensorDataset, make_tensor_dataset
+from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
 from faceattr.data.combine import hi_column
 from faceattr.data.sources import load_train_val
 from faceattr.decode import decode_outputs
+from faceattr.inference import predict_outputs
 from faceattr.formulations import get_formulation
+from faceattr.meta import Architecture, ModelMeta
 from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
 from faceattr.metrics import compute_metrics, headline, selection_score
@@ -217,26 +219,6 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
     return row
 
 
-@torch.inference_mode()
-def predict_outputs(model: nn.Module, data: TensorDataset, batch_size: int = 256,
-                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                    tta_flip: bool = False) -> dict[str, np.ndarray]:
-    """Raw head outputs for every image (on the model's device, in float32); ``tta_flip`` averages them with the
-    mirrored image's."""
-    model.eval()
-    device = next(model.parameters()).device
-    outs: dict[str, list[np.ndarray]] = {}
-    for x, _ in data.batches(batch_size, shuffle=False):
-        xb = normalize(x.to(device), mean, std)
-        o = model(xb)
-        if tta_flip:
-            of = model(torch.flip(xb, dims=[3]))
-            o = {k: (v + of[k]) / 2 for k, v in o.items()}
-        for k, v in o.items():
-            outs.setdefault(k, []).append(v.float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in outs.items()}
-
-
 def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formulation: str,
              batch_size: int = 256, breakdown: Sequence[str] = ("race", "gender")) -> dict[str, Any]:
     """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
@@ -256,14 +238,13 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
     return metrics
 
 
-def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> dict[str, Any]:
-    return model_meta(tasks, {"name": cfg.model.name, "shared_stages": cfg.model.shared_stages,
-                              "ordinal_formulation": cfg.model.ordinal_formulation, "dropout": cfg.model.dropout},
-                      cfg.data.image_size, IMAGENET_MEAN, IMAGENET_STD, config=config_to_dict(cfg),
+def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> ModelMeta:
+    arch = Architecture(cfg.model.name, cfg.model.shared_stages, cfg.model.ordinal_formulation, cfg.model.dropout)
+    return model_meta(tasks, arch, cfg.data.image_size, IMAGENET_MEAN, IMAGENET_STD,
+                      weights_origin=getattr(model, "weights_origin", "unknown"), config=config_to_dict(cfg),
                       data_protocol={"dataset": cfg.data.dataset, "root": cfg.data.root,
                                      "split_file": cfg.data.split_file, "train_split": "train", "val_split": "val",
                                      "extra": cfg.data.extra or []},
-                      weights_origin=getattr(model, "weights_origin", "unknown"),
                       parameters=count_parameters(model), **extra)
 
 
@@ -344,7 +325,7 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
             weights = st["model"]
         else:  # older runs: the weights file must be from the same epoch as the state
             from faceattr.checkpoint import read_meta
-            w_epoch = read_meta(run_dir / "last.safetensors").get("epoch")
+            w_epoch = read_meta(run_dir / "last.safetensors").extra.get("epoch")
             if w_epoch != int(st["epoch"]) + 1:
                 raise CheckpointError(f"{run_dir}: last.safetensors is from epoch {w_epoch} but last_state.pt from "
                                       f"epoch {int(st['epoch']) + 1}; the run folder is inconsistent, cannot resume")

@@ -25,6 +25,7 @@ import pandas as pd
 
 from faceattr.config import DataConfig
 from faceattr.data.readers import DataError, ReadReport, SampleTable
+from faceattr.data.spec import parse_data_spec
 from faceattr.tasks import MISSING, Task
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,6 @@ def concat(tables: Sequence[SampleTable]) -> SampleTable:
 
 def extra_configs(cfg: DataConfig) -> list[tuple[DataConfig, dict[str, Any]]]:
     """The extra datasets of ``cfg`` as (data config, label map); image size, budget and cache follow ``cfg``."""
-    from faceattr.data.sources import parse_data_spec
     out = []
     for i, e in enumerate(cfg.extra or []):
         if not isinstance(e, Mapping) or "data" not in e:

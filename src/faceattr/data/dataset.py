@@ -18,9 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from faceattr.config import AugmentSettings
 from faceattr.data.cache import default_cache_dir
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
@@ -29,8 +27,6 @@ from faceattr.image import ImageError, load_image, square_resize
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
@@ -168,48 +164,3 @@ def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = 
         keep = np.flatnonzero(ok)
         return TensorDataset(np.asarray(images[keep]), labels[keep], names)
     return TensorDataset(images, labels, names)
-
-
-# ---- tensor transforms ------------------------------------------------------------------------------------------
-AugmentConfig = AugmentSettings  # one augmentation config: faceattr.config.AugmentSettings
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-              ) -> torch.Tensor:
-    """uint8 NHWC (or float NCHW in 0..255) -> normalised float NCHW in channels_last memory layout."""
-    if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2).float()
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255.0
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
-
-
-def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random flip, scale/shift/rotation and colour jitter on a uint8 NHWC batch; returns float NCHW in 0..255."""
-    n = x.shape[0]
-    g = generator
-    xf = x.permute(0, 3, 1, 2).float()
-
-    dev = x.device
-
-    def u(lo: float, hi: float) -> torch.Tensor:  # drawn on the CPU generator: the same draws on any device
-        return (torch.rand(n, generator=g) * (hi - lo) + lo).to(dev)
-
-    if cfg.brightness or cfg.contrast or cfg.saturation:
-        b = u(1 - cfg.brightness, 1 + cfg.brightness).view(n, 1, 1, 1)
-        c = u(1 - cfg.contrast, 1 + cfg.contrast).view(n, 1, 1, 1)
-        s = u(1 - cfg.saturation, 1 + cfg.saturation).view(n, 1, 1, 1)
-        xf = xf * b
-        mean = xf.mean(dim=(1, 2, 3), keepdim=True)
-        xf = (xf - mean) * c + mean
-        gray = (0.299 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3])
-        xf = (xf - gray) * s + gray
-    ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180.0
-    sc = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)
-    flip = (torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)).to(dev)
-    tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2
-    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
-    xf = F.grid_sample(xf, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return xf.clamp_(0, 255)

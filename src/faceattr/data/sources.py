@@ -14,25 +14,11 @@ from faceattr.data.readers import (DataError, SampleTable, read_fairface, read_m
                                    tasks_from_spec, utkface_image_dir)
 from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
 from faceattr.data.cache import default_cache_dir
+from faceattr.data.spec import DATASETS, parse_data_spec
 from faceattr.tasks import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("utkface", "fairface", "manifest")
-
-
-def parse_data_spec(spec: str, base: DataConfig | None = None) -> DataConfig:
-    """``utkface:DIR`` / ``fairface:DIR`` / ``manifest:CSV`` -> DataConfig (other settings from ``base``)."""
-    import dataclasses
-    if ":" not in spec:
-        raise DataError(f"data {spec!r}: expected DATASET:PATH with DATASET one of {DATASETS}")
-    kind, path = spec.split(":", 1)
-    if kind not in DATASETS:
-        raise DataError(f"data {spec!r}: unknown dataset {kind!r}; choose from {DATASETS}")
-    base = base or DataConfig()
-    if kind == "manifest":
-        return dataclasses.replace(base, dataset=kind, labels=path, root=str(Path(path).parent))
-    return dataclasses.replace(base, dataset=kind, root=path)
 
 
 def _protocol(cfg: DataConfig) -> pd.DataFrame:
@@ -52,11 +38,8 @@ def _protocol(cfg: DataConfig) -> pd.DataFrame:
     if cached.is_file():
         return read_split(cached)
     log.info("no split file for %s: computing the protocol from the raw folder", root)
-    if cfg.dataset == "utkface":
-        df = utkface_protocol(root)
-    elif cfg.dataset == "fairface":
-        wide = Path(cfg.wide_labels) if cfg.wide_labels else root.parent / "fairface-wide" / "labels.csv"
-        df = fairface_protocol(root, wide if wide.is_file() else None)
+    if cfg.dataset in ("utkface", "fairface"):
+        df = compute_protocol(cfg.dataset, root, cfg.wide_labels)
     else:
         raise DataError("a manifest without a split column needs a split_file")
     try:
@@ -65,6 +48,18 @@ def _protocol(cfg: DataConfig) -> pd.DataFrame:
     except OSError:
         pass
     return df.astype(str)
+
+
+def compute_protocol(dataset: str, root: str | Path, wide_labels: str | Path | None = None) -> pd.DataFrame:
+    """The evaluation protocol's split table computed from a raw folder (``faceattr split``; the same rule the
+    shipped split files were made with). FairFace: the sources of the wide set (``wide_labels``, default
+    ``<root>/../fairface-wide/labels.csv`` when present) always go to test."""
+    if dataset == "utkface":
+        return utkface_protocol(root)
+    if dataset == "fairface":
+        wide = Path(wide_labels) if wide_labels else Path(root).parent / "fairface-wide" / "labels.csv"
+        return fairface_protocol(root, wide if wide.is_file() else None)
+    raise DataError(f"no protocol for dataset {dataset!r}: choose utkface or fairface")
 
 
 def dataset_tasks(cfg: DataConfig) -> tuple[Task, ...]:
@@ -129,7 +124,7 @@ def load_train_val(cfg: DataConfig, seed: int = 0) -> tuple[SampleTable, SampleT
     val = load_split(cfg, "val", cfg.max_val, seed, whole)
     if not cfg.extra:
         return train, val
-    from faceattr.data.combine import concat, extra_configs, map_to_tasks, with_exact_columns
+    from faceattr.data.combine import concat, extra_configs, map_to_tasks, with_exact_columns  # noqa: PLC0415
     trains, vals = [with_exact_columns(train)], [with_exact_columns(val)]
     for ecfg, label_map in extra_configs(cfg):
         w = read_table(ecfg)
