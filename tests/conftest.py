@@ -37,18 +37,64 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("FACEATTR_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
+    """A folder laid out like UTKFace whose chips hold a real face: jittered, scaled, mirrored and re-lit crops of
+    scikit-image's astronaut photo (public domain), 200 x 200 like UTKFace's, with random labels. Detectors find
+    the face, so calibration, alignment and detection are exercised without ../shared."""
+    from PIL import Image, ImageEnhance
+
+    from faceattr.cli_predict import example_photo
+    from faceattr.image import load_image
+    try:
+        photo = load_image(example_photo())
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    rng = np.random.default_rng(seed)
+    img_dir = root / "UTKFace"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        side = int(rng.integers(135, 165))
+        cx, cy = 222 + int(rng.integers(-8, 9)), 128 + int(rng.integers(-8, 9))
+        crop = Image.fromarray(photo[cy - side // 2:cy + side // 2, cx - side // 2:cx + side // 2]).resize((200, 200))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        crop = ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.7, 1.3)))
+        age, gender, race = int(rng.integers(1, 90)), int(rng.integers(0, 2)), int(rng.integers(0, 5))
+        crop.save(img_dir / f"{age}_{gender}_{race}_20170202{i:09d}.jpg.chip.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def train_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """UTKFace from ../shared when it is there, else real-face chips made here: training, prediction, export and
+    calibration tests run either way."""
+    if (UTK / "UTKFace").is_dir():
+        return UTK
+    return make_face_utkface(tmp_path_factory.mktemp("faces") / "utkface")
+
+
+_TRAIN_ROOT: list[Path] = []
+
+
 def tiny_config(tmp: Path, name: str = "tiny", **over: object) -> "object":
     from faceattr.config import load_config
-    o = [f"name={name}", f"out_dir={tmp}", f"data.root={UTK}", "data.image_size=64", "data.max_train=64",
+    root = _TRAIN_ROOT[0] if _TRAIN_ROOT else UTK
+    o = [f"name={name}", f"out_dir={tmp}", f"data.root={root}", "data.image_size=64", "data.max_train=64",
          "data.max_val=32", "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=32", "train.threads=1",
          "model.dropout=0.1"]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "utkface.yaml", o)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _train_root(train_dir: Path) -> None:
+    _TRAIN_ROOT[:] = [train_dir]
+
+
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, utk_dir: Path) -> Path:
-    """A model trained for 4 steps on 64 real UTKFace faces, with a dlib alignment template."""
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, train_dir: Path) -> Path:
+    """A model trained for 4 steps on 64 faces (UTKFace, or the real-face chips of :func:`train_dir`), with a
+    dlib alignment template."""
     import json
     from faceattr.train import main
     tmp = tmp_path_factory.mktemp("runs")
@@ -70,7 +116,11 @@ def rng() -> np.random.Generator:
 
 
 def a_face_path() -> Path:
-    return need(UTK / "UTKFace" / "26_0_0_20170116200900839.jpg.chip.jpg")
+    """A real face chip: one of UTKFace's, else one of the chips :func:`train_dir` made."""
+    p = UTK / "UTKFace" / "26_0_0_20170116200900839.jpg.chip.jpg"
+    if p.is_file() or not _TRAIN_ROOT:
+        return need(p)
+    return sorted((_TRAIN_ROOT[0] / "UTKFace").glob("*.jpg"))[0]
 
 
 # ---- synthetic data: lets training, prediction, export and the bad-input corpus run without ../shared ----------

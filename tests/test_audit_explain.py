@@ -32,24 +32,39 @@ def test_audit_numbers_match_direct_computation():
         acc = (preds["gender"]["index"][m] == labels["gender"][m]).mean()
         cs5 = (np.abs(np.rint(preds["age"]["value"][m]) - (labels["age"][m] + 1)) <= 5).mean()
         assert race["groups"][g]["n"] == 20
-        assert abs(race["groups"][g]["mae"]["value"] - mae) < 1e-9
+        assert abs(race["groups"][g]["age_mae"]["value"] - mae) < 1e-9
         assert abs(race["groups"][g]["gender_accuracy"]["value"] - acc) < 1e-9
-        assert abs(race["groups"][g]["cs5"]["value"] - cs5) < 1e-9
-        lo, hi = race["groups"][g]["mae"]["ci"]
+        assert abs(race["groups"][g]["age_cs5"]["value"] - cs5) < 1e-9
+        lo, hi = race["groups"][g]["age_mae"]["ci"]
         assert lo <= mae <= hi
-    s = race["summary"]["mae"]
+    s = race["summary"]["age_mae"]
     assert s["worst_group"] == "Black"
-    vals = [race["groups"][g]["mae"]["value"] for g in race["groups"]]
+    vals = [race["groups"][g]["age_mae"]["value"] for g in race["groups"]]
     assert abs(s["gap"] - (max(vals) - min(vals))) < 1e-9
     assert abs(s["ratio"] - min(vals) / max(vals)) < 1e-9
     assert res["confusion"]["race"]["matrix"][1][1] == 20
+    assert set(res["features"]) == {"gender", "race", "age_band"}  # derived from the tasks, not named in the code
 
 
-def test_audit_on_real_subset(tiny_checkpoint, utk_dir):
-    df = face_table(tiny_checkpoint, f"utkface:{utk_dir}", "test", limit=40)
-    assert len(df) == 40 and {"age_abs_err", "gender", "race", "age_band"} <= set(df.columns)
+def test_audit_takes_any_declared_tasks():
+    """Tasks are declared, not named in the code: a 'smile' nominal task and a 'pose' ordinal one are audited."""
+    from faceattr.tasks import nominal_task, ordinal_task
+    rng = np.random.default_rng(0)
+    tasks = (nominal_task("smile", ["no", "yes"]), ordinal_task("pose", ["frontal", "half", "profile"]))
+    labels = {"smile": rng.integers(0, 2, 60), "pose": rng.integers(0, 3, 60)}
+    preds = {"smile": {"index": labels["smile"]}, "pose": {"index": (labels["pose"] + 1) % 3, "value": labels["pose"] * 1.0}}
+    res = audit_table(build_face_table(tasks, preds, labels), n_boot=20)
+    assert set(res["metrics"]) == {"smile_accuracy", "pose_group_accuracy"}
+    assert res["features"]["smile"]["summary"]["smile_accuracy"]["overall"] == 1.0
+    assert res["features"]["pose_band"]["summary"]["pose_group_accuracy"]["overall"] == 0.0
+
+
+def test_audit_on_real_subset(tiny_checkpoint, train_dir):
+    df = face_table(tiny_checkpoint, f"utkface:{train_dir}", "test", limit=40)
+    n = len(df)
+    assert n >= 5 and {"age_abs_err", "gender", "race", "age_band"} <= set(df.columns)
     res = audit_table(df, n_boot=20)
-    assert sum(g["n"] for g in res["features"]["gender"]["groups"].values()) == 40
+    assert sum(g["n"] for g in res["features"]["gender"]["groups"].values()) == n
 
 
 def test_gradcam_shapes_and_task_differences(utk_dir):

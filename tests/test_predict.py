@@ -173,3 +173,21 @@ def test_calibrate_on_the_checkpoints_own_training_data(tiny_checkpoint, tmp_pat
     ck.with_suffix(".json").write_text(json.dumps(meta))
     assert cli(["-q", "calibrate", "--checkpoint", str(ck), "-n", "12"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
+    """The whole path a user takes, with nothing injected: train, measure the alignment template on the training
+    chips, then predict on a photo with detection and alignment."""
+    from conftest import tiny_config
+    from faceattr.cli_predict import example_photo
+    from faceattr.train import main
+    main(tiny_config(tmp_path, "e2e", **{"train.max_steps_per_epoch": 2}), progress=False)
+    ck = tmp_path / "e2e" / "best.safetensors"
+    assert cli(["-q", "calibrate", "--checkpoint", str(ck), "-n", "30", "--detector", "dlib"]) == 0
+    capsys.readouterr()
+    assert cli(["-q", "predict", str(example_photo()), "--model", str(ck)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["num_faces"] == 1
+    face = res["faces"][0]
+    assert 150 < face["box"][0] < 250 and {"age", "gender", "race"} <= set(face)
+    assert face["age"]["interval"][0] <= face["age"]["value"] <= face["age"]["interval"][1]

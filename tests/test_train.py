@@ -15,7 +15,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_two_step_smoke_run(tmp_path, utk_dir):
+def test_two_step_smoke_run(tmp_path, train_dir):
     cfg = tiny_config(tmp_path, "smoke", **{"train.max_steps_per_epoch": 2})
     s = main(cfg, progress=False)
     run = tmp_path / "smoke"
@@ -36,7 +36,7 @@ def test_two_step_smoke_run(tmp_path, utk_dir):
         main(cfg, progress=False)
 
 
-def test_resume_is_exact(tmp_path, utk_dir, monkeypatch):
+def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
     full = tiny_config(tmp_path, "full", **{"train.epochs": 2})
     main(full, progress=False)
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
+from faceattr.tasks import MISSING
 
 log = logging.getLogger(__name__)
 
-HIGHER_IS_BETTER = {"mae": False, "cs5": True, "gender_accuracy": True, "race_accuracy": True,
-                    "age_group_accuracy": True}
+def higher_is_better(metric: str) -> bool:
+    return not metric.endswith("_mae")
 
 
 def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: int | None = None,
@@ -32,33 +32,42 @@ def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: in
 
 
 def build_face_table(tasks: Any, preds: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray]) -> pd.DataFrame:
-    by = {t.name: t for t in tasks}
+    """Per face and task: ``<task>_true``/``<task>_pred`` indices; a nominal task adds its class name (``<task>``,
+    a sensitive feature); an ordinal task adds ``<task>_band`` (its level, or for a numeric task such as exact age
+    the group :meth:`Task.group_of` gives) and, when numeric, the values and ``<task>_abs_err``."""
     df = pd.DataFrame(index=np.arange(len(next(iter(labels.values())))))
-    if "age" in by and "age" in labels:
-        t = by["age"]
-        y = labels["age"]
+    for t in tasks:
+        if t.name not in labels or t.name not in preds:
+            continue
+        y, p = labels[t.name], preds[t.name]
         ok = y != MISSING
-        vals = np.asarray(t.values)
-        numeric = all(isinstance(v, (int, float)) for v in t.levels)
-        df["age_true"] = np.where(ok, vals[np.where(ok, y, 0)], np.nan)
-        df["age_pred"] = preds["age"]["value"]
-        df["age_abs_err"] = (df["age_pred"] - df["age_true"]).abs()
-        if numeric:
-            df["age_band"] = [FAIRFACE_AGE_GROUPS[age_to_group(a)] if a == a else "unknown" for a in df["age_true"]]
-            df["age_group_true"] = [age_to_group(a) if a == a else -1 for a in df["age_true"]]
-            df["age_group_pred"] = [age_to_group(a) for a in df["age_pred"]]
+        if t.kind == "ordinal":
+            n = t.name
+            if t.is_numeric:
+                vals = np.asarray(t.values)
+                df[f"{n}_value_true"] = np.where(ok, vals[np.where(ok, y, 0)], np.nan)
+                df[f"{n}_value_pred"] = p["value"]
+                df[f"{n}_abs_err"] = (df[f"{n}_value_pred"] - df[f"{n}_value_true"]).abs()
+                groups = t.group_labels
+                df[f"{n}_band"] = [groups[t.group_of(a)] if a == a else "unknown" for a in df[f"{n}_value_true"]]
+                df[f"{n}_true"] = [t.group_of(a) if a == a else MISSING for a in df[f"{n}_value_true"]]
+                df[f"{n}_pred"] = [t.group_of(a) for a in df[f"{n}_value_pred"]]
+            else:
+                df[f"{n}_band"] = [str(t.levels[v]) if v != MISSING else "unknown" for v in y]
+                df[f"{n}_true"] = y
+                df[f"{n}_pred"] = p["index"]
         else:
-            df["age_band"] = [str(t.levels[v]) if v != MISSING else "unknown" for v in y]
-            df["age_group_true"] = y
-            df["age_group_pred"] = preds["age"]["index"]
-    for name in ("gender", "race"):
-        if name in by and name in labels:
-            t = by[name]
-            y = labels[name]
-            df[f"{name}_true"] = y
-            df[f"{name}_pred"] = preds[name]["index"]
-            df[name] = [str(t.classes[v]) if v != MISSING else "unknown" for v in y]
+            df[f"{t.name}_true"] = y
+            df[f"{t.name}_pred"] = p["index"]
+            df[t.name] = [str(t.classes[v]) if v != MISSING else "unknown" for v in y]
     return df
+
+
+def _tasks_in(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(ordinal tasks with bands, nominal tasks) present in a face table."""
+    ordinal = [c[:-5] for c in df.columns if c.endswith("_band")]
+    nominal = [c[:-5] for c in df.columns if c.endswith("_true") and c[:-5] in df.columns]
+    return ordinal, nominal
 
 
 def _metrics(df: pd.DataFrame) -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
@@ -74,22 +83,33 @@ def _metrics(df: pd.DataFrame) -> dict[str, Callable[[np.ndarray, np.ndarray], f
             return float((s.loc[m, f"{task}_true"] == s.loc[m, f"{task}_pred"]).mean()) if m.any() else float("nan")
         return g
 
+    def mae(n: str) -> Callable[[pd.DataFrame], float]:
+        return lambda s: float(s[f"{n}_abs_err"].mean())
+
+    def cs5(n: str) -> Callable[[pd.DataFrame], float]:
+        return lambda s: float((np.abs(np.rint(s[f"{n}_value_pred"]) - s[f"{n}_value_true"]) <= 5).mean())
+
     out: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
-    if "age_abs_err" in df:
-        out["mae"] = on(lambda s: float(s["age_abs_err"].mean()))
-        out["cs5"] = on(lambda s: float((np.abs(np.rint(s["age_pred"]) - s["age_true"]) <= 5).mean()))
-        out["age_group_accuracy"] = on(lambda s: float((s["age_group_true"] == s["age_group_pred"]).mean()))
-    for task in ("gender", "race"):
-        if f"{task}_true" in df:
-            out[f"{task}_accuracy"] = on(acc(task))
+    ordinal, nominal = _tasks_in(df)
+    for n in ordinal:
+        if f"{n}_abs_err" in df:
+            out[f"{n}_mae"] = on(mae(n))
+            out[f"{n}_cs5"] = on(cs5(n))
+        out[f"{n}_group_accuracy"] = on(acc(n))
+    for n in nominal:
+        out[f"{n}_accuracy"] = on(acc(n))
     return out
 
 
-def audit_table(df: pd.DataFrame, features: tuple[str, ...] = ("race", "gender", "age_band"), n_boot: int = 500,
+def audit_table(df: pd.DataFrame, features: Sequence[str] | None = None, n_boot: int = 500,
                 seed: int = 0) -> dict[str, Any]:
-    """fairlearn MetricFrames per sensitive feature -> a JSON-able dict of groups, CIs and disparities."""
+    """fairlearn MetricFrames per sensitive feature (default: every nominal task's class and every ordinal task's
+    band) -> a JSON-able dict of groups, CIs and disparities."""
     from fairlearn.metrics import MetricFrame
     metrics = _metrics(df)
+    if features is None:
+        ordinal, nominal = _tasks_in(df)
+        features = [*nominal, *(f"{n}_band" for n in ordinal)]
     idx = np.arange(len(df))
     res: dict[str, Any] = {"n": len(df), "metrics": list(metrics), "features": {}}
     for feat in features:
@@ -111,8 +131,8 @@ def audit_table(df: pd.DataFrame, features: tuple[str, ...] = ("race", "gender",
             col = by[m].dropna()
             if col.empty:
                 continue
-            best = col.idxmax() if HIGHER_IS_BETTER[m] else col.idxmin()
-            worst = col.idxmin() if HIGHER_IS_BETTER[m] else col.idxmax()
+            best = col.idxmax() if higher_is_better(m) else col.idxmin()
+            worst = col.idxmin() if higher_is_better(m) else col.idxmax()
             summary[m] = {"overall": _f(mf.overall[m]), "best_group": str(best), "best": _f(col[best]),
                           "worst_group": str(worst), "worst": _f(col[worst]),
                           "gap": _f(mf.difference()[m]), "ratio": _f(mf.ratio()[m]),
@@ -129,25 +149,21 @@ def _f(x: Any) -> float:
 def _confusions(df: pd.DataFrame) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix
     out = {}
-    for task in ("gender", "race"):
-        if f"{task}_true" not in df:
-            continue
+    ordinal, nominal = _tasks_in(df)
+    for task, name_col in [*((n, n) for n in nominal), *((n, f"{n}_band") for n in ordinal)]:
         m = df[f"{task}_true"] != MISSING
-        names = sorted(set(df.loc[m, task]), key=lambda n: df.loc[m & (df[task] == n), f"{task}_true"].iloc[0])
+        if not m.any():
+            continue
+        names = sorted(set(df.loc[m, name_col]), key=lambda v: df.loc[m & (df[name_col] == v), f"{task}_true"].iloc[0])
         k = max(int(df[f"{task}_true"].max()), int(df[f"{task}_pred"].max())) + 1
-        out[task] = {"labels": names, "matrix": confusion_matrix(df.loc[m, f"{task}_true"], df.loc[m, f"{task}_pred"],
-                                                                  labels=list(range(k))).tolist()}
-    if "age_group_true" in df:
-        m = df["age_group_true"] != MISSING
-        k = max(int(df["age_group_true"].max()), int(df["age_group_pred"].max())) + 1
-        labels = sorted(set(df.loc[m, "age_band"]), key=lambda n: df.loc[m & (df["age_band"] == n), "age_group_true"].iloc[0])
-        out["age_group"] = {"labels": labels, "matrix": confusion_matrix(df.loc[m, "age_group_true"], df.loc[m, "age_group_pred"],
-                                                                         labels=list(range(k))).tolist()}
+        key = task if task in nominal else f"{task}_group"
+        out[key] = {"labels": names, "matrix": confusion_matrix(df.loc[m, f"{task}_true"], df.loc[m, f"{task}_pred"],
+                                                                 labels=list(range(k))).tolist()}
     return out
 
 
 def _fmt(m: str, v: float) -> str:
-    return f"{v:.2f}" if m == "mae" else f"{100 * v:.1f}"
+    return f"{v:.2f}" if m.endswith("_mae") else f"{100 * v:.1f}"
 
 
 def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, Path]:

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from faceattr.ablate import PREDICTIONS_FILE, AblationConfig, kept_results, load_ablation
-from faceattr.tasks import Task, age_to_group
+from faceattr.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _metrics_for(tasks: Sequence[Task]) -> dict[str, Metric]:
     out: dict[str, Metric] = {}
     for t in tasks:
         if t.kind == "ordinal":
-            if all(isinstance(v, (int, float)) for v in t.levels):
+            if t.is_numeric:
                 out[f"{t.name}_mae"] = Metric(f"{t.name}_mae", t.name, False, f"{t.name} MAE (years)")
             out[f"{t.name}_group_exact"] = Metric(f"{t.name}_group_exact", t.name, True, f"{t.name} group exact %")
         else:
@@ -62,10 +62,10 @@ def per_face(rows: Any, metric: Metric, task: Task) -> np.ndarray:
         vals = np.asarray(task.values)
         return np.abs(rows[f"{metric.task}_value"].to_numpy() - vals[true])
     if metric.name.endswith("_group_exact"):
-        if all(isinstance(v, (int, float)) for v in task.levels):  # exact ages: both mapped to the FairFace groups
+        if task.is_numeric:  # exact ages: both mapped to their groups
             vals = np.asarray(task.values)
-            g_true = np.array([age_to_group(a) for a in vals[true]])
-            g_pred = np.array([age_to_group(a) for a in rows[f"{metric.task}_value"].to_numpy()])
+            g_true = np.array([task.group_of(a) for a in vals[true]])
+            g_pred = np.array([task.group_of(a) for a in rows[f"{metric.task}_value"].to_numpy()])
             return (g_true == g_pred).astype(float)
         return (rows[f"{metric.task}_index"].to_numpy() == true).astype(float)
     return (rows[f"{metric.task}_index"].to_numpy() == true).astype(float)
@@ -177,7 +177,7 @@ def judge(grid: Grid, n_boot: int = 2000) -> list[dict[str, Any]]:
             for m in metrics.values():
                 if cid == "mtl_vs_stl" and not b.endswith("-" + m.task):
                     continue
-                if cid == "ordinal_coral" and m.task != "age":
+                if cid == "ordinal_coral" and grid.tasks[m.task].kind != "ordinal":
                     continue
                 c = grid.compare(ref, b, m, n_boot)
                 if c is not None:

@@ -25,7 +25,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="run name (default: the config's name)")
     p.add_argument("--out-dir", help="folder for runs (default: the config's out_dir)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--data", help="DATASET:PATH, e.g. utkface:../shared/data/utkface")
+    p.add_argument("--data", help="DATASET:PATH, e.g. utkface:/data/UTKFace")
     p.add_argument("--download-weights", action="store_true", help="allow downloading ImageNet weights")
 
 
@@ -43,7 +43,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.data:
         if ":" not in a.data:
             from faceattr.exceptions import UsageError
-            raise UsageError(f"--data must be DATASET:DIR (e.g. utkface:../shared/data/utkface), got {a.data!r}")
+            raise UsageError(f"--data must be DATASET:DIR (e.g. utkface:/data/UTKFace), got {a.data!r}")
         kind, path = a.data.split(":", 1)
         overrides += [f"data.dataset={kind}", f"data.root={path}"]
     cfg = load_config(a.config, overrides)

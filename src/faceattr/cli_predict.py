@@ -105,7 +105,7 @@ def _task_columns(pred: Any) -> list[str]:
         cols.append(t.name)
         if t.kind == "ordinal":
             cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
-        numeric = t.kind == "ordinal" and all(isinstance(v, (int, float)) for v in t.levels)
+        numeric = t.is_numeric
         if not numeric:
             cols += [f"{t.name}_p_{c}" for c in t.labels]
     return cols
@@ -182,8 +182,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
     p.add_argument("--int8", action="store_true", help="also write an INT8 model (static quantization)")
-    p.add_argument("--calibration", default="utkface:../shared/data/utkface",
-                   help="DATASET:DIR whose training chips calibrate INT8 (default: %(default)s)")
+    p.add_argument("--calibration", help="DATASET:DIR whose training chips calibrate INT8 (needed with --int8), "
+                   "e.g. utkface:/data/UTKFace")
     p.add_argument("--calibration-size", type=int, default=256)
     p.add_argument("--out", required=True, help="output .onnx (INT8 goes beside it as *.int8.onnx) or .engine")
 
@@ -195,6 +195,7 @@ def _run_export(a: argparse.Namespace) -> int:
     from faceattr.predict import SHIPPED_MODEL
     from faceattr.safeio import OutputPlan
     check(a.calibration_size >= 1, f"--calibration-size must be at least 1, got {a.calibration_size}")
+    check(not a.int8 or bool(a.calibration), "--int8 needs --calibration DATASET:DIR (training chips to set the ranges)")
     ckpt = a.model or SHIPPED_MODEL
     out = Path(a.out)
     onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")

@@ -40,7 +40,7 @@ def _choice(name: str, v: str, choices: Sequence[str]) -> None:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "utkface"           # utkface | fairface | manifest
-    root: str = "../shared/data/utkface"
+    root: str = ""                     # the dataset's folder (configs/*.yaml name the project's ../shared copy)
     split_file: str | None = None      # default: <root>/split.csv if present, else computed by the protocol rule
     labels: str | None = None          # manifest CSV (dataset: manifest)
     wide_labels: str | None = None     # FairFace: labels.csv of the wide set whose sources are forced into test

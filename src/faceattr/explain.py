@@ -119,7 +119,8 @@ def explain_chips(model: nn.Module, meta: ModelMeta, chips: np.ndarray, tasks: S
     for s in range(0, len(chips), batch):
         x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s:s + batch])), meta.mean, meta.std)
         for t in tasks:
-            out[t].append(grad_cam(model, x, t, form, layer, threshold if t == "age" else None))
+            ordinal = next(task.kind == "ordinal" for task in meta.tasks if task.name == t)
+            out[t].append(grad_cam(model, x, t, form, layer, threshold if ordinal else None))
     return {t: np.concatenate(v) for t, v in out.items()}
 
 

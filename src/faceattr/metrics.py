@@ -15,13 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, Task, age_to_group
+from faceattr.tasks import MISSING, Task
 
 CS_LEVELS = tuple(range(11))
 
 
 def is_exact_age(task: Task) -> bool:
-    return task.kind == "ordinal" and all(isinstance(v, (int, float)) for v in task.levels)
+    return task.is_numeric
 
 
 def ordinal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
@@ -36,9 +36,9 @@ def ordinal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray)
         out["mae"] = float(err.mean())
         rerr = np.abs(np.rint(est) - true_v)
         out["cs"] = {str(k): float((rerr <= k).mean()) for k in CS_LEVELS}
-        g_true = np.array([age_to_group(a) for a in true_v])
-        g_pred = np.array([age_to_group(a) for a in est])
-        out["group_labels"] = list(FAIRFACE_AGE_GROUPS)
+        g_true = np.array([task.group_of(a) for a in true_v])
+        g_pred = np.array([task.group_of(a) for a in est])
+        out["group_labels"] = list(task.group_labels)
     else:
         g_true, g_pred = labels[m], pred["index"][m]
         out["mae_levels"] = float(np.abs(g_pred - g_true).mean())

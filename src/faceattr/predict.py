@@ -238,7 +238,7 @@ class Predictor:
         if task.kind == "nominal":
             probs = {str(c): float(p) for c, p in zip(task.classes, d["probs"][i])}
             return Attribute(task.name, "nominal", str(task.classes[int(d["index"][i])]), probs)
-        numeric = all(isinstance(v, (int, float)) for v in task.levels)
+        numeric = task.is_numeric
         probs = {} if numeric else {str(c): float(p) for c, p in zip(task.levels, d["probs"][i])}
         label = str(round(float(d["value"][i]))) if numeric else str(task.levels[int(d["index"][i])])
         return Attribute(task.name, "ordinal", label, probs, float(d["value"][i]),

@@ -61,6 +61,26 @@ class Task:
         return self.levels if self.kind == "ordinal" else self.classes
 
     @property
+    def is_numeric(self) -> bool:
+        """An ordinal task whose levels are numbers (exact ages): it has an MAE, CS@k and value intervals."""
+        return self.kind == "ordinal" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in self.levels)
+
+    @property
+    def group_labels(self) -> tuple[str, ...]:
+        """The groups an ordinal task is reported in: its own levels, or for a numeric task the FairFace age
+        groups (the groups the literature reports exact ages in)."""
+        if self.kind != "ordinal":
+            return ()
+        return FAIRFACE_AGE_GROUPS if self.is_numeric else tuple(str(x) for x in self.levels)
+
+    def group_of(self, value: float) -> int:
+        """Index into :attr:`group_labels` of a numeric value (numeric tasks: via :func:`age_to_group`)."""
+        if not self.is_numeric:
+            raise ValueError(f"task {self.name!r} has no numeric values to group")
+        return age_to_group(value)
+
+    @property
     def num_classes(self) -> int:
         return len(self.labels)
 
