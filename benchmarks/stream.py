@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--no-detect", action="store_true")
     a = ap.parse_args()
     src = SHARED / "data" / "utkface" / "UTKFace"
-    files = sorted(p for p in src.iterdir() if p.is_file())[:a.n]
+    files = sorted(p for p in src.iterdir() if p.is_file())[: a.n]
     if len(files) < a.n:
         sys.exit(f"only {len(files)} images in {src}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,20 +53,41 @@ def main() -> None:
             errors += '"error"' in line
             faces += line.count('"box"')
             if lines % a.every == 0:
-                samples.append({"results": lines, "rss_mb": round(rss_mb(proc.pid), 1),
-                                "seconds": round(time.perf_counter() - t0, 1)})
+                samples.append(
+                    {
+                        "results": lines,
+                        "rss_mb": round(rss_mb(proc.pid), 1),
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    }
+                )
         rc = proc.wait()
     if rc != 0 or lines != a.n:
         sys.exit(f"predict exited with {rc} after {lines} of {a.n} results")
     warm = samples[1] if len(samples) > 2 else samples[0]
     last = samples[-1]
-    summary = [{"photos": a.n, "faces": faces, "errors": errors, "seconds": last["seconds"],
-                "rss after warm-up (MB)": warm["rss_mb"], "rss at the end (MB)": last["rss_mb"],
-                "growth (MB)": round(last["rss_mb"] - warm["rss_mb"], 1),
-                "peak sampled (MB)": max(s["rss_mb"] for s in samples)}]
-    md = "## Summary\n\n" + md_table(summary, list(summary[0])) + "\n\n## Samples\n\n" + md_table(samples, list(samples[0]))
-    cmd_s = f"python benchmarks/stream.py --n {a.n} --detector {a.detector}" + (" --no-detect" if a.no_detect else "") \
+    summary = [
+        {
+            "photos": a.n,
+            "faces": faces,
+            "errors": errors,
+            "seconds": last["seconds"],
+            "rss after warm-up (MB)": warm["rss_mb"],
+            "rss at the end (MB)": last["rss_mb"],
+            "growth (MB)": round(last["rss_mb"] - warm["rss_mb"], 1),
+            "peak sampled (MB)": max(s["rss_mb"] for s in samples),
+        }
+    ]
+    md = (
+        "## Summary\n\n"
+        + md_table(summary, list(summary[0]))
+        + "\n\n## Samples\n\n"
+        + md_table(samples, list(samples[0]))
+    )
+    cmd_s = (
+        f"python benchmarks/stream.py --n {a.n} --detector {a.detector}"
+        + (" --no-detect" if a.no_detect else "")
         + (f" --model {a.model}" if a.model else "")
+    )
     write("stream", {"summary": summary, "samples": samples}, md, cmd_s)
 
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from faceattr.checkpoint import load_model, read_meta, save_model, write_meta
-from faceattr.templates import calibrate_checkpoint
 from faceattr.evaluate import config_label_map, evaluate_checkpoint
 from faceattr.metrics import headline
 from faceattr.predict import SHIPPED_MODEL
+from faceattr.templates import calibrate_checkpoint
 
 
 def main() -> None:
@@ -42,10 +40,16 @@ def main() -> None:
     meta = read_meta(SHIPPED_MODEL)
     add = {"test_metrics": {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}}
     if a.also:
-        res2 = evaluate_checkpoint(SHIPPED_MODEL, a.also, "test",
-                                   label_map=config_label_map(meta.extra["config"], a.also.split(":", 1)[0]))
-        add["test_metrics_also"] = {"data": res2["data"], "split": "test", "n": res2["n"],
-                                    "label_map": res2["label_map"], **headline(res2["metrics"])}
+        res2 = evaluate_checkpoint(
+            SHIPPED_MODEL, a.also, "test", label_map=config_label_map(meta.extra["config"], a.also.split(":", 1)[0])
+        )
+        add["test_metrics_also"] = {
+            "data": res2["data"],
+            "split": "test",
+            "n": res2["n"],
+            "label_map": res2["label_map"],
+            **headline(res2["metrics"]),
+        }
     write_meta(SHIPPED_MODEL, meta.with_extra(**add))
     print(json.dumps(add, indent=1))
     print(f"{SHIPPED_MODEL}: {SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB")

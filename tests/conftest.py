@@ -45,6 +45,7 @@ def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
 
     from faceattr.cli_predict import example_photo
     from faceattr.image import load_image
+
     try:
         photo = load_image(example_photo())
     except FileNotFoundError as e:
@@ -55,7 +56,9 @@ def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
     for i in range(n):
         side = int(rng.integers(135, 165))
         cx, cy = 222 + int(rng.integers(-8, 9)), 128 + int(rng.integers(-8, 9))
-        crop = Image.fromarray(photo[cy - side // 2:cy + side // 2, cx - side // 2:cx + side // 2]).resize((200, 200))
+        crop = Image.fromarray(photo[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2]).resize(
+            (200, 200)
+        )
         if rng.random() < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         crop = ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.7, 1.3)))
@@ -78,10 +81,21 @@ _TRAIN_ROOT: list[Path] = []
 
 def tiny_config(tmp: Path, name: str = "tiny", **over: object) -> "object":
     from faceattr.config import load_config
+
     root = _TRAIN_ROOT[0] if _TRAIN_ROOT else UTK
-    o = [f"name={name}", f"out_dir={tmp}", f"data.root={root}", "data.image_size=64", "data.max_train=64",
-         "data.max_val=32", "train.epochs=1", "train.batch_size=16", "train.eval_batch_size=32", "train.threads=1",
-         "model.dropout=0.1"]
+    o = [
+        f"name={name}",
+        f"out_dir={tmp}",
+        f"data.root={root}",
+        "data.image_size=64",
+        "data.max_train=64",
+        "data.max_val=32",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.eval_batch_size=32",
+        "train.threads=1",
+        "model.dropout=0.1",
+    ]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "utkface.yaml", o)
 
@@ -96,7 +110,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, train_dir: Path) -
     """A model trained for 4 steps on 64 faces (UTKFace, or the real-face chips of :func:`train_dir`), with a
     dlib alignment template."""
     import json
+
     from faceattr.train import main
+
     tmp = tmp_path_factory.mktemp("runs")
     cfg = tiny_config(tmp)
     main(cfg, progress=False)
@@ -104,8 +120,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, train_dir: Path) -
     meta_p = ck.with_suffix(".json")
     meta = json.loads(meta_p.read_text())
     # a template measured like `faceattr calibrate` does (kept fixed here so the fixture stays fast)
-    meta["alignment"] = {"dlib": {"points": [[0.2975, 0.3025], [0.685, 0.3025], [0.49, 0.59]], "n": 198},
-                         "yunet": {"points": [[0.2953, 0.2795], [0.6958, 0.2795], [0.4906, 0.5174]], "n": 199}}
+    meta["alignment"] = {
+        "dlib": {"points": [[0.2975, 0.3025], [0.685, 0.3025], [0.49, 0.59]], "n": 198},
+        "yunet": {"points": [[0.2953, 0.2795], [0.6958, 0.2795], [0.4906, 0.5174]], "n": 199},
+    }
     meta_p.write_text(json.dumps(meta))
     return ck
 
@@ -128,6 +146,7 @@ def make_synthetic_utkface(root: Path, n: int = 120, size: int = 80, seed: int =
     """A folder laid out like UTKFace (labels in the file names) of drawn 'faces': an ellipse whose colour and
     size follow the labels, so a network can learn something from it in a few steps."""
     from PIL import Image, ImageDraw
+
     rng = np.random.default_rng(seed)
     img_dir = root / "UTKFace"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -139,8 +158,10 @@ def make_synthetic_utkface(root: Path, n: int = 120, size: int = 80, seed: int =
         tone = (60 + 40 * race, 50 + 30 * race, 40 + 20 * race)
         d.ellipse((size / 2 - r, size / 2 - r * 1.2, size / 2 + r, size / 2 + r * 1.2), fill=tone)
         for ex in (-r / 2.5, r / 2.5):
-            d.ellipse((size / 2 + ex - 3, size / 2 - r / 3 - 3, size / 2 + ex + 3, size / 2 - r / 3 + 3),
-                      fill=(0, 0, 255 * gender))
+            d.ellipse(
+                (size / 2 + ex - 3, size / 2 - r / 3 - 3, size / 2 + ex + 3, size / 2 - r / 3 + 3),
+                fill=(0, 0, 255 * gender),
+            )
         im.save(img_dir / f"{age}_{gender}_{race}_20170101{i:09d}.jpg.chip.jpg", quality=90)
     return root
 
@@ -152,8 +173,18 @@ def synth_utk(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def synth_config(tmp: Path, data: Path, name: str = "synth", **over: object) -> "object":
     from faceattr.config import load_config
-    o = [f"name={name}", f"out_dir={tmp}", f"data.root={data}", "data.image_size=64", "train.epochs=1",
-         "train.batch_size=16", "train.eval_batch_size=32", "train.threads=1", "model.pretrained=false"]
+
+    o = [
+        f"name={name}",
+        f"out_dir={tmp}",
+        f"data.root={data}",
+        "data.image_size=64",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.eval_batch_size=32",
+        "train.threads=1",
+        "model.pretrained=false",
+    ]
     o += [f"{k}={v}" for k, v in over.items()]
     return load_config(REPO / "configs" / "utkface.yaml", o)
 
@@ -162,7 +193,9 @@ def synth_config(tmp: Path, data: Path, name: str = "synth", **over: object) -> 
 def synth_checkpoint(tmp_path_factory: pytest.TempPathFactory, synth_utk: Path) -> Path:
     """A model trained for one epoch on the synthetic faces (no ../shared, no ImageNet weights needed)."""
     import json
+
     from faceattr.train import main
+
     tmp = tmp_path_factory.mktemp("synth-runs")
     main(synth_config(tmp, synth_utk), progress=False)
     ck = tmp / "synth" / "best.safetensors"

@@ -7,13 +7,28 @@ from faceattr.ablate import load_ablation, run_grid, write_report
 
 
 def _grid(tmp_path, root=UTK):
-    d = {"name": "tiny-grid", "base": str(REPO / "configs" / "utkface.yaml"), "out_dir": str(tmp_path / "runs"),
-         "results_dir": str(tmp_path / "results"), "seeds": [0, 1], "eval_split": "test", "eval_limit": 40,
-         "reference": "mtl",
-         "budget": {"data.root": str(root), "data.image_size": 64, "data.max_train": 32, "data.max_val": 16,
-                    "train.epochs": 1, "train.batch_size": 16, "train.max_steps_per_epoch": 1, "train.threads": 1},
-         "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
-         "groups": {"tasks": ["mtl", "single-gender"]}}
+    d = {
+        "name": "tiny-grid",
+        "base": str(REPO / "configs" / "utkface.yaml"),
+        "out_dir": str(tmp_path / "runs"),
+        "results_dir": str(tmp_path / "results"),
+        "seeds": [0, 1],
+        "eval_split": "test",
+        "eval_limit": 40,
+        "reference": "mtl",
+        "budget": {
+            "data.root": str(root),
+            "data.image_size": 64,
+            "data.max_train": 32,
+            "data.max_val": 16,
+            "train.epochs": 1,
+            "train.batch_size": 16,
+            "train.max_steps_per_epoch": 1,
+            "train.threads": 1,
+        },
+        "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
+        "groups": {"tasks": ["mtl", "single-gender"]},
+    }
     p = tmp_path / "grid.yaml"
     p.write_text(yaml.safe_dump(d))
     return load_ablation(p)
@@ -48,9 +63,17 @@ def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
     kept = tmp_path / "results" / "runs" / "mtl" / "seed-0"
     assert {p.name for p in kept.iterdir()} == {"result.json", "log.csv", "predictions.csv.gz"}
     import pandas as pd
+
     rows = pd.read_csv(kept / "predictions.csv.gz")
-    assert len(rows) == single["n_eval"] and {"age_true", "age_value", "gender_true", "gender_index", "gender_p"} <= set(rows.columns)
+    assert len(rows) == single["n_eval"] and {
+        "age_true",
+        "age_value",
+        "gender_true",
+        "gender_index",
+        "gender_p",
+    } <= set(rows.columns)
     import shutil
+
     shutil.rmtree(tmp_path / "runs")
     assert len(run_grid(ab)) == 4
     assert not (tmp_path / "runs").exists()
@@ -58,16 +81,38 @@ def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
 
 def test_jobs_order_and_seeds_for(tmp_path):
     p = tmp_path / "g.yaml"
-    p.write_text(yaml.safe_dump({"name": "g", "base": "x.yaml", "out_dir": "o", "results_dir": "r", "seeds": [0, 1],
-                                 "experiments": {"mtl": {}, "single-age": {}, "age-corn": {}},
-                                 "seeds_for": {"age-corn": [0]}}, sort_keys=False))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": "x.yaml",
+                "out_dir": "o",
+                "results_dir": "r",
+                "seeds": [0, 1],
+                "experiments": {"mtl": {}, "single-age": {}, "age-corn": {}},
+                "seeds_for": {"age-corn": [0]},
+            },
+            sort_keys=False,
+        )
+    )
     ab = load_ablation(p)
     assert ab.jobs() == [("mtl", 0), ("single-age", 0), ("age-corn", 0), ("mtl", 1), ("single-age", 1)]
     assert ab.jobs(["age-corn"]) == [("age-corn", 0)]
-    p.write_text(yaml.safe_dump({"name": "g", "base": "x.yaml", "out_dir": "o", "results_dir": "r",
-                                 "experiments": {"mtl": {}}, "seeds_for": {"nope": [0]}}))
+    p.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": "x.yaml",
+                "out_dir": "o",
+                "results_dir": "r",
+                "experiments": {"mtl": {}},
+                "seeds_for": {"nope": [0]},
+            }
+        )
+    )
     import pytest
 
     from faceattr.config import ConfigError
+
     with pytest.raises(ConfigError, match="seeds_for"):
         load_ablation(p)

@@ -14,9 +14,11 @@ def _synthetic():
     gender = rng.integers(0, 2, n)
     race = np.repeat([0, 1, 2], 20)
     pred_age = age_idx + 1 + rng.normal(0, 4, n) + (race == 1) * 6  # race 1 is estimated worse
-    preds = {"age": {"value": pred_age, "index": np.clip(np.rint(pred_age) - 1, 0, 115).astype(int)},
-             "gender": {"index": np.where(rng.random(n) < 0.9, gender, 1 - gender)},
-             "race": {"index": race.copy()}}
+    preds = {
+        "age": {"value": pred_age, "index": np.clip(np.rint(pred_age) - 1, 0, 115).astype(int)},
+        "gender": {"index": np.where(rng.random(n) < 0.9, gender, 1 - gender)},
+        "race": {"index": race.copy()},
+    }
     labels = {"age": age_idx, "gender": gender, "race": race}
     return tasks, preds, labels
 
@@ -49,10 +51,14 @@ def test_audit_numbers_match_direct_computation():
 def test_audit_takes_any_declared_tasks():
     """Tasks are declared, not named in the code: a 'smile' nominal task and a 'pose' ordinal one are audited."""
     from faceattr.tasks import nominal_task, ordinal_task
+
     rng = np.random.default_rng(0)
     tasks = (nominal_task("smile", ["no", "yes"]), ordinal_task("pose", ["frontal", "half", "profile"]))
     labels = {"smile": rng.integers(0, 2, 60), "pose": rng.integers(0, 3, 60)}
-    preds = {"smile": {"index": labels["smile"]}, "pose": {"index": (labels["pose"] + 1) % 3, "value": labels["pose"] * 1.0}}
+    preds = {
+        "smile": {"index": labels["smile"]},
+        "pose": {"index": (labels["pose"] + 1) % 3, "value": labels["pose"] * 1.0},
+    }
     res = audit_table(build_face_table(tasks, preds, labels), n_boot=20)
     assert set(res["metrics"]) == {"smile_accuracy", "pose_group_accuracy"}
     assert res["features"]["smile"]["summary"]["smile_accuracy"]["overall"] == 1.0
@@ -72,6 +78,7 @@ def test_gradcam_shapes_and_task_differences(utk_dir):
     from faceattr.explain import ExplainError, explain_chips, grad_cam
     from faceattr.export import calibration_chips_from
     from faceattr.predict import SHIPPED_MODEL
+
     model, meta = load_model(SHIPPED_MODEL)  # the trained model: a barely trained one can give all-zero maps
     chips = calibration_chips_from(f"utkface:{utk_dir}", 128, 4, split="test")
     maps = explain_chips(model, meta, chips, ["age", "gender", "race"])

@@ -49,7 +49,7 @@ def fails(capsys, *args: str, match: str, code: int = 2) -> str:
 def digest(*paths: Path) -> dict[str, str]:
     out = {}
     for p in paths:
-        for f in ([p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())):
+        for f in [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()):
             out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 
@@ -146,9 +146,17 @@ def test_output_is_complete_and_renamed(capsys, model, photos, tmp_path):
 
 
 # ---- predict: options --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("opt,val,match", [("--batch-size", "0", "--batch-size"), ("--batch-size", "-1", "--batch-size"),
-                                           ("--threads", "0", "--threads"), ("--threads", "-1", "--threads"),
-                                           ("--max-pixels", "0", "--max-pixels"), ("--min-score", "nan", "--min-score")])
+@pytest.mark.parametrize(
+    "opt,val,match",
+    [
+        ("--batch-size", "0", "--batch-size"),
+        ("--batch-size", "-1", "--batch-size"),
+        ("--threads", "0", "--threads"),
+        ("--threads", "-1", "--threads"),
+        ("--max-pixels", "0", "--max-pixels"),
+        ("--min-score", "nan", "--min-score"),
+    ],
+)
 def test_bad_numbers(capsys, model, photos, opt, val, match):
     fails(capsys, *predict(model, photos, opt, val), match=match)
 
@@ -187,8 +195,11 @@ def test_unsupported_files_are_counted_not_silent(capsys, model, photos, caplog)
     assert any("1 files skipped" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("content,match", [(b"", "empty file"), (b"just text", "not an image"),
-                                           (b"TRUNCATED", "truncated")], ids=["empty", "text", "truncated"])
+@pytest.mark.parametrize(
+    "content,match",
+    [(b"", "empty file"), (b"just text", "not an image"), (b"TRUNCATED", "truncated")],
+    ids=["empty", "text", "truncated"],
+)
 def test_bad_file_among_good_ones(capsys, model, photos, content, match):
     if content == b"TRUNCATED":
         content = (photos / "p0.jpg").read_bytes()[:600]
@@ -239,6 +250,7 @@ def test_non_utf8_file_name_in_csv(capsys, model, tmp_path):
 
 def test_full_disk_leaves_target_untouched(capsys, model, photos, tmp_path, monkeypatch):
     import faceattr.safeio as safeio
+
     out = tmp_path / "r.jsonl"
     out.write_text("old results\n")
     real_open = open
@@ -249,8 +261,10 @@ def test_full_disk_leaves_target_untouched(capsys, model, photos, tmp_path, monk
     def full_open(path, mode="r", **kw):
         f = real_open(path, mode, **kw)
         if str(path).endswith(".partial"):
+
             def write(s, _w=f.write):
                 raise OSError(errno.ENOSPC, "No space left on device")
+
             f.write = write  # type: ignore[method-assign]
         return f
 
@@ -262,6 +276,7 @@ def test_full_disk_leaves_target_untouched(capsys, model, photos, tmp_path, monk
 
 def test_interrupt_keeps_complete_records_in_partial(capsys, model, photos, tmp_path, monkeypatch):
     import faceattr.predict as fp
+
     out = tmp_path / "r.jsonl"
     out.write_text("old\n")
     calls = {"n": 0}
@@ -291,6 +306,7 @@ def test_model_that_is_not_a_model(capsys, photos, tmp_path):
 
 def test_metadata_swapped_after_training(capsys, model, photos, tmp_path):
     import shutil
+
     shutil.copy(model, tmp_path / "m.safetensors")
     meta = json.loads(model.with_suffix(".json").read_text())
     meta["tasks"][2]["classes"] = list(reversed(meta["tasks"][2]["classes"]))  # race classes reordered
@@ -304,6 +320,7 @@ def test_metadata_swapped_after_training(capsys, model, photos, tmp_path):
 
 def test_onnx_without_or_with_broken_metadata(capsys, model, photos, tmp_path):
     import onnx
+
     rc, _, _ = run(capsys, "export", "--model", model, "--out", tmp_path / "m.onnx")
     assert rc == 0
     m = onnx.load(str(tmp_path / "m.onnx"))
@@ -321,19 +338,23 @@ def test_onnx_without_or_with_broken_metadata(capsys, model, photos, tmp_path):
 @pytest.fixture
 def api(model):
     from faceattr.predict import Predictor
+
     return Predictor.load(model)
 
 
-@pytest.mark.parametrize("arr,match", [
-    (np.zeros((0, 0, 3), np.uint8), "too small"),
-    (np.zeros((1, 1, 3), np.uint8), "too small"),
-    (np.full((32, 32, 3), np.nan, np.float32), "nan"),
-    (np.full((32, 32, 3), 128.0, np.float32), "0..1"),
-    (np.full((32, 32, 3), 300, np.int32), "0..255"),
-    (np.zeros((32, 32, 3), bool), "boolean"),
-    (np.zeros((32, 32, 2), np.uint8), "not an hxw"),
-    (np.empty((32, 32, 3), object), "not an image array"),
-])
+@pytest.mark.parametrize(
+    "arr,match",
+    [
+        (np.zeros((0, 0, 3), np.uint8), "too small"),
+        (np.zeros((1, 1, 3), np.uint8), "too small"),
+        (np.full((32, 32, 3), np.nan, np.float32), "nan"),
+        (np.full((32, 32, 3), 128.0, np.float32), "0..1"),
+        (np.full((32, 32, 3), 300, np.int32), "0..255"),
+        (np.zeros((32, 32, 3), bool), "boolean"),
+        (np.zeros((32, 32, 2), np.uint8), "not an hxw"),
+        (np.empty((32, 32, 3), object), "not an image array"),
+    ],
+)
 def test_arrays_that_are_not_images(api, arr, match):
     with pytest.raises(ImageError, match=f"(?i){match}"):
         api.predict(arr, detect=False)
@@ -344,6 +365,7 @@ def test_arrays_that_are_images(api):
     assert len(api.predict(f, detect=False).faces) == 1
     u16 = (np.random.default_rng(1).random((32, 32, 3)) * 65535).astype(np.uint16)
     from faceattr.image import load_image
+
     assert load_image(u16).mean() > 60  # scaled from 16 bits, not a black image
 
 
@@ -355,10 +377,18 @@ def test_predict_many_goes_on_past_a_bad_item(api, tmp_path):
     assert res[0].to_dict() == {"file": str(tmp_path / "missing.jpg"), "error": res[0].error}
 
 
-@pytest.mark.parametrize("kw,match", [({"batch_size": 0}, "batch_size"), ({"coverage": 1.5}, "coverage"),
-                                      ({"max_pixels": 0}, "max_pixels"), ({"min_score": float("nan")}, "min_score")])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"coverage": 1.5}, "coverage"),
+        ({"max_pixels": 0}, "max_pixels"),
+        ({"min_score": float("nan")}, "min_score"),
+    ],
+)
 def test_predictor_options(model, kw, match):
     from faceattr.predict import Predictor
+
     with pytest.raises(UsageError, match=match):
         Predictor.load(model, **kw)
 
@@ -372,8 +402,19 @@ def test_every_user_error_shares_one_base():
     from faceattr.predict import ModelFormatError
     from faceattr.safeio import OutputError
     from faceattr.train import TrainingError
-    for cls in (CheckpointError, ConfigError, DataError, DetectorUnavailable, ExportError, ModelFormatError,
-                OutputError, TrainingError, ImageError, UsageError):
+
+    for cls in (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DetectorUnavailable,
+        ExportError,
+        ModelFormatError,
+        OutputError,
+        TrainingError,
+        ImageError,
+        UsageError,
+    ):
         assert issubclass(cls, FaceattrError), cls
 
 
@@ -382,6 +423,7 @@ def test_one_predictor_many_threads(model):
     from faceattr.cli_predict import example_photo
     from faceattr.image import load_image
     from faceattr.predict import Predictor
+
     try:
         photo = load_image(example_photo())
     except FileNotFoundError:
@@ -423,21 +465,44 @@ def _cfg(tmp_path: Path, text: str) -> Path:
 
 def test_lr_written_as_text_is_a_number(tmp_path):
     from faceattr.config import load_config
+
     cfg = load_config(_cfg(tmp_path, "train:\n  lr: 1e-3\n"))
     assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
 
 
-@pytest.mark.parametrize("setting,match", [
-    ("train.lr=-1", "train.lr"), ("train.lr=.nan", "train.lr"), ("data.image_size=0", "data.image_size"),
-    ("train.epochs=0", "train.epochs"), ("train.batch_size=0", "train.batch_size"),
-    ("model.ordinal_formulation=corall", "did you mean 'coral'"), ("train.weighting=uncertanity", "did you mean"),
-    ("train.lrr=0.1", "unknown settings"), ("model.shared_stages=9", "shared_stages"),
-    ("train.amp=maybe", "true or false"), ("train.epochs=2.5", "whole number"), ("train.device=tpu", "train.device"),
-    ("train.weighting=fixed", "fixed_weights"), ("data.dataset=imagenet", "data.dataset"),
-])
+@pytest.mark.parametrize(
+    "setting,match",
+    [
+        ("train.lr=-1", "train.lr"),
+        ("train.lr=.nan", "train.lr"),
+        ("data.image_size=0", "data.image_size"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.ordinal_formulation=corall", "did you mean 'coral'"),
+        ("train.weighting=uncertanity", "did you mean"),
+        ("train.lrr=0.1", "unknown settings"),
+        ("model.shared_stages=9", "shared_stages"),
+        ("train.amp=maybe", "true or false"),
+        ("train.epochs=2.5", "whole number"),
+        ("train.device=tpu", "train.device"),
+        ("train.weighting=fixed", "fixed_weights"),
+        ("data.dataset=imagenet", "data.dataset"),
+    ],
+)
 def test_bad_settings_fail_before_any_data_is_read(capsys, tmp_path, setting, match):
-    fails(capsys, "train", "-c", REPO / "configs" / "utkface.yaml", "-o", setting, "-o", f"out_dir={tmp_path}",
-          "-o", "data.root=/nonexistent", match=match)
+    fails(
+        capsys,
+        "train",
+        "-c",
+        REPO / "configs" / "utkface.yaml",
+        "-o",
+        setting,
+        "-o",
+        f"out_dir={tmp_path}",
+        "-o",
+        "data.root=/nonexistent",
+        match=match,
+    )
     assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -451,6 +516,7 @@ def test_config_file_problems(capsys, tmp_path):
 def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
     from faceattr.train import main
+
     cfg = synth_config(tmp_path, synth_utk, name="r")
     main(cfg, progress=False)
     p = tmp_path / "r.yaml"
@@ -467,6 +533,7 @@ def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
 def test_resume_with_a_corrupt_state(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
     from faceattr.train import main
+
     cfg = synth_config(tmp_path, synth_utk, name="c")
     main(cfg, progress=False)
     (tmp_path / "c" / "last_state.pt").write_bytes(b"garbage")
@@ -478,16 +545,30 @@ def test_resume_with_a_corrupt_state(capsys, tmp_path, synth_utk):
 
 def test_manifest_with_no_usable_row(capsys, tmp_path):
     (tmp_path / "m.csv").write_text("file,g\na.jpg,x\nb.jpg,y\n")
-    cfg = {"data": {"dataset": "manifest", "root": str(tmp_path), "labels": str(tmp_path / "m.csv"),
-                    "tasks": [{"name": "g", "kind": "nominal", "classes": ["m", "f"]}]},
-           "out_dir": str(tmp_path / "runs"), "model": {"pretrained": False}}
+    cfg = {
+        "data": {
+            "dataset": "manifest",
+            "root": str(tmp_path),
+            "labels": str(tmp_path / "m.csv"),
+            "tasks": [{"name": "g", "kind": "nominal", "classes": ["m", "f"]}],
+        },
+        "out_dir": str(tmp_path / "runs"),
+        "model": {"pretrained": False},
+    }
     fails(capsys, "train", "-c", _cfg(tmp_path, yaml.safe_dump(cfg)), match="none of its 2 rows is usable")
 
 
 def test_manifest_task_with_one_level(capsys, tmp_path):
     (tmp_path / "m.csv").write_text("file,g\na.jpg,x\n")
-    cfg = {"data": {"dataset": "manifest", "root": str(tmp_path), "labels": str(tmp_path / "m.csv"),
-                    "tasks": [{"name": "g", "kind": "ordinal", "levels": ["x"]}]}, "out_dir": str(tmp_path / "runs")}
+    cfg = {
+        "data": {
+            "dataset": "manifest",
+            "root": str(tmp_path),
+            "labels": str(tmp_path / "m.csv"),
+            "tasks": [{"name": "g", "kind": "ordinal", "levels": ["x"]}],
+        },
+        "out_dir": str(tmp_path / "runs"),
+    }
     fails(capsys, "train", "-c", _cfg(tmp_path, yaml.safe_dump(cfg)), match="at least 2 levels")
 
 
@@ -501,18 +582,39 @@ def test_evaluate_bad_limit_and_out(capsys, model, synth_utk, tmp_path):
 
 
 def test_evaluate_label_map_typo(capsys, model, synth_utk):
-    fails(capsys, "evaluate", "--checkpoint", model, "--data", f"utkface:{synth_utk}", "--label-map",
-          "{race: {Whyte: White}}", match="not labels of the data")
+    fails(
+        capsys,
+        "evaluate",
+        "--checkpoint",
+        model,
+        "--data",
+        f"utkface:{synth_utk}",
+        "--label-map",
+        "{race: {Whyte: White}}",
+        match="not labels of the data",
+    )
 
 
 def test_evaluate_writes_its_report(capsys, model, synth_utk, tmp_path):
-    rc, _, _ = run(capsys, "evaluate", "--checkpoint", model, "--data", f"utkface:{synth_utk}", "--out", tmp_path / "ev")
+    rc, _, _ = run(
+        capsys, "evaluate", "--checkpoint", model, "--data", f"utkface:{synth_utk}", "--out", tmp_path / "ev"
+    )
     assert rc == 0 and json.loads((tmp_path / "ev" / "metrics.json").read_text())["n"] > 0
 
 
 def test_export_bad_options_write_nothing(capsys, model, tmp_path):
-    fails(capsys, "export", "--model", model, "--int8", "--calibration-size", "0", "--out", tmp_path / "m.onnx",
-          match="--calibration-size")
+    fails(
+        capsys,
+        "export",
+        "--model",
+        model,
+        "--int8",
+        "--calibration-size",
+        "0",
+        "--out",
+        tmp_path / "m.onnx",
+        match="--calibration-size",
+    )
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"xx")
     bad.with_suffix(".json").write_text(model.with_suffix(".json").read_text())
@@ -529,31 +631,78 @@ def test_export_out_under_a_file(capsys, model, tmp_path):
 
 def test_explain_options(capsys, model, tmp_path):
     img = face_jpg(tmp_path / "a" / "x.jpg")
-    fails(capsys, "explain", img, "--checkpoint", model, "--no-detect", "--age-threshold", "999", "--out",
-          tmp_path / "cams", match="--age-threshold")
+    fails(
+        capsys,
+        "explain",
+        img,
+        "--checkpoint",
+        model,
+        "--no-detect",
+        "--age-threshold",
+        "999",
+        "--out",
+        tmp_path / "cams",
+        match="--age-threshold",
+    )
     fails(capsys, "explain", "--checkpoint", model, "--out", tmp_path / "cams", match="give photos")
-    fails(capsys, "explain", img, "--checkpoint", model, "--task", "hair", "--no-detect", "--out", tmp_path / "c2",
-          match="unknown task")
+    fails(
+        capsys,
+        "explain",
+        img,
+        "--checkpoint",
+        model,
+        "--task",
+        "hair",
+        "--no-detect",
+        "--out",
+        tmp_path / "c2",
+        match="unknown task",
+    )
 
 
 def test_explain_same_stem_twice(capsys, model, tmp_path):
     a, b = face_jpg(tmp_path / "a" / "x.jpg", 1), face_jpg(tmp_path / "b" / "x.jpg", 2)
-    rc, out, _ = run(capsys, "explain", a, b, "--checkpoint", model, "--no-detect", "--task", "gender", "--out",
-                     tmp_path / "cams")
+    rc, out, _ = run(
+        capsys, "explain", a, b, "--checkpoint", model, "--no-detect", "--task", "gender", "--out", tmp_path / "cams"
+    )
     assert rc == 0
     written = json.loads(out)["written"]
     assert len(written) == 2 and len(set(written)) == 2 and all(Path(w).is_file() for w in written)
 
 
 def test_audit_options(capsys, model, synth_utk, tmp_path):
-    fails(capsys, "audit", "--checkpoint", model, "--data", f"utkface:{synth_utk}", "--n-boot", "0", "--out",
-          tmp_path / "a", match="--n-boot")
-    fails(capsys, "audit", "--checkpoint", model, "--data", f"utkface:{synth_utk}", "--limit", "0", "--out",
-          tmp_path / "a", match="--limit")
+    fails(
+        capsys,
+        "audit",
+        "--checkpoint",
+        model,
+        "--data",
+        f"utkface:{synth_utk}",
+        "--n-boot",
+        "0",
+        "--out",
+        tmp_path / "a",
+        match="--n-boot",
+    )
+    fails(
+        capsys,
+        "audit",
+        "--checkpoint",
+        model,
+        "--data",
+        f"utkface:{synth_utk}",
+        "--limit",
+        "0",
+        "--out",
+        tmp_path / "a",
+        match="--limit",
+    )
 
 
-@pytest.mark.parametrize("spec,match", [("/some/dir", "DATASET:DIR"), ("imagenet:/x", "utkface or fairface"),
-                                        ("utkface:/nonexistent", "not a folder")])
+@pytest.mark.parametrize(
+    "spec,match",
+    [("/some/dir", "DATASET:DIR"), ("imagenet:/x", "utkface or fairface"), ("utkface:/nonexistent", "not a folder")],
+)
 def test_split_specs(capsys, tmp_path, spec, match):
     fails(capsys, "split", spec, "--out", tmp_path / "s.csv", match=match)
 

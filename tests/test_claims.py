@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceattr.claims import paired_bootstrap, per_face, verdict, write_claims, Metric
+from faceattr.claims import Metric, paired_bootstrap, per_face, verdict, write_claims
 from faceattr.tasks import utkface_tasks
 
 
@@ -48,9 +48,20 @@ def test_per_face_metrics():
 def _kept(root, exp, seed, metrics, rows):
     d = root / "runs" / exp / f"seed-{seed}"
     d.mkdir(parents=True)
-    (d / "result.json").write_text(json.dumps({"experiment": exp, "seed": seed, "metrics": metrics,
-                                               "tasks": ["gender"], "gflops": 1.0, "parameters": 10,
-                                               "train_seconds": 5.0, "device_name": "test"}))
+    (d / "result.json").write_text(
+        json.dumps(
+            {
+                "experiment": exp,
+                "seed": seed,
+                "metrics": metrics,
+                "tasks": ["gender"],
+                "gflops": 1.0,
+                "parameters": 10,
+                "train_seconds": 5.0,
+                "device_name": "test",
+            }
+        )
+    )
     pd.DataFrame(rows).to_csv(d / "predictions.csv.gz", index=False)
     (d / "log.csv").write_text("epoch,val_gender_accuracy\n1,0.5\n2,0.6\n")
 
@@ -63,17 +74,37 @@ def test_report_from_kept_runs(tmp_path):
     bad[:150] = 1 - bad[:150]  # 75 % right
     for s in (0, 1, 2):
         g = good.copy()
-        g[s * 10:(s + 1) * 10] = 1 - g[s * 10:(s + 1) * 10]  # about 98 %, a little seed noise
-        _kept(res, "mtl", s, {"gender_accuracy": float((g == truth).mean())},
-              {"gender_true": truth, "gender_index": g, "gender_p": 0.9})
-        _kept(res, "single-gender", s, {"gender_accuracy": 0.75 + 0.001 * s},
-              {"gender_true": truth, "gender_index": bad, "gender_p": 0.9})
+        g[s * 10 : (s + 1) * 10] = 1 - g[s * 10 : (s + 1) * 10]  # about 98 %, a little seed noise
+        _kept(
+            res,
+            "mtl",
+            s,
+            {"gender_accuracy": float((g == truth).mean())},
+            {"gender_true": truth, "gender_index": g, "gender_p": 0.9},
+        )
+        _kept(
+            res,
+            "single-gender",
+            s,
+            {"gender_accuracy": 0.75 + 0.001 * s},
+            {"gender_true": truth, "gender_index": bad, "gender_p": 0.9},
+        )
     cfg = tmp_path / "grid.yaml"
     from conftest import REPO
-    cfg.write_text(yaml.safe_dump({"name": "g", "base": str(REPO / "configs" / "utkface.yaml"), "out_dir": str(tmp_path / "o"),
-                                   "results_dir": str(res), "seeds": [0, 1, 2],
-                                   "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}}},
-                                  sort_keys=False))
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": str(REPO / "configs" / "utkface.yaml"),
+                "out_dir": str(tmp_path / "o"),
+                "results_dir": str(res),
+                "seeds": [0, 1, 2],
+                "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
+            },
+            sort_keys=False,
+        )
+    )
     rep = write_claims([cfg], tmp_path / "claims.md", n_boot=300, timing=False)
     rows = rep["grids"]["g"]["comparisons"]
     assert len(rows) == 1 and rows[0]["verdict"] == "confirmed" and not rows[0]["provisional"]

@@ -18,8 +18,16 @@ FF_AGE, FF_GENDER, FF_RACE = fairface_tasks()
 FOLD = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
 
 
-@pytest.mark.parametrize("text,expected", [("20-29", (20, 29)), ("(25, 32)", (25, 32)), ("35", (35, 35)),
-                                           ("more than 70", (71, float("inf"))), ("old", None)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("20-29", (20, 29)),
+        ("(25, 32)", (25, 32)),
+        ("35", (35, 35)),
+        ("more than 70", (71, float("inf"))),
+        ("old", None),
+    ],
+)
 def test_parse_range(text, expected):
     assert parse_range(text) == expected
 
@@ -34,8 +42,15 @@ def test_classes_map_by_name_and_by_the_given_fold():
     assert level_map(FF_GENDER, UTK_GENDER) == {0: (0, 0), 1: (1, 1)}
     m = level_map(FF_RACE, UTK_RACE, FOLD)
     got = {FF_RACE.classes[i]: UTK_RACE.classes[a] for i, (a, _) in m.items()}
-    assert got == {"White": "White", "Black": "Black", "Latino_Hispanic": "Others", "East Asian": "Asian",
-                   "Southeast Asian": "Asian", "Indian": "Indian", "Middle Eastern": "Others"}
+    assert got == {
+        "White": "White",
+        "Black": "Black",
+        "Latino_Hispanic": "Others",
+        "East Asian": "Asian",
+        "Southeast Asian": "Asian",
+        "Indian": "Indian",
+        "Middle Eastern": "Others",
+    }
 
 
 def test_unmapped_classes_are_named_in_the_error():
@@ -64,9 +79,16 @@ def test_map_to_tasks_on_real_fairface_rows(fairface_dir):
 
 
 def test_joint_train_val_from_real_data(utk_dir, fairface_dir, tmp_path):
-    cfg = load_config(REPO / "configs" / "utkface-fairface.yaml",
-                      [f"data.root={UTK}", f"data.extra=[{{data: 'fairface:{FAIRFACE}', label_map: {{race: {FOLD}}}}}]",
-                       "data.max_train=30", "data.max_val=20", "data.image_size=32"])
+    cfg = load_config(
+        REPO / "configs" / "utkface-fairface.yaml",
+        [
+            f"data.root={UTK}",
+            f"data.extra=[{{data: 'fairface:{FAIRFACE}', label_map: {{race: {FOLD}}}}}]",
+            "data.max_train=30",
+            "data.max_val=20",
+            "data.image_size=32",
+        ],
+    )
     train, val = load_train_val(cfg.data, seed=0)
     assert len(train) == 60 and len(val) == 40
     assert set(train.frame["source"]) == {"utkface", "fairface"}

@@ -21,9 +21,12 @@ def test_similarity_transform_recovers_known_transform(rng):
         similarity_transform(src[:1], dst[:1])
 
 
-def _place(chip: np.ndarray, angle_deg: float, scale: float, canvas: int = 600, at=(330, 260)) -> tuple[np.ndarray, np.ndarray]:
+def _place(
+    chip: np.ndarray, angle_deg: float, scale: float, canvas: int = 600, at=(330, 260)
+) -> tuple[np.ndarray, np.ndarray]:
     """Paste a rotated, scaled chip into a larger noisy photo; return the photo and the 2x3 chip->photo map."""
     import cv2
+
     h, w = chip.shape[:2]
     a = math.radians(angle_deg)
     R = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -43,6 +46,7 @@ def test_detect_and_align_recovers_the_training_geometry(angle, scale):
     det = create_detector("dlib")
     # the template: where this detector puts the landmarks on the chip itself
     from faceattr.align import calibrate_template
+
     tpl = np.asarray(calibrate_template(det, [chip])["points"])
     photo, _ = _place(chip, angle, scale)
     faces = det.detect(photo)
@@ -98,6 +102,7 @@ def test_small_face_in_a_large_photo_is_found():
     from faceattr.cli_predict import example_photo
     from faceattr.detect import DetectorUnavailable, create_detector
     from faceattr.image import load_image
+
     try:
         det = create_detector("dlib")
         photo = load_image(example_photo())
@@ -117,10 +122,11 @@ def test_collage_of_group_photos_finds_what_each_photo_gives():
 
     from faceattr.detect import create_detector, tile_origins
     from faceattr.image import load_image
+
     photos = sorted(need(DATA / "group-photos").glob("*.jpg"))
     det = create_detector("dlib")
     ims = [cv2.resize(load_image(p), (1920, 1280)) for p in photos]
     separately = sum(len(det.detect(im)) for im in ims)
-    collage = np.concatenate([np.concatenate(ims[i:i + 3], 1) for i in (0, 3)], 0)  # 5760 x 2560
+    collage = np.concatenate([np.concatenate(ims[i : i + 3], 1) for i in (0, 3)], 0)  # 5760 x 2560
     assert len(det.detect(collage)) >= separately - 1
     assert tile_origins(1000, 1000, 0.25) == [0] and tile_origins(5760, 2880, 0.25)[-1] == 2880

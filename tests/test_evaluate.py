@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 from faceattr.data.readers import read_fairface
 from faceattr.evaluate import align_labels, evaluate_checkpoint, parse_label_map
-from faceattr.tasks import MISSING, FAIRFACE_AGE_GROUPS, age_to_group, utkface_tasks
+from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group, utkface_tasks
 
 FOLD = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
 
@@ -25,7 +25,9 @@ def test_fairface_labels_on_an_exact_age_model(fairface_dir):
     # the group midpoint lands in the same group when read back as an age
     groups = [FAIRFACE_AGE_GROUPS[v] for v in t.frame["age"]]
     assert [FAIRFACE_AGE_GROUPS[age_to_group(age.levels[v])] for v in plain["age"]] == groups
-    assert [gender.classes[v] for v in plain["gender"]] == [g.lower() for g in (t.tasks[1].classes[v] for v in t.frame["gender"])]
+    assert [gender.classes[v] for v in plain["gender"]] == [
+        g.lower() for g in (t.tasks[1].classes[v] for v in t.frame["gender"])
+    ]
 
 
 def test_parse_label_map():
@@ -39,8 +41,7 @@ def test_parse_label_map():
 
 
 def test_evaluate_with_label_map_on_real_fairface(tiny_checkpoint, fairface_dir):
-    res = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40,
-                              label_map={"race": FOLD})
+    res = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40, label_map={"race": FOLD})
     m = res["metrics"]["overall"]
     assert res["n"] == 40 and res["label_map"] == {"race": FOLD}
     assert m["race"]["n"] == 40 and 0 <= m["race"]["accuracy"] <= 1  # every face counts once the races are folded

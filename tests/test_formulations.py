@@ -45,6 +45,7 @@ def test_unknown_formulation_names_the_choices():
     with pytest.raises(ValueError, match="corn"):
         get_formulation("corall")
     with pytest.raises(ValueError, match="taken"):
+
         @register_formulation
         class Again(Formulation):
             name = "coral"
@@ -56,10 +57,15 @@ def test_corn_loss_by_hand():
     logits = torch.tensor([[a, b]] * 5)
     lab = torch.tensor([0, 1, 2, 1, 0])
     up = torch.tensor([0, 1, 2, 2, 1])  # last two: intervals [1, 2] (to the top) and [0, 1]
-    want = [-math.log(1 - p0), -(math.log(p0) + math.log(1 - p1)), -(math.log(p0) + math.log(p1)),
-            -math.log(p0), -math.log(1 - p0 * p1)]
+    want = [
+        -math.log(1 - p0),
+        -(math.log(p0) + math.log(1 - p1)),
+        -(math.log(p0) + math.log(p1)),
+        -math.log(p0),
+        -math.log(1 - p0 * p1),
+    ]
     for i, w in enumerate(want):
-        loss, n = corn_loss(logits[i:i + 1], lab[i:i + 1], up[i:i + 1])
+        loss, n = corn_loss(logits[i : i + 1], lab[i : i + 1], up[i : i + 1])
         assert n == 1 and loss.item() == pytest.approx(w, rel=1e-5), i
     loss, n = corn_loss(logits, lab, up)
     assert n == 5 and loss.item() == pytest.approx(sum(want) / 5, rel=1e-5)

@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from faceattr.decode import decode_task, ordinal_probs
-from faceattr.loss import (create_weighting, interval_cross_entropy_loss, levels_from_labels, ordinal_binary_loss,
-                           task_loss)
+from faceattr.loss import (
+    create_weighting,
+    interval_cross_entropy_loss,
+    levels_from_labels,
+    ordinal_binary_loss,
+    task_loss,
+)
 from faceattr.loss.weighting import DWAWeighting, UncertaintyWeighting
 from faceattr.tasks import MISSING, fairface_tasks, ordinal_task
 
@@ -15,7 +20,7 @@ def test_levels_round_trip():
     labels = torch.tensor([0, 3, 8])
     lv = levels_from_labels(labels, 9)
     assert lv.shape == (3, 8)
-    assert lv.sum(1).tolist() == [0, 3, 8]          # "level > k" for k < label
+    assert lv.sum(1).tolist() == [0, 3, 8]  # "level > k" for k < label
     # decoding confident logits built from the targets recovers every level
     logits = (lv * 2 - 1) * 20
     task = fairface_tasks()[0]
@@ -62,21 +67,29 @@ def test_shape_checks():
         ordinal_binary_loss(torch.zeros(2, 3), torch.tensor([0, 9]))
 
 
-@pytest.mark.parametrize("kind,form,k", [("ordinal", "coral", 5), ("ordinal", "binary", 5), ("ordinal", "softmax", 6),
-                                         ("ordinal", "regression", 1), ("nominal", "coral", 6)])
+@pytest.mark.parametrize(
+    "kind,form,k",
+    [
+        ("ordinal", "coral", 5),
+        ("ordinal", "binary", 5),
+        ("ordinal", "softmax", 6),
+        ("ordinal", "regression", 1),
+        ("nominal", "coral", 6),
+    ],
+)
 def test_masked_labels_contribute_nothing(kind, form, k):
     torch.manual_seed(0)
     w = torch.randn(8, k, requires_grad=True)
     labels = torch.tensor([0, 2, MISSING, 5, MISSING, 1, 3, MISSING])
     keep = labels != MISSING
     loss, n = task_loss(w, labels, kind, form)
-    g_all, = torch.autograd.grad(loss, w)
+    (g_all,) = torch.autograd.grad(loss, w)
     loss2, n2 = task_loss(w[keep], labels[keep], kind, form)
     assert n == n2 == 5 and torch.allclose(loss, loss2)
     assert torch.all(g_all[~keep] == 0)
     # all missing: zero loss, zero gradient, no NaN
     loss0, n0 = task_loss(w, torch.full((8,), MISSING), kind, form)
-    g0, = torch.autograd.grad(loss0, w)
+    (g0,) = torch.autograd.grad(loss0, w)
     assert n0 == 0 and loss0.item() == 0 and torch.all(g0 == 0)
 
 
@@ -90,7 +103,7 @@ def test_uncertainty_weighting_hand_computation():
     assert abs(total.item() - expected) < 1e-5
     assert abs(w["age"] - math.exp(-1)) < 1e-6 and abs(w["reg"] - 0.5 * math.exp(-0.3)) < 1e-6
     # d total / d s_t = -c_t exp(-s_t) L_t + 1/2: zero at s_t = log(2 c_t L_t), the fixed point the weights converge to
-    g, = torch.autograd.grad(total, uw.log_vars)
+    (g,) = torch.autograd.grad(total, uw.log_vars)
     assert abs(g[0].item() - (-math.exp(-1.0) * 4.0 + 0.5)) < 1e-5
     assert uw.log_vars.grad is None  # the module never calls backward itself
 
@@ -141,12 +154,12 @@ def test_exact_interval_equals_plain_label():
 
 def test_interval_leaves_the_inner_thresholds_out():
     logits = torch.tensor([[0.5, -1.0, 2.0, 0.3]])  # 5 levels, thresholds k = 0..3
-    lo, hi = torch.tensor([1]), torch.tensor([3])      # level in 1..3: y>0 yes, y>1 and y>2 unknown, y>3 no
+    lo, hi = torch.tensor([1]), torch.tensor([3])  # level in 1..3: y>0 yes, y>1 and y>2 unknown, y>3 no
     loss, n = ordinal_binary_loss(logits, lo, hi)
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731 - softplus
     assert n == 1 and abs(loss.item() - (sp(-0.5) + sp(0.3))) < 1e-6
     lg = logits.clone().requires_grad_(True)
-    g, = torch.autograd.grad(ordinal_binary_loss(lg, lo, hi)[0], lg)
+    (g,) = torch.autograd.grad(ordinal_binary_loss(lg, lo, hi)[0], lg)
     assert g[0, 1] == 0 and g[0, 2] == 0 and g[0, 0] != 0 and g[0, 3] != 0
 
 
@@ -171,5 +184,7 @@ def test_softmax_interval_is_minus_log_probability_of_the_interval():
 
 def test_regression_interval_costs_distance_to_the_interval():
     pred = torch.tensor([[2.0], [5.5], [0.0]])
-    loss, n = task_loss(pred, torch.tensor([1, 2, MISSING]), "ordinal", "regression", upper=torch.tensor([3, 4, MISSING]))
+    loss, n = task_loss(
+        pred, torch.tensor([1, 2, MISSING]), "ordinal", "regression", upper=torch.tensor([3, 4, MISSING])
+    )
     assert n == 2 and abs(loss.item() - (0.0 + 1.5) / 2) < 1e-6

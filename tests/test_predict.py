@@ -57,7 +57,9 @@ def _write_inputs(tmp_path):
 
 def test_cli_jsonl_streams_and_skips_bad_files(tiny_checkpoint, tmp_path, capsys):
     d = _write_inputs(tmp_path)
-    rc = cli(["-q", "predict", str(d), "--model", str(tiny_checkpoint), "--no-detect", "--draw", str(tmp_path / "draw")])
+    rc = cli(
+        ["-q", "predict", str(d), "--model", str(tiny_checkpoint), "--no-detect", "--draw", str(tmp_path / "draw")]
+    )
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [Path_name(x["file"]) for x in lines] == ["a.jpg", "b_broken.jpg", "c.txt.jpg"]
@@ -71,14 +73,28 @@ def test_cli_jsonl_streams_and_skips_bad_files(tiny_checkpoint, tmp_path, capsys
 
 def Path_name(p):  # noqa: N802 - tiny helper
     from pathlib import Path
+
     return Path(p).name
 
 
 def test_cli_csv_with_detection(tiny_checkpoint, tmp_path, capsys):
     photo = sorted(need(DATA / "group-photos").glob("*.jpg"))[0]
     out = tmp_path / "r.csv"
-    rc = cli(["-q", "predict", str(photo), "--model", str(tiny_checkpoint), "--format", "csv", "-O", str(out),
-              "--detector", "dlib"])
+    rc = cli(
+        [
+            "-q",
+            "predict",
+            str(photo),
+            "--model",
+            str(tiny_checkpoint),
+            "--format",
+            "csv",
+            "-O",
+            str(out),
+            "--detector",
+            "dlib",
+        ]
+    )
     assert rc == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert len(rows) >= 2
@@ -93,6 +109,7 @@ def test_cli_csv_with_detection(tiny_checkpoint, tmp_path, capsys):
 def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
     from faceattr.export import export_onnx, read_onnx_meta
     from faceattr.image import load_image, square_resize
+
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     meta = read_onnx_meta(onnx_path)
     assert [t["name"] for t in meta["tasks"]] == ["age", "gender", "race"] and meta["input_size"] == 64
@@ -104,11 +121,13 @@ def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
     for k in a:
         assert a[k].shape == b[k].shape and np.abs(a[k] - b[k]).max() < 1e-4, k
     # the ONNX predictor runs with torch unimportable
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from faceattr.predict import Predictor\n"
-            f"p = Predictor.from_onnx({str(onnx_path)!r})\n"
-            f"r = p.predict({str(a_face_path())!r}, detect=False)\n"
-            "print(r.faces[0]['gender'].label, 'torch' in sys.modules and sys.modules['torch'] is not None)")
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from faceattr.predict import Predictor\n"
+        f"p = Predictor.from_onnx({str(onnx_path)!r})\n"
+        f"r = p.predict({str(a_face_path())!r}, detect=False)\n"
+        "print(r.faces[0]['gender'].label, 'torch' in sys.modules and sys.modules['torch'] is not None)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == "False"
@@ -117,6 +136,7 @@ def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
 def test_int8_export_runs(tiny_checkpoint, tmp_path):
     from faceattr.export import export_onnx, quantize_int8
     from faceattr.image import load_image, square_resize
+
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     chips = np.stack([square_resize(load_image(a_face_path()), 64)] * 8)
     q = quantize_int8(onnx_path, tmp_path / "m.int8.onnx", chips)
@@ -145,6 +165,7 @@ def test_tensorrt_without_gpu_is_a_clear_message(tiny_checkpoint, tmp_path, caps
 
 def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
     from faceattr.image import load_image, square_resize
+
     chip = square_resize(load_image(a_face_path()), 64)
     plain = Predictor.from_checkpoint(tiny_checkpoint)
     tta = Predictor.from_checkpoint(tiny_checkpoint, tta_flip=True)
@@ -159,6 +180,7 @@ def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
 def test_calibrate_on_the_checkpoints_own_training_data(tiny_checkpoint, tmp_path, capsys):
     import json
     import shutil
+
     ck = tmp_path / "m.safetensors"
     shutil.copyfile(tiny_checkpoint, ck)
     meta = json.loads(tiny_checkpoint.with_suffix(".json").read_text())
@@ -181,6 +203,7 @@ def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
     from conftest import tiny_config
     from faceattr.cli_predict import example_photo
     from faceattr.train import main
+
     main(tiny_config(tmp_path, "e2e", **{"train.max_steps_per_epoch": 2}), progress=False)
     ck = tmp_path / "e2e" / "best.safetensors"
     assert cli(["-q", "calibrate", "--checkpoint", str(ck), "-n", "30", "--detector", "dlib"]) == 0

@@ -3,8 +3,17 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, need
-from faceattr.data.readers import (ADIENCE_GROUPS, DataError, adience_age_group, parse_utkface_name,
-                                   read_adience_folds, read_fairface, read_manifest, read_utkface, tasks_from_spec)
+from faceattr.data.readers import (
+    ADIENCE_GROUPS,
+    DataError,
+    adience_age_group,
+    parse_utkface_name,
+    read_adience_folds,
+    read_fairface,
+    read_manifest,
+    read_utkface,
+    tasks_from_spec,
+)
 from faceattr.tasks import MISSING
 
 
@@ -55,9 +64,19 @@ def test_adience_real_folds_with_defects():
     assert sorted(t.frame["fold"].unique()) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("raw,group", [("(25, 32)", "(25, 32)"), ("35", "(38, 43)"), ("13", "(8, 12)"),
-                                       ("(38, 42)", "(38, 43)"), ("(8, 23)", "(15, 20)"), ("57", "(60, 100)"),
-                                       ("3", "(4, 6)"), ("2", "(0, 2)")])
+@pytest.mark.parametrize(
+    "raw,group",
+    [
+        ("(25, 32)", "(25, 32)"),
+        ("35", "(38, 43)"),
+        ("13", "(8, 12)"),
+        ("(38, 42)", "(38, 43)"),
+        ("(8, 23)", "(15, 20)"),
+        ("57", "(60, 100)"),
+        ("3", "(4, 6)"),
+        ("2", "(0, 2)"),
+    ],
+)
 def test_adience_age_mapping(raw, group):
     idx, _ = adience_age_group(raw)
     assert ADIENCE_GROUPS[idx] == group
@@ -65,15 +84,20 @@ def test_adience_age_mapping(raw, group):
 
 def test_adience_unreadable_age_is_reported(tmp_path):
     header = "user_id\toriginal_image\tface_id\tage\tgender\tx\ty\tdx\tdy\ttilt_ang\tfiducial_yaw_angle\tfiducial_score"
-    rows = ["u1\ta.jpg\t1\t(25, 32)\tf\t0\t0\t1\t1\t0\t0\t1", "u1\tb.jpg\t2\tforty\tm\t0\t0\t1\t1\t0\t0\t1",
-            "u1\tc.jpg\t3\t(25, "]
+    rows = [
+        "u1\ta.jpg\t1\t(25, 32)\tf\t0\t0\t1\t1\t0\t0\t1",
+        "u1\tb.jpg\t2\tforty\tm\t0\t0\t1\t1\t0\t0\t1",
+        "u1\tc.jpg\t3\t(25, ",
+    ]
     (tmp_path / "fold_0_data.txt").write_text("\n".join([header] + rows))
     t = read_adience_folds(tmp_path)
     assert len(t) == 1 and t.report.n_skipped == 2
 
 
-SPEC = [{"name": "age", "kind": "ordinal", "levels": ["child", "adult", "senior"]},
-        {"name": "smile", "kind": "nominal", "classes": ["no", "yes"]}]
+SPEC = [
+    {"name": "age", "kind": "ordinal", "levels": ["child", "adult", "senior"]},
+    {"name": "smile", "kind": "nominal", "classes": ["no", "yes"]},
+]
 
 
 def test_manifest_missing_labels_and_bad_rows(tmp_path):

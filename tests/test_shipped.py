@@ -27,6 +27,7 @@ def test_shipped_file_and_metadata():
 def test_shipped_model_on_real_test_faces(utk_dir):
     """40 UTKFace test crops, fed as crops: the trained weights, not a fresh network, must be in the file."""
     from faceattr.data.sources import load_split, parse_data_spec
+
     t = load_split(parse_data_spec(f"utkface:{UTK}"), "test", limit=40, seed=3)
     p = Predictor.from_pretrained(threads=1)
     res = [r.faces[0].attributes for r in p.predict_many(list(t.frame["path"]), detect=False)]

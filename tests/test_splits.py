@@ -4,7 +4,7 @@ from faceattr.data.splits import fairface_protocol, split_of, utkface_protocol
 
 
 def test_split_rule():
-    assert split_of("00000000" + "f" * 56) == "train"      # 0 % 10 = 0
+    assert split_of("00000000" + "f" * 56) == "train"  # 0 % 10 = 0
     assert split_of(format(8, "08x") + "0" * 56) == "val"
     assert split_of(format(19, "08x") + "0" * 56) == "test"
 

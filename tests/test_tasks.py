@@ -1,12 +1,28 @@
 import pytest
 
-from faceattr.tasks import (FAIRFACE_AGE_GROUPS, MISSING, Task, age_to_group, fairface_tasks, nominal_task,
-                            ordinal_task, tasks_from_json, tasks_to_json, utkface_tasks)
+from faceattr.tasks import (
+    FAIRFACE_AGE_GROUPS,
+    MISSING,
+    Task,
+    age_to_group,
+    fairface_tasks,
+    nominal_task,
+    ordinal_task,
+    tasks_from_json,
+    tasks_to_json,
+    utkface_tasks,
+)
 
 
 def test_builtin_task_sets():
     age, gender, race = utkface_tasks()
-    assert age.kind == "ordinal" and age.num_classes == 116 and age.num_outputs() == 115 and age.num_outputs("softmax") == 116 and age.num_outputs("regression") == 1
+    assert (
+        age.kind == "ordinal"
+        and age.num_classes == 116
+        and age.num_outputs() == 115
+        and age.num_outputs("softmax") == 116
+        and age.num_outputs("regression") == 1
+    )
     assert age.values[0] == 1.0 and age.values[-1] == 116.0
     assert gender.num_outputs() == 2 and race.num_classes == 5
     fage, _, frace = fairface_tasks()
@@ -39,7 +55,18 @@ def test_json_round_trip():
     assert tasks_from_json(tasks_to_json(tasks)) == tasks
 
 
-@pytest.mark.parametrize("age,group", [(0, "0-2"), (2, "0-2"), (3, "3-9"), (9.4, "3-9"), (9.6, "10-19"),
-                                       (69, "60-69"), (70, "more than 70"), (116, "more than 70")])
+@pytest.mark.parametrize(
+    "age,group",
+    [
+        (0, "0-2"),
+        (2, "0-2"),
+        (3, "3-9"),
+        (9.4, "3-9"),
+        (9.6, "10-19"),
+        (69, "60-69"),
+        (70, "more than 70"),
+        (116, "more than 70"),
+    ],
+)
 def test_age_to_group(age, group):
     assert FAIRFACE_AGE_GROUPS[age_to_group(age)] == group

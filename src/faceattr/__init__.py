@@ -10,18 +10,37 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Predictor", "PhotoResult", "FaceResult", "Attribute", "ModelMeta", "FaceattrError", "create_model",
-           "list_models", "get_formulation", "list_formulations"]
+__all__ = [
+    "Predictor",
+    "PhotoResult",
+    "FaceResult",
+    "Attribute",
+    "ModelMeta",
+    "FaceattrError",
+    "create_model",
+    "list_models",
+    "get_formulation",
+    "list_formulations",
+]
 
-_WHERE = {"Predictor": "faceattr.predict", "PhotoResult": "faceattr.predict", "FaceResult": "faceattr.predict",
-          "Attribute": "faceattr.predict", "ModelMeta": "faceattr.meta", "FaceattrError": "faceattr.exceptions",
-          "create_model": "faceattr.models", "list_models": "faceattr.models",
-          "get_formulation": "faceattr.formulations", "list_formulations": "faceattr.formulations"}
+_WHERE = {
+    "Predictor": "faceattr.predict",
+    "PhotoResult": "faceattr.predict",
+    "FaceResult": "faceattr.predict",
+    "Attribute": "faceattr.predict",
+    "ModelMeta": "faceattr.meta",
+    "FaceattrError": "faceattr.exceptions",
+    "create_model": "faceattr.models",
+    "list_models": "faceattr.models",
+    "get_formulation": "faceattr.formulations",
+    "list_formulations": "faceattr.formulations",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         import importlib
+
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'faceattr' has no attribute {name!r}")
 

@@ -5,7 +5,8 @@ Each run trains into ``<out_dir>/<experiment>/seed-<s>/`` and, once finished and
 last epoch. A finished run is also *kept* under ``<results_dir>/runs/<experiment>/seed-<s>/`` (its result, its
 per-epoch log -- the curves -- and its per-face test predictions, a few hundred kB): that folder is committed,
 so a grid spread over many sessions or machines never recomputes a finished run. ``seeds_for`` gives an
-experiment its own seeds (e.g. one seed for the arms that need only their curve). The ``budget`` block of the YAML holds the overrides that make the grid fit a CPU (smaller input,
+experiment its own seeds (e.g. one seed for the arms that need only their curve). The ``budget`` block of the YAML
+holds the overrides that make the grid fit a CPU (smaller input,
 fewer images and epochs); without it the same grid runs at the base recipe's full budget.
 """
 
@@ -27,8 +28,15 @@ from faceattr.config import ConfigError, load_config
 log = logging.getLogger(__name__)
 
 # the headline numbers, with their direction (True = higher is better)
-METRICS: dict[str, bool] = {"age_mae": False, "age_cs5": True, "age_group_exact": True, "age_group_1off": True,
-                            "gender_accuracy": True, "race_accuracy": True, "race_macro_f1": True}
+METRICS: dict[str, bool] = {
+    "age_mae": False,
+    "age_cs5": True,
+    "age_group_exact": True,
+    "age_group_1off": True,
+    "gender_accuracy": True,
+    "race_accuracy": True,
+    "race_macro_f1": True,
+}
 COST = ("train_seconds", "images_per_s", "parameters", "gflops")
 
 
@@ -51,7 +59,9 @@ class AblationConfig:
         """(experiment, seed) pairs, seed-major, experiments in the YAML's order (put the important first)."""
         out = []
         for s in sorted({s for e in self.experiments for s in self.seeds_for.get(e, self.seeds)}):
-            out += [(e, s) for e in self.experiments if (not only or e in only) and s in self.seeds_for.get(e, self.seeds)]
+            out += [
+                (e, s) for e in self.experiments if (not only or e in only) and s in self.seeds_for.get(e, self.seeds)
+            ]
         return out
 
     def kept_dir(self, exp: str, seed: int) -> Path:
@@ -65,13 +75,20 @@ def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     d.update(overrides or {})
     try:
-        cfg = AblationConfig(name=d["name"], base=d["base"], out_dir=d["out_dir"], results_dir=d["results_dir"],
-                             seeds=tuple(int(s) for s in d.get("seeds", [0, 1, 2])), budget=dict(d.get("budget") or {}),
-                             experiments={k: dict(v or {}) for k, v in d["experiments"].items()},
-                             groups={k: list(v) for k, v in (d.get("groups") or {}).items()},
-                             eval_split=d.get("eval_split", "test"), eval_limit=d.get("eval_limit"),
-                             reference=d.get("reference", "mtl"),
-                             seeds_for={k: tuple(int(x) for x in v) for k, v in (d.get("seeds_for") or {}).items()})
+        cfg = AblationConfig(
+            name=d["name"],
+            base=d["base"],
+            out_dir=d["out_dir"],
+            results_dir=d["results_dir"],
+            seeds=tuple(int(s) for s in d.get("seeds", [0, 1, 2])),
+            budget=dict(d.get("budget") or {}),
+            experiments={k: dict(v or {}) for k, v in d["experiments"].items()},
+            groups={k: list(v) for k, v in (d.get("groups") or {}).items()},
+            eval_split=d.get("eval_split", "test"),
+            eval_limit=d.get("eval_limit"),
+            reference=d.get("reference", "mtl"),
+            seeds_for={k: tuple(int(x) for x in v) for k, v in (d.get("seeds_for") or {}).items()},
+        )
     except KeyError as e:
         raise ConfigError(f"{p}: missing {e.args[0]!r}") from e
     unknown_s = [n for n in cfg.seeds_for if n not in cfg.experiments]
@@ -92,6 +109,7 @@ def count_gflops(model: Any, size: int) -> float:
     """Forward GFLOPs for one image (torch's FlopCounterMode: 2 x multiply-adds of convolutions and matmuls)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(torch.zeros(1, 3, size, size))
@@ -107,6 +125,7 @@ def face_predictions(tasks: Any, labels: dict[str, Any], preds: dict[str, dict[s
     median level; nominal: class and its probability) -- what a paired comparison of two runs needs."""
     import numpy as np
     import pandas as pd
+
     cols: dict[str, Any] = {}
     for t in tasks:
         if t.name not in labels or t.name not in preds:
@@ -123,6 +142,7 @@ def face_predictions(tasks: Any, labels: dict[str, Any], preds: dict[str, dict[s
 
 def _keep(run_dir: Path, kept: Path) -> None:
     import shutil
+
     kept.mkdir(parents=True, exist_ok=True)
     for f in KEPT_FILES:
         if (run_dir / f).is_file():
@@ -140,6 +160,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     from faceattr.evaluate import checkpoint_predictions
     from faceattr.metrics import compute_metrics, headline
     from faceattr.train import main, resolve_device
+
     kept = ab.kept_dir(exp, seed)
     if (kept / "result.json").is_file():
         return json.loads((kept / "result.json").read_text())
@@ -148,8 +169,11 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     if done.is_file():
         _keep(run_dir, kept)
         return json.loads(done.read_text())
-    over = _overrides(ab.budget) + _overrides(ab.experiments[exp]) + [
-        f"name=seed-{seed}", f"out_dir={Path(ab.out_dir) / exp}", f"train.seed={seed}"]
+    over = (
+        _overrides(ab.budget)
+        + _overrides(ab.experiments[exp])
+        + [f"name=seed-{seed}", f"out_dir={Path(ab.out_dir) / exp}", f"train.seed={seed}"]
+    )
     cfg = load_config(ab.base, over)
     t0 = time.perf_counter()
     summary = main(cfg, resume=True, progress=progress)
@@ -157,20 +181,34 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     last = run_dir / "last.safetensors"
     device = resolve_device(cfg.train.device)
     t1 = time.perf_counter()
-    tasks, _, table, labels, preds = checkpoint_predictions(last, cfg.data, ab.eval_split, ab.eval_limit,
-                                                            device=str(device))
+    tasks, _, table, labels, preds = checkpoint_predictions(
+        last, cfg.data, ab.eval_split, ab.eval_limit, device=str(device)
+    )
     infer_s = time.perf_counter() - t1
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     face_predictions(tasks, labels, preds).to_csv(run_dir / PREDICTIONS_FILE, index=False)
     model, meta = load_model(last)
-    res = {"experiment": exp, "seed": seed, "overrides": ab.experiments[exp], "tasks": list(meta.task_names),
-           "metrics": headline(metrics), "n_eval": len(table), "eval_split": ab.eval_split,
-           "train_seconds": summary["train_seconds"], "wall_seconds": wall,
-           "images_per_s": summary["images_per_s"], "eval_seconds": infer_s, "device": str(device),
-           "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "best_epoch": summary["best_epoch"],
-           "parameters": summary["parameters"], "gflops": count_gflops(model, cfg.data.image_size),
-           "image_size": cfg.data.image_size, "epochs": cfg.train.epochs, "train_images": summary["train_images"]}
+    res = {
+        "experiment": exp,
+        "seed": seed,
+        "overrides": ab.experiments[exp],
+        "tasks": list(meta.task_names),
+        "metrics": headline(metrics),
+        "n_eval": len(table),
+        "eval_split": ab.eval_split,
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": wall,
+        "images_per_s": summary["images_per_s"],
+        "eval_seconds": infer_s,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "best_epoch": summary["best_epoch"],
+        "parameters": summary["parameters"],
+        "gflops": count_gflops(model, cfg.data.image_size),
+        "image_size": cfg.data.image_size,
+        "epochs": cfg.train.epochs,
+        "train_images": summary["train_images"],
+    }
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1), encoding="utf-8")
     tmp.replace(done)
@@ -180,6 +218,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
 
 def _run_one_quiet(args: tuple[AblationConfig, str, int]) -> dict[str, Any]:
     import logging as _logging
+
     _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return run_one(*args)
 
@@ -195,13 +234,19 @@ def kept_results(ab: AblationConfig) -> list[dict[str, Any]]:
     return out
 
 
-def run_grid(ab: AblationConfig, only: list[str] | None = None, progress: bool = False, jobs: int = 1,
-             stop_after_s: float | None = None) -> list[dict[str, Any]]:
+def run_grid(
+    ab: AblationConfig,
+    only: list[str] | None = None,
+    progress: bool = False,
+    jobs: int = 1,
+    stop_after_s: float | None = None,
+) -> list[dict[str, Any]]:
     """Run the grid's (experiment, seed) pairs in order, ``jobs`` at a time (separate processes: several runs
     share one GPU well). With ``stop_after_s`` (a machine lent for a limited time) a run starts only if it can
     finish by then, judged by the longest run finished so far (the first ``jobs`` runs always start)."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
     todo = [j for j in ab.jobs(only) if not (ab.kept_dir(*j) / "result.json").is_file()]
     t0 = time.perf_counter()
     longest = 0.0
@@ -291,8 +336,11 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
 
     if ref is None:
         return out
-    singles = {e: table[e] for e in ab.groups.get("tasks", []) if e in table and e != ab.reference
-               and len(table[e]["tasks"]) == 1}
+    singles = {
+        e: table[e]
+        for e in ab.groups.get("tasks", [])
+        if e in table and e != ab.reference and len(table[e]["tasks"]) == 1
+    }
     for e, row in singles.items():
         t = row["tasks"][0]
         for m in METRICS:
@@ -301,13 +349,15 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
     if singles:
         cost_single = {c: sum(table[e][c][0] for e in singles) for c in ("parameters", "gflops", "train_seconds")}
         for c, v in cost_single.items():
-            out.append(f"- Cost, {c}: the multi-task network needs {ref[c][0] / v:.2f}x what the "
-                       f"{len(singles)} single-task networks need together ({ref[c][0]:.4g} vs {v:.4g}).")
+            out.append(
+                f"- Cost, {c}: the multi-task network needs {ref[c][0] / v:.2f}x what the "
+                f"{len(singles)} single-task networks need together ({ref[c][0]:.4g} vs {v:.4g})."
+            )
     for g in ("weighting", "age", "sharing"):
         for e in ab.groups.get(g, []):
             if e == ab.reference or e not in table:
                 continue
-            for m in (["age_mae", "gender_accuracy", "race_accuracy"] if g != "age" else ["age_mae", "age_group_exact"]):
+            for m in ["age_mae", "gender_accuracy", "race_accuracy"] if g != "age" else ["age_mae", "age_group_exact"]:
                 if m in table[e] and m in ref:
                     out.append(f"- {g}: `{ab.reference}` vs `{e}` on {m}: {cmp(ab.reference, e, m)}.")
     return out
@@ -315,6 +365,7 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
 
 def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, Path]:
     import csv
+
     table = summarise(ab, results)
     out = Path(ab.results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -332,24 +383,36 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
     (out / "runs.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     # markdown
     any_r = results[0] if results else {}
-    lines = [f"# Ablation: {ab.name}", "",
-             f"Generated by `faceattr ablate --config <this grid's YAML>`; seeds {', '.join(map(str, ab.seeds))} "
-             f"(the `seeds` column: how many have finished); each cell is mean ± std over seeds, on the **{ab.eval_split}** split "
-             f"({any_r.get('n_eval', '?')} faces). Budget: {json.dumps(ab.budget)} on top of `{ab.base}`.", ""]
+    lines = [
+        f"# Ablation: {ab.name}",
+        "",
+        f"Generated by `faceattr ablate --config <this grid's YAML>`; seeds {', '.join(map(str, ab.seeds))} "
+        f"(the `seeds` column: how many have finished); each cell is mean ± std over seeds, "
+        f"on the **{ab.eval_split}** split "
+        f"({any_r.get('n_eval', '?')} faces). Budget: {json.dumps(ab.budget)} on top of `{ab.base}`.",
+        "",
+    ]
     groups = ab.groups or {"all": list(ab.experiments)}
     for g, names in groups.items():
         names = [n for n in names if n in table]
         if not names:
             continue
         ms = [m for m in METRICS if any(m in table[n] for n in names)]
-        lines += [f"## {g}", "", "| experiment | seeds | tasks | " + " | ".join(ms) + " | train s | img/s | params (M) | GFLOPs |",
-                  "|---" * (len(ms) + 7) + "|"]
+        lines += [
+            f"## {g}",
+            "",
+            "| experiment | seeds | tasks | " + " | ".join(ms) + " | train s | img/s | params (M) | GFLOPs |",
+            "|---" * (len(ms) + 7) + "|",
+        ]
         for n in names:
             r = table[n]
             cells = [(_fmt(m, r[m]) if m in r else "") for m in ms]
-            lines.append(f"| {n} | {r['seeds']} | {'+'.join(r['tasks'])} | " + " | ".join(cells) +
-                         f" | {r['train_seconds'][0]:.0f} | {r['images_per_s'][0]:.0f} | {r['parameters'][0] / 1e6:.2f} |"
-                         f" {r['gflops'][0]:.3f} |")
+            lines.append(
+                f"| {n} | {r['seeds']} | {'+'.join(r['tasks'])} | "
+                + " | ".join(cells)
+                + f" | {r['train_seconds'][0]:.0f} | {r['images_per_s'][0]:.0f} | {r['parameters'][0] / 1e6:.2f} |"
+                f" {r['gflops'][0]:.3f} |"
+            )
         lines.append("")
     lines += ["## What the numbers say", "", *verdicts(ab, table), ""]
     (out / "ablation.md").write_text("\n".join(lines), encoding="utf-8")
@@ -361,21 +424,30 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
 def _plots(ab: AblationConfig, table: dict[str, Any], out: Path) -> dict[str, Path]:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         log.warning("matplotlib not installed: no ablation plots")
         return {}
-    shown = [m for m in ("age_mae", "age_group_exact", "gender_accuracy", "race_accuracy")
-             if any(m in r for r in table.values())]
+    shown = [
+        m
+        for m in ("age_mae", "age_group_exact", "gender_accuracy", "race_accuracy")
+        if any(m in r for r in table.values())
+    ]
     if not shown:
         return {}
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.5), squeeze=False)
     names = list(table)
     for ax, m in zip(axes[0], shown):
         xs = [n for n in names if m in table[n]]
-        ax.bar(range(len(xs)), [table[n][m][0] for n in xs], yerr=[table[n][m][1] for n in xs], capsize=3,
-               color=["tab:red" if n == ab.reference else "tab:blue" for n in xs])
+        ax.bar(
+            range(len(xs)),
+            [table[n][m][0] for n in xs],
+            yerr=[table[n][m][1] for n in xs],
+            capsize=3,
+            color=["tab:red" if n == ab.reference else "tab:blue" for n in xs],
+        )
         ax.set_xticks(range(len(xs)), xs, rotation=70, fontsize=8)
         ax.set_title(m + (" (lower is better)" if not METRICS[m] else ""))
         lo = min(table[n][m][0] - table[n][m][1] for n in xs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -38,19 +38,22 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
     """Warp the face whose landmarks are given onto ``template`` (fractions) in a ``size`` x ``size`` chip."""
     import cv2
+
     dst = np.asarray(template, np.float64) * size
-    src = np.asarray(landmarks, np.float64)[:len(dst)]  # a template may use only the first landmarks
+    src = np.asarray(landmarks, np.float64)[: len(dst)]  # a template may use only the first landmarks
     M = similarity_transform(src, dst)
     scale = math.hypot(M[0, 0], M[1, 0])
     img = rgb
     if scale < 0.5:  # shrink the photo first, so the warp does not alias
         f = min(1.0, 2.0 * scale)
-        img = cv2.resize(rgb, (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f))),
-                         interpolation=cv2.INTER_AREA)
+        img = cv2.resize(
+            rgb, (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f))), interpolation=cv2.INTER_AREA
+        )
         src = src * np.array([img.shape[1] / rgb.shape[1], img.shape[0] / rgb.shape[0]])
         M = similarity_transform(src, dst)
-    return cv2.warpAffine(np.ascontiguousarray(img), M, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REFLECT101)
+    return cv2.warpAffine(
+        np.ascontiguousarray(img), M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+    )
 
 
 def calibrate_template(detector: Detector, images: Iterable[np.ndarray], pad: float = 0.5) -> dict:
@@ -59,6 +62,7 @@ def calibrate_template(detector: Detector, images: Iterable[np.ndarray], pad: fl
     Chips are padded by ``pad`` of their side (reflection) so detectors that need context around a face find it.
     """
     import cv2
+
     pts, n_seen = [], 0
     for chip in images:
         n_seen += 1
@@ -74,8 +78,12 @@ def calibrate_template(detector: Detector, images: Iterable[np.ndarray], pad: fl
     if not pts:
         raise RuntimeError("the detector found no face in any calibration chip")
     arr = np.stack(pts)
-    return {"points": np.median(arr, 0).round(5).tolist(), "n": len(pts), "of": n_seen,
-            "spread": arr.std(0).mean().round(5).item()}
+    return {
+        "points": np.median(arr, 0).round(5).tolist(),
+        "n": len(pts),
+        "of": n_seen,
+        "spread": arr.std(0).mean().round(5).item(),
+    }
 
 
 def nearest_to_center(faces: Sequence[Face], width: int, height: int) -> Face | None:

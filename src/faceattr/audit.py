@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,19 +20,28 @@ from faceattr.tasks import MISSING
 
 log = logging.getLogger(__name__)
 
+
 def higher_is_better(metric: str) -> bool:
     return not metric.endswith("_mae")
 
 
-def face_table(checkpoint: str | Path, data: str, split: str = "test", limit: int | None = None,
-               label_map: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+def face_table(
+    checkpoint: str | Path,
+    data: str,
+    split: str = "test",
+    limit: int | None = None,
+    label_map: dict[str, dict[str, Any]] | None = None,
+) -> pd.DataFrame:
     """One row per face: true and predicted attributes, the age error, and the audit's group columns."""
     from faceattr.evaluate import checkpoint_predictions
+
     tasks, _, _, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, label_map=label_map)
     return build_face_table(tasks, preds, labels)
 
 
-def build_face_table(tasks: Any, preds: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray]) -> pd.DataFrame:
+def build_face_table(
+    tasks: Any, preds: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray]
+) -> pd.DataFrame:
     """Per face and task: ``<task>_true``/``<task>_pred`` indices; a nominal task adds its class name (``<task>``,
     a sensitive feature); an ordinal task adds ``<task>_band`` (its level, or for a numeric task such as exact age
     the group :meth:`Task.group_of` gives) and, when numeric, the values and ``<task>_abs_err``."""
@@ -75,12 +85,14 @@ def _metrics(df: pd.DataFrame) -> dict[str, Callable[[np.ndarray, np.ndarray], f
         def f(idx_true: np.ndarray, idx_pred: np.ndarray) -> float:
             sub = df.iloc[np.asarray(idx_true)]
             return col_fn(sub)
+
         return f
 
     def acc(task: str) -> Callable[[pd.DataFrame], float]:
         def g(s: pd.DataFrame) -> float:
             m = s[f"{task}_true"] != MISSING
             return float((s.loc[m, f"{task}_true"] == s.loc[m, f"{task}_pred"]).mean()) if m.any() else float("nan")
+
         return g
 
     def mae(n: str) -> Callable[[pd.DataFrame], float]:
@@ -101,11 +113,13 @@ def _metrics(df: pd.DataFrame) -> dict[str, Callable[[np.ndarray, np.ndarray], f
     return out
 
 
-def audit_table(df: pd.DataFrame, features: Sequence[str] | None = None, n_boot: int = 500,
-                seed: int = 0) -> dict[str, Any]:
+def audit_table(
+    df: pd.DataFrame, features: Sequence[str] | None = None, n_boot: int = 500, seed: int = 0
+) -> dict[str, Any]:
     """fairlearn MetricFrames per sensitive feature (default: every nominal task's class and every ordinal task's
     band) -> a JSON-able dict of groups, CIs and disparities."""
     from fairlearn.metrics import MetricFrame
+
     metrics = _metrics(df)
     if features is None:
         ordinal, nominal = _tasks_in(df)
@@ -116,16 +130,24 @@ def audit_table(df: pd.DataFrame, features: Sequence[str] | None = None, n_boot:
         if feat not in df:
             continue
         keep = df[feat] != "unknown"
-        mf = MetricFrame(metrics=metrics, y_true=idx[keep.to_numpy()], y_pred=idx[keep.to_numpy()],
-                         sensitive_features=df.loc[keep, feat].to_numpy(), n_boot=n_boot,
-                         ci_quantiles=[0.025, 0.975], random_state=seed)
+        mf = MetricFrame(
+            metrics=metrics,
+            y_true=idx[keep.to_numpy()],
+            y_pred=idx[keep.to_numpy()],
+            sensitive_features=df.loc[keep, feat].to_numpy(),
+            n_boot=n_boot,
+            ci_quantiles=[0.025, 0.975],
+            random_state=seed,
+        )
         by = mf.by_group
         lo, hi = mf.by_group_ci
         sizes = df.loc[keep, feat].value_counts()
         groups = {}
         for g in by.index:
-            groups[str(g)] = {"n": int(sizes[g]), **{m: {"value": _f(by.loc[g, m]), "ci": [_f(lo.loc[g, m]), _f(hi.loc[g, m])]}
-                                                      for m in metrics}}
+            groups[str(g)] = {
+                "n": int(sizes[g]),
+                **{m: {"value": _f(by.loc[g, m]), "ci": [_f(lo.loc[g, m]), _f(hi.loc[g, m])]} for m in metrics},
+            }
         summary = {}
         for m in metrics:
             col = by[m].dropna()
@@ -133,10 +155,16 @@ def audit_table(df: pd.DataFrame, features: Sequence[str] | None = None, n_boot:
                 continue
             best = col.idxmax() if higher_is_better(m) else col.idxmin()
             worst = col.idxmin() if higher_is_better(m) else col.idxmax()
-            summary[m] = {"overall": _f(mf.overall[m]), "best_group": str(best), "best": _f(col[best]),
-                          "worst_group": str(worst), "worst": _f(col[worst]),
-                          "gap": _f(mf.difference()[m]), "ratio": _f(mf.ratio()[m]),
-                          "gap_ci": [_f(v[m]) for v in mf.difference_ci()]}
+            summary[m] = {
+                "overall": _f(mf.overall[m]),
+                "best_group": str(best),
+                "best": _f(col[best]),
+                "worst_group": str(worst),
+                "worst": _f(col[worst]),
+                "gap": _f(mf.difference()[m]),
+                "ratio": _f(mf.ratio()[m]),
+                "gap_ci": [_f(v[m]) for v in mf.difference_ci()],
+            }
         res["features"][feat] = {"groups": groups, "summary": summary}
     res["confusion"] = _confusions(df)
     return res
@@ -148,6 +176,7 @@ def _f(x: Any) -> float:
 
 def _confusions(df: pd.DataFrame) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix
+
     out = {}
     ordinal, nominal = _tasks_in(df)
     for task, name_col in [*((n, n) for n in nominal), *((n, f"{n}_band") for n in ordinal)]:
@@ -157,8 +186,12 @@ def _confusions(df: pd.DataFrame) -> dict[str, Any]:
         names = sorted(set(df.loc[m, name_col]), key=lambda v: df.loc[m & (df[name_col] == v), f"{task}_true"].iloc[0])
         k = max(int(df[f"{task}_true"].max()), int(df[f"{task}_pred"].max())) + 1
         key = task if task in nominal else f"{task}_group"
-        out[key] = {"labels": names, "matrix": confusion_matrix(df.loc[m, f"{task}_true"], df.loc[m, f"{task}_pred"],
-                                                                 labels=list(range(k))).tolist()}
+        out[key] = {
+            "labels": names,
+            "matrix": confusion_matrix(
+                df.loc[m, f"{task}_true"], df.loc[m, f"{task}_pred"], labels=list(range(k))
+            ).tolist(),
+        }
     return out
 
 
@@ -170,31 +203,45 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
-    lines = [f"# Bias audit: {title}", "",
-             f"{res['n']} faces. Values with 95 % bootstrap confidence intervals ({res.get('n_boot', '')} resamples, "
-             "fairlearn `MetricFrame`). MAE in years (lower is better); other metrics in % (higher is better). "
-             "CS@5: share of faces whose rounded age estimate is within 5 years. A group's interval that overlaps "
-             "another's means the data cannot tell them apart.", ""]
+    lines = [
+        f"# Bias audit: {title}",
+        "",
+        f"{res['n']} faces. Values with 95 % bootstrap confidence intervals ({res.get('n_boot', '')} resamples, "
+        "fairlearn `MetricFrame`). MAE in years (lower is better); other metrics in % (higher is better). "
+        "CS@5: share of faces whose rounded age estimate is within 5 years. A group's interval that overlaps "
+        "another's means the data cannot tell them apart.",
+        "",
+    ]
     for feat, fr in res["features"].items():
         ms = [m for m in res["metrics"] if m in fr["summary"]]
         lines += [f"## By {feat}", "", "| group | n | " + " | ".join(ms) + " |", "|---" * (len(ms) + 2) + "|"]
         for g, gr in fr["groups"].items():
             cells = [f"{_fmt(m, gr[m]['value'])} [{_fmt(m, gr[m]['ci'][0])}, {_fmt(m, gr[m]['ci'][1])}]" for m in ms]
             lines.append(f"| {g} | {gr['n']} | " + " | ".join(cells) + " |")
-        lines += ["", "| metric | overall | best group | worst group | largest gap [95 % CI] | ratio smaller/larger |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| metric | overall | best group | worst group | largest gap [95 % CI] | ratio smaller/larger |",
+            "|---|---|---|---|---|---|",
+        ]
         for m in ms:
             s = fr["summary"][m]
-            lines.append(f"| {m} | {_fmt(m, s['overall'])} | {s['best_group']} ({_fmt(m, s['best'])}) | "
-                         f"{s['worst_group']} ({_fmt(m, s['worst'])}) | {_fmt(m, s['gap'])} "
-                         f"[{_fmt(m, s['gap_ci'][0])}, {_fmt(m, s['gap_ci'][1])}] | {s['ratio']:.3f} |")
+            lines.append(
+                f"| {m} | {_fmt(m, s['overall'])} | {s['best_group']} ({_fmt(m, s['best'])}) | "
+                f"{s['worst_group']} ({_fmt(m, s['worst'])}) | {_fmt(m, s['gap'])} "
+                f"[{_fmt(m, s['gap_ci'][0])}, {_fmt(m, s['gap_ci'][1])}] | {s['ratio']:.3f} |"
+            )
         lines += ["", f"![{feat}]({feat}.png)", ""]
     lines += ["## Confusion matrices", ""]
     for task, c in res["confusion"].items():
         labels = c["labels"]
-        lines += [f"### {task}", "", "| true \\ predicted | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [
+            f"### {task}",
+            "",
+            "| true \\ predicted | " + " | ".join(labels) + " |",
+            "|---" * (len(labels) + 1) + "|",
+        ]
         for lab, row in zip(labels, c["matrix"]):
-            lines.append(f"| {lab} | " + " | ".join(str(v) for v in row[:len(labels)]) + " |")
+            lines.append(f"| {lab} | " + " | ".join(str(v) for v in row[: len(labels)]) + " |")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     paths = {"report": out / "report.md", "json": out / "audit.json"}
@@ -204,8 +251,10 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
 
 def _plots(res: dict[str, Any], out: Path) -> dict[str, Path]:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     paths = {}
     for feat, fr in res["features"].items():
         ms = [m for m in res["metrics"] if m in fr["summary"]]

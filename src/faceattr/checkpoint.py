@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from faceattr.exceptions import FaceattrError
-from faceattr.meta import META_FORMAT, META_VERSION, Architecture, MetaError, ModelMeta
+from faceattr.meta import META_FORMAT, META_VERSION, Architecture, MetaError, ModelMeta, three_channels
 from faceattr.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def check_fingerprint(path: str | Path, meta: dict[str, Any]) -> None:
     """Refuse metadata that does not belong to the weights beside it (checkpoints written before fingerprints
     are accepted with a warning)."""
     from safetensors import safe_open
+
     st, js = _paths(path)
     try:
         with safe_open(str(st), framework="pt") as f:
@@ -56,8 +57,10 @@ def check_fingerprint(path: str | Path, meta: dict[str, Any]) -> None:
     if stored is None:
         log.warning("%s: written before weights and metadata were tied together; its metadata is trusted as is", st)
     elif stored != meta_fingerprint(meta):
-        raise CheckpointError(f"{js}: this metadata does not belong to {st.name} (tasks, classes, architecture, input "
-                              "size or normalisation changed after training); restore the JSON written with the weights")
+        raise CheckpointError(
+            f"{js}: this metadata does not belong to {st.name} (tasks, classes, architecture, input "
+            "size or normalisation changed after training); restore the JSON written with the weights"
+        )
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -78,10 +81,13 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta, half: bool =
     """Write ``path``.safetensors + .json atomically. ``half`` stores floating tensors as float16. The weights file
     holds the fingerprint of the metadata that decides what the weights mean (:func:`meta_fingerprint`)."""
     from safetensors.torch import save_file
+
     st, js = _paths(Path(path).with_suffix(".safetensors"))
     st.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
     d = meta.with_extra(dtype="float16" if half else "float32").to_dict()
     tmp_st, tmp_js = st.with_suffix(".safetensors.tmp"), js.with_suffix(".json.tmp")
     save_file(state, str(tmp_st), metadata={"format": FORMAT, "meta_sha256": meta_fingerprint(d)})
@@ -95,6 +101,7 @@ def write_meta(path: str | Path, meta: ModelMeta) -> Path:
     """Replace a checkpoint's metadata (e.g. an alignment template added by calibration), atomically; the
     fingerprinted part must not change."""
     from faceattr.safeio import atomic_output
+
     st, js = _paths(path)
     d = meta.to_dict()
     check_fingerprint(st, d)
@@ -116,7 +123,9 @@ def _json_default(o: Any) -> Any:
 def _read_meta_dict(path: str | Path) -> dict[str, Any]:
     st, js = _paths(path)
     if not js.is_file():
-        raise CheckpointError(f"{js}: checkpoint metadata not found (a faceattr checkpoint is a .safetensors + .json pair)")
+        raise CheckpointError(
+            f"{js}: checkpoint metadata not found (a faceattr checkpoint is a .safetensors + .json pair)"
+        )
     try:
         meta = json.loads(js.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -140,6 +149,7 @@ def read_meta(path: str | Path) -> ModelMeta:
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
     st, _ = _paths(path)
     if not st.is_file():
         raise CheckpointError(f"{st}: checkpoint weights not found")
@@ -151,9 +161,16 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 def build_model_from_meta(meta: ModelMeta) -> nn.Module:
     from faceattr.models import create_model
+
     arch = meta.architecture
-    return create_model(arch.name, meta.tasks, shared_stages=arch.shared_stages,
-                        ordinal_formulation=arch.ordinal_formulation, dropout=arch.dropout, pretrained=False)
+    return create_model(
+        arch.name,
+        meta.tasks,
+        shared_stages=arch.shared_stages,
+        ordinal_formulation=arch.ordinal_formulation,
+        dropout=arch.dropout,
+        pretrained=False,
+    )
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, ModelMeta]:
@@ -171,8 +188,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelMeta]:
     unexpected = sorted(set(state) - set(own))
     bad_shape = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
-        raise CheckpointError(f"{path}: weights do not match the architecture in its metadata "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture in its metadata "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]})"
+        )
     model.load_state_dict(state)
     model.eval()
     return model, meta
@@ -192,8 +211,21 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt or foreign training state ({type(e).__name__}: {e})") from e
 
 
-def model_meta(tasks: tuple[Task, ...], arch: Architecture, input_size: int, mean: Any, std: Any,
-               weights_origin: str = "unknown", **extra: Any) -> ModelMeta:
-    return ModelMeta(tasks=tuple(tasks), architecture=arch, input_size=int(input_size),
-                     mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),  # type: ignore[arg-type]
-                     weights_origin=weights_origin, extra=extra)
+def model_meta(
+    tasks: tuple[Task, ...],
+    arch: Architecture,
+    input_size: int,
+    mean: Any,
+    std: Any,
+    weights_origin: str = "unknown",
+    **extra: Any,
+) -> ModelMeta:
+    return ModelMeta(
+        tasks=tuple(tasks),
+        architecture=arch,
+        input_size=int(input_size),
+        mean=three_channels(mean),
+        std=three_channels(std),
+        weights_origin=weights_origin,
+        extra=extra,
+    )

@@ -20,9 +20,10 @@ import json
 import logging
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ PAPER_TABLE_II = {"age_group": (64.7, 60.2), "gender": (90.9, 90.1), "race": (80
 
 @dataclass(frozen=True)
 class Metric:
-    name: str            # e.g. age_mae
+    name: str  # e.g. age_mae
     task: str
     higher_better: bool
     label: str
@@ -71,8 +72,9 @@ def per_face(rows: Any, metric: Metric, task: Task) -> np.ndarray:
     return (rows[f"{metric.task}_index"].to_numpy() == true).astype(float)
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, higher_better: bool, n_boot: int = 2000, seed: int = 0
-                     ) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, higher_better: bool, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of (A - B) oriented so that positive means A is better, with its 95 % paired-bootstrap interval."""
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired samples must be two equal 1-D arrays, got {a.shape} and {b.shape}")
@@ -98,6 +100,7 @@ class Grid:
 
     def __init__(self, ab: AblationConfig, tasks: Sequence[Task]) -> None:
         import pandas as pd
+
         self.ab = ab
         self.tasks = {t.name: t for t in tasks}
         self.results = kept_results(ab)
@@ -145,25 +148,50 @@ class Grid:
         va, vb = self.seed_values(a, m), self.seed_values(b, m)
         noise = max(statistics.stdev(va), statistics.stdev(vb)) if min(len(va), len(vb)) >= 2 else None
         scale = 1.0 if m.name.endswith("_mae") else 100.0  # seed values and per-face means share units
-        return {"a": a, "b": b, "metric": m.name, "label": m.label, "seeds": common,
-                "a_mean": float(fa.mean()) * scale, "b_mean": float(fb.mean()) * scale,
-                "a_seed_std": (statistics.stdev(va) * scale if len(va) > 1 else None),
-                "b_seed_std": (statistics.stdev(vb) * scale if len(vb) > 1 else None),
-                "diff": diff * scale, "ci": [lo * scale, hi * scale],
-                "verdict": verdict(diff, lo, hi, noise),
-                "provisional": len(common) < 3, "n_faces": int(len(fa))}
+        return {
+            "a": a,
+            "b": b,
+            "metric": m.name,
+            "label": m.label,
+            "seeds": common,
+            "a_mean": float(fa.mean()) * scale,
+            "b_mean": float(fb.mean()) * scale,
+            "a_seed_std": (statistics.stdev(va) * scale if len(va) > 1 else None),
+            "b_seed_std": (statistics.stdev(vb) * scale if len(vb) > 1 else None),
+            "diff": diff * scale,
+            "ci": [lo * scale, hi * scale],
+            "verdict": verdict(diff, lo, hi, noise),
+            "provisional": len(common) < 3,
+            "n_faces": int(len(fa)),
+        }
 
 
 CLAIMS: list[tuple[str, str, str, list[str]]] = [
     # (claim id, wording, reference arm, other arms)
-    ("mtl_vs_stl", "The multi-task network beats the single-task networks (Table II)", "mtl",
-     ["single-age", "single-gender", "single-race"]),
-    ("uncertainty_vs_other", "Uncertainty weighting beats other loss weightings", "mtl",
-     ["weighting-equal", "weighting-dwa", "weighting-gradnorm"]),
-    ("ordinal_coral", "Age as rank-consistent ordinal 'age > k' sub-problems (CORAL) beats the other forms",
-     "mtl", ["age-binary", "age-corn", "age-softmax", "age-regression"]),
-    ("sharing_k5", "Sharing the shallow stages (k = 5) beats sharing less (k = 3) or everything (k = 7)", "mtl",
-     ["share-k3", "share-k7"]),
+    (
+        "mtl_vs_stl",
+        "The multi-task network beats the single-task networks (Table II)",
+        "mtl",
+        ["single-age", "single-gender", "single-race"],
+    ),
+    (
+        "uncertainty_vs_other",
+        "Uncertainty weighting beats other loss weightings",
+        "mtl",
+        ["weighting-equal", "weighting-dwa", "weighting-gradnorm"],
+    ),
+    (
+        "ordinal_coral",
+        "Age as rank-consistent ordinal 'age > k' sub-problems (CORAL) beats the other forms",
+        "mtl",
+        ["age-binary", "age-corn", "age-softmax", "age-regression"],
+    ),
+    (
+        "sharing_k5",
+        "Sharing the shallow stages (k = 5) beats sharing less (k = 3) or everything (k = 7)",
+        "mtl",
+        ["share-k3", "share-k7"],
+    ),
 ]
 
 
@@ -211,10 +239,15 @@ def inference_timing(base_config: str, repeats: int = 20) -> dict[str, Any]:
     from faceattr.config import load_config
     from faceattr.data.sources import dataset_tasks
     from faceattr.models import create_model
+
     cfg = load_config(base_config)
     tasks = dataset_tasks(cfg.data)
-    kw = dict(shared_stages=cfg.model.shared_stages, ordinal_formulation=cfg.model.ordinal_formulation,
-              dropout=0.0, pretrained=False)
+    kw = dict(
+        shared_stages=cfg.model.shared_stages,
+        ordinal_formulation=cfg.model.ordinal_formulation,
+        dropout=0.0,
+        pretrained=False,
+    )
     nets = {"mtl": create_model(cfg.model.name, tasks, **kw)}
     for t in tasks:
         nets[f"single-{t.name}"] = create_model(cfg.model.name, [t], **kw)
@@ -240,11 +273,13 @@ def curves_plot(grid: Grid, path: Path) -> Path | None:
     """Validation curves (per epoch) of every kept run: has each run flattened?"""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
     import pandas as pd
+
     cols = [c for c in ("val_age_mae", "val_age_group_exact", "val_gender_accuracy", "val_race_accuracy")]
     fig, axes = plt.subplots(1, len(cols), figsize=(4.4 * len(cols), 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
@@ -258,8 +293,15 @@ def curves_plot(grid: Grid, path: Path) -> Path | None:
             df = pd.read_csv(f)
             for ax, c in zip(axes[0], cols):
                 if c in df and df[c].notna().any():
-                    ax.plot(df["epoch"], df[c], color=cmap((2 * i) % 20 + (i // 10) % 2), ls=styles[s % 3],
-                            alpha=0.85, lw=1.2, label=exp if s == grid.seeds(exp)[0] else None)
+                    ax.plot(
+                        df["epoch"],
+                        df[c],
+                        color=cmap((2 * i) % 20 + (i // 10) % 2),
+                        ls=styles[s % 3],
+                        alpha=0.85,
+                        lw=1.2,
+                        label=exp if s == grid.seeds(exp)[0] else None,
+                    )
                     any_line = True
     if not any_line:
         plt.close(fig)
@@ -285,23 +327,30 @@ def _fmt(x: float | None, mae: bool) -> str:
     return f"{x:.2f}" if mae else f"{x:.1f}"
 
 
-def write_claims(configs: Sequence[str | Path], out: str | Path, n_boot: int = 2000, timing: bool = True
-                 ) -> dict[str, Any]:
+def write_claims(
+    configs: Sequence[str | Path], out: str | Path, n_boot: int = 2000, timing: bool = True
+) -> dict[str, Any]:
     """Judge every claim on every grid; write ``out`` (markdown), a JSON beside it and the curve plots."""
     from faceattr.config import load_config
     from faceattr.data.sources import dataset_tasks
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"rule": __doc__, "grids": {}}
-    lines = ["# The paper's claims, judged", "",
-             "Generated by `faceattr claims " + " ".join(f"-c {c}" for c in configs) + f" --out {out}` from the runs "
-             "kept under each grid's `results/<grid>/runs/` (each produced by `faceattr ablate -c <grid>`).", "",
-             "**Rule.** For a claim \"A beats B\", the per-face test results of A and B (averaged over the seeds both "
-             f"have) are compared face by face; the mean difference gets a 95 % interval from a paired bootstrap over "
-             f"the test faces ({n_boot} resamples). *Confirmed*: the interval is wholly on A's better side and the "
-             "difference exceeds the seed-to-seed standard deviation (where at least two seeds measure it); "
-             "*refuted*: the same on B's side; otherwise *no difference within noise*. Comparisons with fewer than "
-             "three seeds are marked *provisional*: the bootstrap measures test-set noise, not training noise.", ""]
+    lines = [
+        "# The paper's claims, judged",
+        "",
+        "Generated by `faceattr claims " + " ".join(f"-c {c}" for c in configs) + f" --out {out}` from the runs "
+        "kept under each grid's `results/<grid>/runs/` (each produced by `faceattr ablate -c <grid>`).",
+        "",
+        '**Rule.** For a claim "A beats B", the per-face test results of A and B (averaged over the seeds both '
+        f"have) are compared face by face; the mean difference gets a 95 % interval from a paired bootstrap over "
+        f"the test faces ({n_boot} resamples). *Confirmed*: the interval is wholly on A's better side and the "
+        "difference exceeds the seed-to-seed standard deviation (where at least two seeds measure it); "
+        "*refuted*: the same on B's side; otherwise *no difference within noise*. Comparisons with fewer than "
+        "three seeds are marked *provisional*: the bootstrap measures test-set noise, not training noise.",
+        "",
+    ]
     for c in configs:
         ab = load_ablation(c)
         base = load_config(ab.base)
@@ -309,41 +358,65 @@ def write_claims(configs: Sequence[str | Path], out: str | Path, n_boot: int = 2
         rows = judge(grid, n_boot)
         g: dict[str, Any] = {"config": str(c), "runs": len(grid.results), "comparisons": rows, "cost": cost(grid)}
         devices = sorted({r.get("device_name", "cpu") for r in grid.results})
-        lines += [f"## {ab.name}", "",
-                  f"{len(grid.results)} finished runs ({', '.join(f'{e}: {len(grid.seeds(e))} seed(s)' for e in grid.by)}); "
-                  f"trained on {', '.join(devices)}; test split, {rows[0]['n_faces'] if rows else '?'} faces. "
-                  f"Recipe: `{ab.base}` at its full budget.", ""]
+        lines += [
+            f"## {ab.name}",
+            "",
+            f"{len(grid.results)} finished runs ({', '.join(f'{e}: {len(grid.seeds(e))} seed(s)' for e in grid.by)}); "
+            f"trained on {', '.join(devices)}; test split, {rows[0]['n_faces'] if rows else '?'} faces. "
+            f"Recipe: `{ab.base}` at its full budget.",
+            "",
+        ]
         if rows:
-            lines += ["| claim | A | B | metric | A | B | A better by (95 % CI) | seeds | verdict |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "| claim | A | B | metric | A | B | A better by (95 % CI) | seeds | verdict |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
             for r in rows:
                 mae = r["metric"].endswith("_mae")
-                sd = lambda v: "" if v is None else f" ± {_fmt(v, mae)}"  # noqa: E731
+
+                def sd(v: float | None, mae: bool = mae) -> str:
+                    return "" if v is None else f" ± {_fmt(v, mae)}"
+
                 lines.append(
-                    f"| {r['claim']} | {r['a']} | {r['b']} | {r['label']} | {_fmt(r['a_mean'], mae)}{sd(r['a_seed_std'])} "
+                    f"| {r['claim']} | {r['a']} | {r['b']} | {r['label']} "
+                    f"| {_fmt(r['a_mean'], mae)}{sd(r['a_seed_std'])} "
                     f"| {_fmt(r['b_mean'], mae)}{sd(r['b_seed_std'])} | {_fmt(r['diff'], mae)} "
                     f"[{_fmt(r['ci'][0], mae)}, {_fmt(r['ci'][1], mae)}] | {len(r['seeds'])} "
-                    f"| **{r['verdict']}**{' (provisional)' if r['provisional'] else ''} |")
+                    f"| **{r['verdict']}**{' (provisional)' if r['provisional'] else ''} |"
+                )
             lines.append("")
         cst = g["cost"]
         if cst:
-            lines += ["Cost of the multi-task network against the three single-task networks together (same run): "
-                      + "; ".join(f"{k} {v['mtl']:.4g} vs {v['stl_sum']:.4g} (**{v['ratio']:.2f}×**)" for k, v in cst.items())
-                      + ".", ""]
+            lines += [
+                "Cost of the multi-task network against the three single-task networks together (same run): "
+                + "; ".join(f"{k} {v['mtl']:.4g} vs {v['stl_sum']:.4g} (**{v['ratio']:.2f}×**)" for k, v in cst.items())
+                + ".",
+                "",
+            ]
         if timing:
             t = inference_timing(ab.base)
             g["inference_cpu"] = t
-            lines += [f"Inference on this machine's CPU ({t['threads']} threads, median of interleaved repeats): "
-                      + "; ".join(f"batch {b[5:]}: MTL {v['mtl_ms_per_face']:.2f} ms/face vs STL together "
-                                  f"{v['stl_sum_ms_per_face']:.2f} ms/face (**{v['ratio']:.2f}×**)"
-                                  for b, v in t.items() if b.startswith("batch")) + ".", ""]
+            lines += [
+                f"Inference on this machine's CPU ({t['threads']} threads, median of interleaved repeats): "
+                + "; ".join(
+                    f"batch {b[5:]}: MTL {v['mtl_ms_per_face']:.2f} ms/face vs STL together "
+                    f"{v['stl_sum_ms_per_face']:.2f} ms/face (**{v['ratio']:.2f}×**)"
+                    for b, v in t.items()
+                    if b.startswith("batch")
+                )
+                + ".",
+                "",
+            ]
         cp = curves_plot(grid, out.parent / f"{ab.name}-curves.png")
         if cp is not None:
             lines += [f"Validation curves: `{cp.name}`.", ""]
         missing = [f"{e} seed {s}" for e, s in ab.jobs() if s not in grid.seeds(e)]
         if missing:
-            lines += [f"Not yet run ({len(missing)}): {', '.join(missing)}. `faceattr ablate -c {c}` runs them and "
-                      "skips every kept run.", ""]
+            lines += [
+                f"Not yet run ({len(missing)}): {', '.join(missing)}. `faceattr ablate -c {c}` runs them and "
+                "skips every kept run.",
+                "",
+            ]
         report["grids"][ab.name] = g
     lines += _table_ii(report)
     out.write_text("\n".join(lines), encoding="utf-8")
@@ -353,16 +426,22 @@ def write_claims(configs: Sequence[str | Path], out: str | Path, n_boot: int = 2
 
 def _table_ii(report: dict[str, Any]) -> list[str]:
     """The paper's Table II next to ours (MTL vs STL, accuracy %)."""
-    lines = ["## Next to the paper's Table II (multi-task vs single-task, %)", "",
-             "| | paper MTL | paper STL | " + " | ".join(f"{g} MTL | {g} STL | verdict" for g in report["grids"]) + " |",
-             "|---|---|---|" + "---|---|---|" * len(report["grids"])]
+    lines = [
+        "## Next to the paper's Table II (multi-task vs single-task, %)",
+        "",
+        "| | paper MTL | paper STL | " + " | ".join(f"{g} MTL | {g} STL | verdict" for g in report["grids"]) + " |",
+        "|---|---|---|" + "---|---|---|" * len(report["grids"]),
+    ]
     for key, metric in (("age_group", "age_group_exact"), ("gender", "gender_accuracy"), ("race", "race_accuracy")):
         cells = []
         for g in report["grids"].values():
             row = next((r for r in g["comparisons"] if r["claim"] == "mtl_vs_stl" and r["metric"] == metric), None)
-            cells.append("– | – | –" if row is None else
-                         f"{row['a_mean']:.1f} | {row['b_mean']:.1f} | {row['verdict']}"
-                         f"{' (provisional)' if row['provisional'] else ''}")
+            cells.append(
+                "– | – | –"
+                if row is None
+                else f"{row['a_mean']:.1f} | {row['b_mean']:.1f} | {row['verdict']}"
+                f"{' (provisional)' if row['provisional'] else ''}"
+            )
         pm, ps = PAPER_TABLE_II[key]
         lines.append(f"| {key} | {pm} | {ps} | " + " | ".join(cells) + " |")
     return lines + [""]

@@ -10,8 +10,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 log = logging.getLogger("faceattr")
 
@@ -19,8 +20,15 @@ log = logging.getLogger("faceattr")
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a multi-task network from a YAML config")
     p.add_argument("--config", "-c", help="experiment YAML (configs/*.yaml)")
-    p.add_argument("--set", "-o", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. -o train.epochs=3 -o model.shared_stages=4 (repeatable)")
+    p.add_argument(
+        "--set",
+        "-o",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. -o train.epochs=3 -o model.shared_stages=4 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in the same folder from its last epoch")
     p.add_argument("--name", help="run name (default: the config's name)")
     p.add_argument("--out-dir", help="folder for runs (default: the config's out_dir)")
@@ -31,6 +39,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from faceattr.config import load_config
+
     overrides = list(a.overrides)
     if a.name:
         overrides.append(f"name={a.name}")
@@ -43,11 +52,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.data:
         if ":" not in a.data:
             from faceattr.exceptions import UsageError
+
             raise UsageError(f"--data must be DATASET:DIR (e.g. utkface:/data/UTKFace), got {a.data!r}")
         kind, path = a.data.split(":", 1)
         overrides += [f"data.dataset={kind}", f"data.root={path}"]
     cfg = load_config(a.config, overrides)
     from faceattr.train import main
+
     summary = main(cfg, resume=a.resume, progress=not a.quiet)
     print(json.dumps(summary, indent=1))
     return 0
@@ -65,6 +76,7 @@ def _cmd_split(a: argparse.Namespace) -> int:
     from faceattr.data.splits import write_split
     from faceattr.exceptions import UsageError
     from faceattr.safeio import OutputPlan
+
     if ":" not in a.data:
         raise UsageError(f"give the data as DATASET:DIR (utkface:DIR or fairface:DIR), got {a.data!r}")
     kind, path = a.data.split(":", 1)
@@ -86,6 +98,7 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_cache(a: argparse.Namespace) -> int:
     from faceattr.data.cache import cache_files, clear_cache, default_cache_dir
+
     d = default_cache_dir()
     if a.clear:
         n, size = clear_cache(d)
@@ -116,13 +129,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def _command(name: str, which: int) -> Any:
     import importlib
+
     mod, add, run = COMMANDS[name]
     return getattr(importlib.import_module(mod), (add, run)[which - 1])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="faceattr", description="Heterogeneous face attribute estimation "
-                                 "(age, gender, race) with one deep multi-task network.")
+    ap = argparse.ArgumentParser(
+        prog="faceattr",
+        description="Heterogeneous face attribute estimation (age, gender, race) with one deep multi-task network.",
+    )
     ap.add_argument("--debug", action="store_true", help="show full stack traces")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     ap.add_argument("--log-level", default="INFO")
@@ -132,13 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM ends a run like Ctrl-C: outputs in progress are left as ``.partial`` files, targets untouched."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+
+        def handler(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     if argv is None:  # the console command (tests call main() with arguments and keep their own handlers)
         _sigterm_as_interrupt()
-    logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, str(a.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(_command(a.command, 2)(a))
     except KeyboardInterrupt:
@@ -154,9 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_user_error(e: BaseException) -> bool:
     from faceattr.errors import is_user_error
+
     return is_user_error(e)
 
 
 if __name__ == "__main__":  # run as `python -m faceattr.cli`: use the importable module's command table
     from faceattr.cli import main as _main
+
     sys.exit(_main())

@@ -6,7 +6,6 @@ import argparse
 import json
 
 
-
 def _add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
     p.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors with its .json, or a run folder)")
@@ -14,8 +13,11 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped face")
-    p.add_argument("--label-map", help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "
-                                        "or an experiment config with data.extra label maps")
+    p.add_argument(
+        "--label-map",
+        help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "
+        "or an experiment config with data.extra label maps",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     p.add_argument("--out", help="folder to write report.md and metrics.json")
 
@@ -24,11 +26,13 @@ def _run(a: argparse.Namespace) -> int:
     from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
     from faceattr.exceptions import check
     from faceattr.safeio import OutputPlan, atomic_output
+
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
     out = OutputPlan([a.checkpoint]).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
-    res = evaluate_checkpoint(a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet,
-                              label_map=lm)
+    res = evaluate_checkpoint(
+        a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet, label_map=lm
+    )
     md = report_markdown(res)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -37,5 +41,3 @@ def _run(a: argparse.Namespace) -> int:
                 f.write(text)
     print(json.dumps(res, indent=1) if a.json else md)
     return 0
-
-

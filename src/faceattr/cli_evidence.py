@@ -6,7 +6,6 @@ import argparse
 import json
 
 
-
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="run an ablation grid (restartable) and write its tables and plots")
     p.add_argument("--config", "-c", required=True, help="configs/ablation-<dataset>.yaml")
@@ -16,15 +15,24 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", help="where runs go (default: the config's out_dir)")
     p.add_argument("--results-dir", help="where tables go (default: the config's results_dir)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables from finished runs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every run, on top of the budget (e.g. data.root=/my/utkface)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every run, on top of the budget (e.g. data.root=/my/utkface)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (a GPU holds several)")
-    p.add_argument("--stop-after", type=float, help="start a run only if it can finish within this many seconds "
-                   "(judged by the longest finished run)")
+    p.add_argument(
+        "--stop-after",
+        type=float,
+        help="start a run only if it can finish within this many seconds (judged by the longest finished run)",
+    )
 
 
 def _run_ablate(a: argparse.Namespace) -> int:
     from faceattr.ablate import kept_results, load_ablation, run_grid, write_report
+
     over: dict = {}
     if a.seeds:
         over["seeds"] = [int(s) for s in a.seeds.split(",")]
@@ -36,12 +44,14 @@ def _run_ablate(a: argparse.Namespace) -> int:
         over["results_dir"] = a.results_dir
     if a.jobs < 1:
         from faceattr.config import ConfigError
+
         raise ConfigError("--jobs must be at least 1")
     ab = load_ablation(a.config, over)
     if a.set:
         import dataclasses
 
         from faceattr.config import apply_overrides
+
         sets: dict = {}
         for kv in a.set:
             key = kv.split("=", 1)[0]
@@ -59,12 +69,15 @@ def _run_ablate(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _add_claims(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("claims", help="judge the paper's claims from the finished runs of the claims grids")
-    p.add_argument("--config", "-c", action="append", required=True,
-                   help="a claims grid (repeatable), e.g. configs/claims-utkface.yaml")
+    p.add_argument(
+        "--config",
+        "-c",
+        action="append",
+        required=True,
+        help="a claims grid (repeatable), e.g. configs/claims-utkface.yaml",
+    )
     p.add_argument("--out", default="results/claims.md")
     p.add_argument("--n-boot", type=int, default=2000, help="paired-bootstrap resamples (at least 100)")
     p.add_argument("--no-timing", action="store_true", help="skip the CPU inference timing of MTL vs STL")
@@ -73,16 +86,17 @@ def _add_claims(sub: argparse._SubParsersAction) -> None:
 def _run_claims(a: argparse.Namespace) -> int:
     from faceattr.claims import write_claims
     from faceattr.config import ConfigError
+
     if a.n_boot < 100:
         raise ConfigError("--n-boot must be at least 100")
     report = write_claims(a.config, a.out, a.n_boot, timing=not a.no_timing)
     for name, g in report["grids"].items():
         for r in g["comparisons"]:
-            print(f"{name}: {r['a']} vs {r['b']} on {r['metric']}: {r['verdict']}"
-                  f"{' (provisional)' if r['provisional'] else ''}")
+            print(
+                f"{name}: {r['a']} vs {r['b']} on {r['metric']}: {r['verdict']}"
+                f"{' (provisional)' if r['provisional'] else ''}"
+            )
     return 0
-
-
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +116,7 @@ def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.exceptions import check
     from faceattr.predict import SHIPPED_MODEL
     from faceattr.safeio import OutputPlan
+
     check(a.n_boot >= 10, f"--n-boot must be at least 10 (500 is the default), got {a.n_boot}")
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
     ckpt = a.checkpoint or SHIPPED_MODEL
@@ -114,14 +129,16 @@ def _run_audit(a: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="Grad-CAM maps of each task's output, per face and averaged")
     p.add_argument("images", nargs="*", help="photos (faces are detected and aligned) or crops with --no-detect")
-    p.add_argument("--checkpoint", help="torch checkpoint (default: the shipped model); ONNX models cannot be explained")
+    p.add_argument(
+        "--checkpoint", help="torch checkpoint (default: the shipped model); ONNX models cannot be explained"
+    )
     p.add_argument("--task", default="all", help="age | gender | race | all")
-    p.add_argument("--layer", help="module name, e.g. 'branches.{task}.1' (default: the last block of the task's branch)")
+    p.add_argument(
+        "--layer", help="module name, e.g. 'branches.{task}.1' (default: the last block of the task's branch)"
+    )
     p.add_argument("--age-threshold", type=int, help="explain the logit of 'age > level k' instead of the expected age")
     p.add_argument("--no-detect", action="store_true")
     p.add_argument("--detector", default="auto")
@@ -133,7 +150,19 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 def _run_explain(a: argparse.Namespace) -> int:
     from faceattr.explain import explain_run
-    summary = explain_run(a.images, a.out, a.checkpoint, a.task, a.layer, a.age_threshold, a.no_detect, a.detector,
-                          a.yunet_model, a.average_data, a.average_n)
+
+    summary = explain_run(
+        a.images,
+        a.out,
+        a.checkpoint,
+        a.task,
+        a.layer,
+        a.age_threshold,
+        a.no_detect,
+        a.detector,
+        a.yunet_model,
+        a.average_data,
+        a.average_n,
+    )
     print(json.dumps(summary, indent=1))
     return 0

@@ -9,22 +9,25 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any, TextIO
-
+from typing import IO, Any
 
 log = logging.getLogger("faceattr")
 
 
 def example_photo() -> Path:
-    """A photo that exists on a fresh install: scikit-image's bundled 'astronaut' (Eileen Collins, NASA, public domain)."""
+    """A photo that exists on a fresh install: scikit-image's bundled 'astronaut' (Eileen Collins, NASA, public
+    domain)."""
     try:
         import importlib.util
+
         spec = importlib.util.find_spec("skimage")
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the example photo comes with scikit-image: pip install scikit-image "
-                                "(or give a photo: faceattr predict PHOTO.jpg)")
+        raise FileNotFoundError(
+            "the example photo comes with scikit-image: pip install scikit-image "
+            "(or give a photo: faceattr predict PHOTO.jpg)"
+        )
     p = Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
     if not p.is_file():
         raise FileNotFoundError(f"scikit-image is installed but its astronaut.png is not at {p}")
@@ -32,8 +35,10 @@ def example_photo() -> Path:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="checkpoint (.safetensors + .json, or run folder) or .onnx file; "
-                                   "default: the model shipped with faceattr")
+    p.add_argument(
+        "--model",
+        help="checkpoint (.safetensors + .json, or run folder) or .onnx file; default: the model shipped with faceattr",
+    )
     p.add_argument("--threads", type=int, help="CPU threads for inference")
 
 
@@ -46,13 +51,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-O", help="write results here instead of standard output")
     p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
-    p.add_argument("--detector", default="auto", help="auto | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, else dlib)")
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="auto | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, else dlib)",
+    )
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image (2x inference)")
-    p.add_argument("--min-score", type=float, help="drop detections scored below this: dlib's SVM margin "
-                   "(default 0; 0.5 drops most false positives) or YuNet's confidence 0..1 (default 0.6)")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="drop detections scored below this: dlib's SVM margin "
+        "(default 0; 0.5 drops most false positives) or YuNet's confidence 0..1 (default 0.6)",
+    )
 
 
 CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
@@ -80,7 +93,7 @@ def _csv_rows(res: Any) -> list[dict[str, Any]]:
 
 
 class _Writer:
-    def __init__(self, fmt: str, stream: TextIO, task_cols: list[str]) -> None:
+    def __init__(self, fmt: str, stream: IO[str], task_cols: list[str]) -> None:
         self.fmt, self.stream = fmt, stream
         self._csv: csv.DictWriter | None = None
         self.task_cols = task_cols
@@ -92,8 +105,9 @@ class _Writer:
         else:
             rows = [{"file": error[0], "error": error[1]}] if error else _csv_rows(res)
             if self._csv is None:
-                self._csv = csv.DictWriter(self.stream, fieldnames=list(CSV_FIELDS) + self.task_cols + ["error"],
-                                           extrasaction="ignore")
+                self._csv = csv.DictWriter(
+                    self.stream, fieldnames=list(CSV_FIELDS) + self.task_cols + ["error"], extrasaction="ignore"
+                )
                 self._csv.writeheader()
             self._csv.writerows(rows)
         self.stream.flush()
@@ -113,6 +127,7 @@ def _task_columns(pred: Any) -> list[str]:
 
 def _check_predict_args(a: argparse.Namespace) -> None:
     from faceattr.exceptions import check
+
     check(a.batch_size >= 1, f"--batch-size must be at least 1, got {a.batch_size}")
     check(a.threads is None or a.threads >= 1, f"--threads must be at least 1, got {a.threads}")
     check(a.max_pixels >= 1, f"--max-pixels must be at least 1, got {a.max_pixels}")
@@ -127,6 +142,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     from faceattr.image import ImageError, load_image
     from faceattr.predict import Predictor, draw_result, find_image_paths
     from faceattr.safeio import OutputPlan, atomic_output, atomic_write_bytes, unique_names
+
     _check_predict_args(a)
     paths = list(a.paths)
     if a.example or not paths:
@@ -134,30 +150,43 @@ def _run_predict(a: argparse.Namespace) -> int:
     found = find_image_paths(paths)
     files = found.files
     if found.skipped:
-        log.warning("%d files skipped: not an image extension (%s)", len(found.skipped),
-                    ", ".join(map(str, found.skipped[:3])) + (" ..." if len(found.skipped) > 3 else ""))
+        log.warning(
+            "%d files skipped: not an image extension (%s)",
+            len(found.skipped),
+            ", ".join(map(str, found.skipped[:3])) + (" ..." if len(found.skipped) > 3 else ""),
+        )
     if not files:
-        raise UsageError(f"no image files in {', '.join(paths)}" + (" (only files of other types)" if found.skipped
-                                                                    else ""))
+        raise UsageError(
+            f"no image files in {', '.join(paths)}" + (" (only files of other types)" if found.skipped else "")
+        )
     plan = OutputPlan(files)
     plan.add_input_dirs(p for p in paths if Path(p).is_dir())
     out_path = plan.claim_file(a.output, "--output") if a.output else None
     draw = plan.claim_dir(a.draw, "--draw") if a.draw else None
     draw_names = unique_names(files, ".png") if draw else {}
-    pred = Predictor.load(a.model, a.threads, detector=a.detector, yunet_model=a.yunet_model,
-                          batch_size=a.batch_size, max_pixels=a.max_pixels, tta_flip=a.tta_flip,
-                          min_score=a.min_score)
+    pred = Predictor.load(
+        a.model,
+        a.threads,
+        detector=a.detector,
+        yunet_model=a.yunet_model,
+        batch_size=a.batch_size,
+        max_pixels=a.max_pixels,
+        tta_flip=a.tta_flip,
+        min_score=a.min_score,
+    )
     if not a.no_detect:
         pred.detector  # noqa: B018 - build it now: a missing detector is an error before any output exists
     from tqdm.auto import tqdm
+
     n_ok = n_bad = n_faces = 0
     if out_path is None and a.format == "csv":
         sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     ctx = atomic_output(out_path, errors="surrogateescape") if out_path else nullcontext(sys.stdout)
     with ctx as out:
         writer = _Writer(a.format, out, _task_columns(pred))
-        for f in tqdm(files, desc="photos", unit="img", disable=a.quiet or len(files) < 2, file=sys.stderr,
-                      mininterval=1.0):
+        for f in tqdm(
+            files, desc="photos", unit="img", disable=a.quiet or len(files) < 2, file=sys.stderr, mininterval=1.0
+        ):
             try:
                 rgb = load_image(f, a.max_pixels)
                 res = pred.predict(rgb, detect=not a.no_detect, source=str(f))
@@ -182,8 +211,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
     p.add_argument("--int8", action="store_true", help="also write an INT8 model (static quantization)")
-    p.add_argument("--calibration", help="DATASET:DIR whose training chips calibrate INT8 (needed with --int8), "
-                   "e.g. utkface:/data/UTKFace")
+    p.add_argument(
+        "--calibration",
+        help="DATASET:DIR whose training chips calibrate INT8 (needed with --int8), e.g. utkface:/data/UTKFace",
+    )
     p.add_argument("--calibration-size", type=int, default=256)
     p.add_argument("--out", required=True, help="output .onnx (INT8 goes beside it as *.int8.onnx) or .engine")
 
@@ -194,8 +225,11 @@ def _run_export(a: argparse.Namespace) -> int:
     from faceattr.export import build_tensorrt_engine, calibration_chips_from, export_onnx, quantize_int8
     from faceattr.predict import SHIPPED_MODEL
     from faceattr.safeio import OutputPlan
+
     check(a.calibration_size >= 1, f"--calibration-size must be at least 1, got {a.calibration_size}")
-    check(not a.int8 or bool(a.calibration), "--int8 needs --calibration DATASET:DIR (training chips to set the ranges)")
+    check(
+        not a.int8 or bool(a.calibration), "--int8 needs --calibration DATASET:DIR (training chips to set the ranges)"
+    )
     ckpt = a.model or SHIPPED_MODEL
     out = Path(a.out)
     onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
@@ -222,11 +256,17 @@ def _run_export(a: argparse.Namespace) -> int:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="measure a detector's landmark template on the training chips "
-                                         "and store it in the checkpoint (needed for alignment)")
+    p = sub.add_parser(
+        "calibrate",
+        help="measure a detector's landmark template on the training chips "
+        "and store it in the checkpoint (needed for alignment)",
+    )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", help="DATASET:DIR whose training chips to measure (default: the training data "
-                                  "recorded in the checkpoint's config, every dataset of a joint run included)")
+    p.add_argument(
+        "--data",
+        help="DATASET:DIR whose training chips to measure (default: the training data "
+        "recorded in the checkpoint's config, every dataset of a joint run included)",
+    )
     p.add_argument("--detector", action="append", default=None, help="dlib | yunet (repeatable; default dlib)")
     p.add_argument("--yunet-model")
     p.add_argument("-n", type=int, default=400, help="training chips to measure")
@@ -234,6 +274,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 def _run_calibrate(a: argparse.Namespace) -> int:
     from faceattr.templates import calibrate_checkpoint
+
     al = calibrate_checkpoint(a.checkpoint, a.detector or ["dlib"], a.yunet_model, a.data, a.n)
     print(json.dumps(al, indent=1))
     return 0

@@ -5,48 +5,55 @@ The resolved configuration (after overrides) is saved with every run and inside 
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
+
+from faceattr.exceptions import FaceattrError
 
 
 class ConfigError(FaceattrError, ValueError):
     pass
 
 
-def _range(name: str, v: float | int | None, lo: float | None = None, hi: float | None = None,
-           optional: bool = False) -> None:
+def _range(
+    name: str, v: float | int | None, lo: float | None = None, hi: float | None = None, optional: bool = False
+) -> None:
     if v is None and optional:
         return
     if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ConfigError(f"{name} must be a number, got {v!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(f"{name} = {v!r} is out of range [{lo if lo is not None else '-inf'}, "
-                          f"{hi if hi is not None else 'inf'}]")
+        raise ConfigError(
+            f"{name} = {v!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        )
 
 
 def _choice(name: str, v: str, choices: Sequence[str]) -> None:
     if v not in choices:
         import difflib
+
         near = difflib.get_close_matches(str(v), choices, n=1)
-        raise ConfigError(f"{name} = {v!r} is not one of {list(choices)}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        raise ConfigError(
+            f"{name} = {v!r} is not one of {list(choices)}" + (f" (did you mean {near[0]!r}?)" if near else "")
+        )
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "utkface"           # utkface | fairface | manifest
-    root: str = ""                     # the dataset's folder (configs/*.yaml name the project's ../shared copy)
-    split_file: str | None = None      # default: <root>/split.csv if present, else computed by the protocol rule
-    labels: str | None = None          # manifest CSV (dataset: manifest)
-    wide_labels: str | None = None     # FairFace: labels.csv of the wide set whose sources are forced into test
+    dataset: str = "utkface"  # utkface | fairface | manifest
+    root: str = ""  # the dataset's folder (configs/*.yaml name the project's ../shared copy)
+    split_file: str | None = None  # default: <root>/split.csv if present, else computed by the protocol rule
+    labels: str | None = None  # manifest CSV (dataset: manifest)
+    wide_labels: str | None = None  # FairFace: labels.csv of the wide set whose sources are forced into test
     tasks: list[dict[str, Any]] | None = None  # manifest: declared tasks
     image_size: int = 128
-    max_train: int | None = None       # reduced budget: a seeded subset of the training split
+    max_train: int | None = None  # reduced budget: a seeded subset of the training split
     max_val: int | None = None
     cache_dir: str | None = None
     # more datasets trained together with this one, their labels mapped onto this one's tasks:
@@ -68,10 +75,11 @@ class ModelConfig:
     dropout: float = 0.2
     pretrained: bool = True
     allow_download: bool = False
-    init_from: str | None = None        # a faceattr checkpoint whose same-named, same-shaped weights start training
+    init_from: str | None = None  # a faceattr checkpoint whose same-named, same-shaped weights start training
 
     def __post_init__(self) -> None:
         from faceattr.formulations import list_formulations
+
         _choice("model.name", self.name, ("mobilenet_v2",))
         _range("model.shared_stages", self.shared_stages, 1, 7)
         _choice("model.ordinal_formulation", self.ordinal_formulation, list_formulations())
@@ -83,9 +91,9 @@ class AugmentSettings:
     """Batch augmentation (``faceattr.data.dataset.augment``)."""
 
     flip: bool = True
-    scale: float = 0.10       # zoom in/out by up to 10 %
-    shift: float = 0.06       # translate by up to 6 % of the side
-    rotate: float = 12.0      # degrees
+    scale: float = 0.10  # zoom in/out by up to 10 %
+    shift: float = 0.06  # translate by up to 6 % of the side
+    rotate: float = 12.0  # degrees
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.25
@@ -104,18 +112,18 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.3
-    weighting: str = "uncertainty"     # uncertainty | equal | fixed | dwa | gradnorm | rlw
-    weighting_lr: float = 0.025        # log-variances get their own learning rate, no weight decay
+    weighting: str = "uncertainty"  # uncertainty | equal | fixed | dwa | gradnorm | rlw
+    weighting_lr: float = 0.025  # log-variances get their own learning rate, no weight decay
     fixed_weights: dict[str, float] | None = None
-    tasks: list[str] | None = None     # train only these tasks (single-task networks); default all
+    tasks: list[str] | None = None  # train only these tasks (single-task networks); default all
     label_smoothing: float = 0.0
     seed: int = 0
     threads: int | None = None
-    select_metric: str = "auto"        # checkpoint selection on validation: the sum of normalised task errors
-                                       # (the only choice; kept so older configs load)
+    select_metric: str = "auto"  # checkpoint selection on validation: the sum of normalised task errors
+    # (the only choice; kept so older configs load)
     max_steps_per_epoch: int | None = None
-    device: str = "auto"               # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
-    amp: bool = True                   # bf16 autocast on a GPU (never on the CPU)
+    device: str = "auto"  # auto (a GPU when torch sees one) | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on a GPU (never on the CPU)
 
     def __post_init__(self) -> None:
         _range("train.epochs", self.epochs, 1, 10_000)
@@ -202,22 +210,32 @@ def _build(cls: type, d: Mapping[str, Any], where: str) -> Any:
     unknown = set(d) - set(fields)
     if unknown:
         import difflib
-        hints = [f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, fields, n=1)) else u
-                 for u in sorted(unknown)]
+
+        hints = [
+            f"{u} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(u, fields, n=1)) else u
+            for u in sorted(unknown)
+        ]
         raise ConfigError(f"{where}: unknown settings {hints}; known: {sorted(fields)}")
     kwargs = {}
     for k, v in d.items():
         sub = _SECTIONS.get(k) if cls is ExperimentConfig else None
-        kwargs[k] = _build(sub, v or {}, f"{where}.{k}") if sub else _coerce(f"{where}.{k}".removeprefix("config."),
-                                                                               str(fields[k].type), v)
+        kwargs[k] = (
+            _build(sub, v or {}, f"{where}.{k}")
+            if sub
+            else _coerce(f"{where}.{k}".removeprefix("config."), str(fields[k].type), v)
+        )
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from e
 
 
-_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "augment": AugmentSettings,
-                              "train": TrainConfig}
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "augment": AugmentSettings,
+    "train": TrainConfig,
+}
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -231,6 +249,7 @@ def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
 def apply_overrides(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to a nested dict (copied)."""
     import copy
+
     d = copy.deepcopy(d)
     for o in overrides:
         if "=" not in o:

@@ -1,17 +1,18 @@
 """Decoding head outputs into predictions, in numpy so the ONNX runtime path needs no torch.
 
-Ordinal heads give a distribution over the K levels, as their formulation says (:mod:`faceattr.formulations`;
-e.g. CORAL/OR-CNN: P(y > k) = sigmoid(logit_k) made non-increasing, P(y = k) = P(y > k-1) - P(y > k)). The estimate is the distribution's expected value (e.g. age in years),
-the predicted level its median, and the interval its central ``coverage`` mass.
-"""
+Ordinal heads give a distribution over the K levels, as their formulation says (:mod:`faceattr.formulations`; e.g.
+CORAL/OR-CNN: P(y > k) = sigmoid(logit_k) made non-increasing, P(y = k) = P(y > k-1) - P(y > k)). The estimate is
+the distribution's expected value (e.g. age in years), the predicted level its median, and the interval its central
+``coverage`` mass."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from faceattr.formulations import softmax_np, get_formulation
+from faceattr.formulations import get_formulation, softmax_np
 from faceattr.tasks import Task
 
 
@@ -38,12 +39,23 @@ def decode_task(out: np.ndarray, task: Task, formulation: str = "coral", coverag
     expected = (p * v).sum(-1) / np.clip(p.sum(-1), 1e-12, None)
     if get_formulation(formulation).point_estimate:
         # a point estimate carries no distribution: its interval is the point itself
-        return {"probs": p, "value": expected, "index": np.rint(np.clip(out[:, 0], 0, task.num_classes - 1)).astype(int),
-                "low": expected, "high": expected}
-    return {"probs": p, "value": expected, "index": quantile_index(p, 0.5),
-            "low": v[quantile_index(p, a)], "high": v[quantile_index(p, 1 - a)]}
+        return {
+            "probs": p,
+            "value": expected,
+            "index": np.rint(np.clip(out[:, 0], 0, task.num_classes - 1)).astype(int),
+            "low": expected,
+            "high": expected,
+        }
+    return {
+        "probs": p,
+        "value": expected,
+        "index": quantile_index(p, 0.5),
+        "low": v[quantile_index(p, a)],
+        "high": v[quantile_index(p, 1 - a)],
+    }
 
 
-def decode_outputs(outputs: dict[str, np.ndarray], tasks: Sequence[Task], formulation: str = "coral",
-                   coverage: float = 0.8) -> dict[str, dict[str, Any]]:
+def decode_outputs(
+    outputs: dict[str, np.ndarray], tasks: Sequence[Task], formulation: str = "coral", coverage: float = 0.8
+) -> dict[str, dict[str, Any]]:
     return {t.name: decode_task(outputs[t.name], t, formulation, coverage) for t in tasks if t.name in outputs}

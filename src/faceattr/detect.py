@@ -18,15 +18,17 @@ as before.
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from faceattr.exceptions import FaceattrError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class DetectorUnavailable(FaceattrError, RuntimeError):
 
 @dataclass
 class Face:
-    box: tuple[float, float, float, float]            # x0, y0, x1, y1 in photo pixels
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in photo pixels
     score: float
     landmarks: np.ndarray  # K x 2 (photo pixels): left eye, right eye, nose [, left and right mouth corner]
     extra_landmarks: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -49,15 +51,23 @@ class Face:
     def center(self) -> tuple[float, float]:
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)
 
-    def to_dict(self) -> dict:
-        d = {"box": [round(float(v), 1) for v in self.box], "score": round(float(self.score), 4),
-             "landmarks": {n: [round(float(x), 1), round(float(y), 1)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)}}
-        d["landmarks"].update({k: [round(float(x), 1), round(float(y), 1)] for k, (x, y) in self.extra_landmarks.items()})
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": {
+                n: [round(float(x), 1), round(float(y), 1)] for n, (x, y) in zip(LANDMARK_NAMES, self.landmarks)
+            },
+        }
+        d["landmarks"].update(
+            {k: [round(float(x), 1), round(float(y), 1)] for k, (x, y) in self.extra_landmarks.items()}
+        )
         return d
 
 
 class Detector(Protocol):
     name: str
+    origin: str
 
     def detect(self, rgb: np.ndarray) -> list[Face]: ...
 
@@ -72,6 +82,7 @@ def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     if s <= max_side:
         return rgb, 1.0
     import cv2
+
     f = max_side / s
     return cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA), f
 
@@ -85,9 +96,12 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def _scaled(face: Face, f: float, dx: float = 0.0, dy: float = 0.0) -> Face:
     b = face.box
-    return Face((b[0] / f + dx, b[1] / f + dy, b[2] / f + dx, b[3] / f + dy), face.score,
-                face.landmarks / f + np.array([dx, dy]),
-                {k: (x / f + dx, y / f + dy) for k, (x, y) in face.extra_landmarks.items()})
+    return Face(
+        (b[0] / f + dx, b[1] / f + dy, b[2] / f + dx, b[3] / f + dy),
+        face.score,
+        face.landmarks / f + np.array([dx, dy]),
+        {k: (x / f + dx, y / f + dy) for k, (x, y) in face.extra_landmarks.items()},
+    )
 
 
 def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
@@ -98,8 +112,14 @@ def tile_origins(length: int, tile: int, overlap: float) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-def detect_pyramid(detect_small: "Callable[[np.ndarray], list[Face]]", rgb: np.ndarray, max_side: int,
-                   overlap: float = 0.25, max_levels: int = 2, iou: float = 0.4) -> list[Face]:
+def detect_pyramid(
+    detect_small: "Callable[[np.ndarray], list[Face]]",
+    rgb: np.ndarray,
+    max_side: int,
+    overlap: float = 0.25,
+    max_levels: int = 2,
+    iou: float = 0.4,
+) -> list[Face]:
     """Faces in photo coordinates. Level 0: the whole photo downscaled to ``max_side``. When the photo is more
     than 2 x ``max_side`` on its long side, levels 1..``max_levels`` cut it into overlapping square tiles of half
     the previous level's side (each downscaled to ``max_side``, never upscaled), so each level sees faces at twice
@@ -116,7 +136,7 @@ def detect_pyramid(detect_small: "Callable[[np.ndarray], list[Face]]", rgb: np.n
             tile = max(max_side, tile // 2)
             for y0 in tile_origins(h, tile, overlap):
                 for x0 in tile_origins(w, tile, overlap):
-                    crop = rgb[y0:y0 + tile, x0:x0 + tile]
+                    crop = rgb[y0 : y0 + tile, x0 : x0 + tile]
                     cs, cf = _downscale(crop, max_side)
                     faces += [_scaled(x, cf, x0, y0) for x in detect_small(np.ascontiguousarray(cs))]
             if tile <= max_side:
@@ -133,8 +153,9 @@ def _face_recognition_models_dir() -> Path:
     # locate the data files without importing the package (it imports pkg_resources, gone from new setuptools)
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise DetectorUnavailable("dlib landmarks need the 'face-recognition-models' package: "
-                                  "pip install face-recognition-models")
+        raise DetectorUnavailable(
+            "dlib landmarks need the 'face-recognition-models' package: pip install face-recognition-models"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
@@ -149,8 +170,11 @@ class DlibDetector:
         models = _face_recognition_models_dir()
         self.name = "dlib-cnn" if cnn else "dlib"
         self._cnn = cnn
-        self._det = (dlib.cnn_face_detection_model_v1(str(models / "mmod_human_face_detector.dat")) if cnn
-                     else dlib.get_frontal_face_detector())
+        self._det = (
+            dlib.cnn_face_detection_model_v1(str(models / "mmod_human_face_detector.dat"))
+            if cnn
+            else dlib.get_frontal_face_detector()
+        )
         self._sp = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
         self._dlib = dlib
         self.upsample, self.max_side, self.min_score = upsample, max_side, min_score
@@ -180,13 +204,16 @@ class DlibDetector:
 class YuNetDetector:
     """OpenCV YuNet (``cv2.FaceDetectorYN``) with a user-supplied ONNX model file."""
 
-    def __init__(self, model_path: str | Path, min_score: float = 0.6, max_side: int = 1024,
-                 dlib_landmarks: bool = False) -> None:
+    def __init__(
+        self, model_path: str | Path, min_score: float = 0.6, max_side: int = 1024, dlib_landmarks: bool = False
+    ) -> None:
         score_threshold = min_score
         model_path = Path(model_path)
         if not model_path.is_file():
-            raise DetectorUnavailable(f"YuNet model file not found: {model_path} (OpenCV's face_detection_yunet*.onnx; "
-                                      "give its path with --yunet-model or FACEATTR_YUNET_MODEL)")
+            raise DetectorUnavailable(
+                f"YuNet model file not found: {model_path} (OpenCV's face_detection_yunet*.onnx; "
+                "give its path with --yunet-model or FACEATTR_YUNET_MODEL)"
+            )
         try:
             import cv2
         except ImportError as e:
@@ -199,12 +226,16 @@ class YuNetDetector:
             except ImportError as e:
                 raise DetectorUnavailable("yunet-dlib needs the 'dlib-bin' package") from e
             self._dlib = dlib
-            self._sp = dlib.shape_predictor(str(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat"))
+            self._sp = dlib.shape_predictor(
+                str(_face_recognition_models_dir() / "shape_predictor_5_face_landmarks.dat")
+            )
         self._cv2 = cv2
         try:
             self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
         except cv2.error as e:
-            raise DetectorUnavailable(f"{model_path}: not a YuNet model OpenCV can load ({str(e).strip().splitlines()[-1]})") from e
+            raise DetectorUnavailable(
+                f"{model_path}: not a YuNet model OpenCV can load ({str(e).strip().splitlines()[-1]})"
+            ) from e
         self.max_side = max_side
         self.origin = f"OpenCV {cv2.__version__} FaceDetectorYN, model {model_path}"
 
@@ -217,7 +248,7 @@ class YuNetDetector:
         self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
         _, out = self._det.detect(bgr)
         faces = []
-        for row in ([] if out is None else out):
+        for row in [] if out is None else out:
             x, y, w, h = row[:4] / f
             lm = row[4:14].reshape(5, 2) / f  # right eye, left eye, nose tip, right mouth corner, left mouth corner
             e1, e2 = _order_eyes(lm[0], lm[1])
@@ -250,7 +281,9 @@ def create_detector(name: str = "auto", yunet_model: str | Path | None = None, *
         return DlibDetector(cnn=True, **kwargs)  # type: ignore[arg-type]
     if name in ("yunet", "yunet-dlib"):
         if not yunet_model:
-            raise DetectorUnavailable("the yunet detector needs its model file: --yunet-model PATH "
-                                      "(e.g. OpenCV's face_detection_yunet_2023mar.onnx)")
+            raise DetectorUnavailable(
+                "the yunet detector needs its model file: --yunet-model PATH "
+                "(e.g. OpenCV's face_detection_yunet_2023mar.onnx)"
+            )
         return YuNetDetector(yunet_model, dlib_landmarks=name == "yunet-dlib", **kwargs)  # type: ignore[arg-type]
     raise DetectorUnavailable(f"unknown detector {name!r}; choose from auto, {', '.join(DETECTORS)}")

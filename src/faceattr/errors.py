@@ -14,5 +14,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (FaceattrError, FileNotFoundError
 
 
 def is_user_error(e: BaseException) -> bool:
-    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS,
-                                                                                  errno.EDQUOT))
+    return isinstance(e, USER_ERRORS) or (
+        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+    )

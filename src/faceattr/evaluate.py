@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from faceattr.checkpoint import CheckpointError, load_model
 from faceattr.config import DataConfig
 from faceattr.data.combine import level_map
-from faceattr.data.readers import DataError
 from faceattr.data.dataset import make_tensor_dataset
-from faceattr.data.readers import SampleTable
-from faceattr.data.sources import load_split, parse_data_spec
+from faceattr.data.readers import DataError, SampleTable
+from faceattr.data.sources import load_split
+from faceattr.data.spec import parse_data_spec
 from faceattr.decode import decode_outputs
 from faceattr.metrics import compute_metrics
 from faceattr.tasks import MISSING, Task
@@ -23,8 +24,9 @@ from faceattr.tasks import MISSING, Task
 log = logging.getLogger(__name__)
 
 
-def align_labels(table: SampleTable, model_tasks: Sequence[Task],
-                 label_map: dict[str, dict[str, Any]] | None = None) -> dict[str, np.ndarray]:
+def align_labels(
+    table: SampleTable, model_tasks: Sequence[Task], label_map: dict[str, dict[str, Any]] | None = None
+) -> dict[str, np.ndarray]:
     """Labels of the table re-indexed into the model's tasks (by label name, or as ``label_map[task]`` says,
     e.g. FairFace's seven races folded into UTKFace's five); labels that match nothing become missing."""
     label_map = label_map or {}
@@ -33,8 +35,10 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
     model_by = {t.name: t for t in model_tasks}
     for name, mapping in label_map.items():  # a typo in a label map is an error, never a silent drop
         if name not in model_by or name not in by:
-            raise DataError(f"label map names task {name!r}, which the model ({list(model_by)}) or the data "
-                            f"({list(by)}) does not have")
+            raise DataError(
+                f"label map names task {name!r}, which the model ({list(model_by)}) or the data "
+                f"({list(by)}) does not have"
+            )
         level_map(by[name], model_by[name], mapping, strict=False)
     for mt in model_tasks:
         if mt.name not in by:
@@ -56,21 +60,31 @@ def align_labels(table: SampleTable, model_tasks: Sequence[Task],
         out[mt.name] = lut[lab]  # MISSING (-1) indexes the trailing MISSING
         unmatched = sorted({str(dt.labels[v]) for v in np.unique(lab) if v != MISSING and v not in m})
         if unmatched:
-            log.warning("%s: labels %s match no class of the model; those samples are left out (map them with "
-                        "--label-map)", mt.name, unmatched)
+            log.warning(
+                "%s: labels %s match no class of the model; those samples are left out (map them with --label-map)",
+                mt.name,
+                unmatched,
+            )
     return out
 
 
-def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
-                           limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                           progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None,
-                           device: str = "cpu") -> tuple[tuple[Task, ...], DataConfig, SampleTable,
-                                                         dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+def checkpoint_predictions(
+    checkpoint: str | Path,
+    data: str | DataConfig,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 256,
+    tta_flip: bool = False,
+    progress: bool = False,
+    label_map: dict[str, dict[str, Any]] | None = None,
+    device: str = "cpu",
+) -> tuple[tuple[Task, ...], DataConfig, SampleTable, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Load a checkpoint, run it on a dataset split (on ``device``): (tasks, data config, samples, labels,
     decoded predictions)."""
     from faceattr.inference import predict_outputs
+
     model, meta = load_model(checkpoint)
-    tasks = tuple(model.tasks)
+    tasks = meta.tasks
     cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
     cfg = dataclasses.replace(cfg, image_size=meta.input_size)
     table = load_split(cfg, split, limit)
@@ -85,14 +99,30 @@ def checkpoint_predictions(checkpoint: str | Path, data: str | DataConfig, split
     return tasks, cfg, table, labels, preds
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | DataConfig, split: str = "test",
-                        limit: int | None = None, batch_size: int = 256, tta_flip: bool = False,
-                        progress: bool = False, label_map: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    tasks, cfg, table, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, batch_size,
-                                                              tta_flip, progress, label_map)
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | DataConfig,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 256,
+    tta_flip: bool = False,
+    progress: bool = False,
+    label_map: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    tasks, cfg, table, labels, preds = checkpoint_predictions(
+        checkpoint, data, split, limit, batch_size, tta_flip, progress, label_map
+    )
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
-    return {"checkpoint": str(checkpoint), "data": f"{cfg.dataset}:{cfg.root}", "split": split,
-            "n": len(table), "tta_flip": tta_flip, "label_map": label_map or {}, "read_report": table.report.summary(), "metrics": metrics}
+    return {
+        "checkpoint": str(checkpoint),
+        "data": f"{cfg.dataset}:{cfg.root}",
+        "split": split,
+        "n": len(table),
+        "tta_flip": tta_flip,
+        "label_map": label_map or {},
+        "read_report": table.report.summary(),
+        "metrics": metrics,
+    }
 
 
 def _pct(x: float) -> str:
@@ -135,17 +165,32 @@ def _confusion_md(labels: Sequence[str], cm: list[list[int]]) -> str:
 
 def report_markdown(res: dict[str, Any]) -> str:
     m = res["metrics"]
-    out = [f"# Evaluation of `{res['checkpoint']}`", "",
-           f"Data: `{res['data']}`, split **{res['split']}**, {res['n']} faces"
-           f"{' (flip test-time augmentation)' if res.get('tta_flip') else ''}.", "",
-           "## Overall", "", markdown_table([("all", _row_metrics(m["overall"]))]), ""]
+    out = [
+        f"# Evaluation of `{res['checkpoint']}`",
+        "",
+        f"Data: `{res['data']}`, split **{res['split']}**, {res['n']} faces"
+        f"{' (flip test-time augmentation)' if res.get('tta_flip') else ''}.",
+        "",
+        "## Overall",
+        "",
+        markdown_table([("all", _row_metrics(m["overall"]))]),
+        "",
+    ]
     for tname, tm in m["overall"].items():
         if "cs" in tm:
-            out += [f"### {tname}: cumulative score CS@k (share within k years)", "",
-                     "| k | " + " | ".join(tm["cs"]) + " |", "|---" * (len(tm["cs"]) + 1) + "|",
-                     "| CS@k % | " + " | ".join(_pct(v) for v in tm["cs"].values()) + " |", ""]
+            out += [
+                f"### {tname}: cumulative score CS@k (share within k years)",
+                "",
+                "| k | " + " | ".join(tm["cs"]) + " |",
+                "|---" * (len(tm["cs"]) + 1) + "|",
+                "| CS@k % | " + " | ".join(_pct(v) for v in tm["cs"].values()) + " |",
+                "",
+            ]
         if "interval_coverage" in tm:
-            out += [f"{tname}: the 80 % interval contains the true value for {_pct(tm['interval_coverage'])} % of faces.", ""]
+            out += [
+                f"{tname}: the 80 % interval contains the true value for {_pct(tm['interval_coverage'])} % of faces.",
+                "",
+            ]
     for key in [k for k in m if k.startswith("by_")]:
         rows = [(g, _row_metrics(gm)) for g, gm in m[key].items()]
         out += [f"## By {key[3:]}", "", markdown_table(rows, key[3:]), ""]
@@ -160,8 +205,11 @@ def report_markdown(res: dict[str, Any]) -> str:
 
 def config_label_map(config: dict[str, Any], dataset: str | None = None) -> dict[str, dict[str, Any]] | None:
     """The label map of the first ``data.extra`` entry (for ``dataset``) of an experiment config dict, or None."""
-    maps = [e.get("label_map") or {} for e in ((config.get("data") or {}).get("extra") or [])
-            if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset]
+    maps = [
+        e.get("label_map") or {}
+        for e in ((config.get("data") or {}).get("extra") or [])
+        if dataset is None or str(e.get("data", "")).split(":", 1)[0] == dataset
+    ]
     return maps[0] if maps else None
 
 
@@ -169,7 +217,9 @@ def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, 
     """``--label-map``: a YAML/JSON mapping ``{task: {label: model label}}``, or an experiment config whose
     ``data.extra`` entry for ``dataset`` holds one (e.g. configs/utkface-fairface.yaml)."""
     import yaml
+
     from faceattr.config import ConfigError
+
     if not value:
         return {}
     p = Path(value)

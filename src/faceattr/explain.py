@@ -9,15 +9,16 @@ the network returns a dict of heads and the age target is a decoded expectation,
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceattr.exceptions import FaceattrError
 from faceattr.formulations import get_formulation
 from faceattr.meta import ModelMeta
 from faceattr.tasks import Task
@@ -33,13 +34,16 @@ def resolve_layer(model: nn.Module, task: str, layer: str | None) -> nn.Module:
     mods = dict(model.named_modules())
     name = layer.replace("{task}", task)
     if name not in mods:
-        raise ExplainError(f"no layer {name!r}; e.g. {[n for n in mods if n.count('.') == 2][:6]} "
-                           "(use {task} for the task's branch, e.g. 'branches.{task}.1')")
+        raise ExplainError(
+            f"no layer {name!r}; e.g. {[n for n in mods if n.count('.') == 2][:6]} "
+            "(use {task} for the task's branch, e.g. 'branches.{task}.1')"
+        )
     return mods[name]
 
 
-def task_target(out: torch.Tensor, task: Task, formulation: str, threshold: int | None = None,
-                class_index: int | None = None) -> torch.Tensor:
+def task_target(
+    out: torch.Tensor, task: Task, formulation: str, threshold: int | None = None, class_index: int | None = None
+) -> torch.Tensor:
     """The scalar per face whose gradient Grad-CAM follows."""
     if task.kind == "nominal":
         idx = out.argmax(1) if class_index is None else torch.full((out.shape[0],), class_index)
@@ -52,10 +56,17 @@ def task_target(out: torch.Tensor, task: Task, formulation: str, threshold: int 
     return form.expected_value(out, torch.as_tensor(task.values, dtype=out.dtype))
 
 
-def grad_cam(model: nn.Module, x: torch.Tensor, task: str, formulation: str = "coral", layer: str | None = None,
-             threshold: int | None = None, class_index: int | None = None) -> np.ndarray:
+def grad_cam(
+    model: nn.Module,
+    x: torch.Tensor,
+    task: str,
+    formulation: str = "coral",
+    layer: str | None = None,
+    threshold: int | None = None,
+    class_index: int | None = None,
+) -> np.ndarray:
     """Grad-CAM maps (N x H x W, each scaled to [0, 1]) of ``task`` for normalised inputs ``x``."""
-    tasks = {t.name: t for t in model.tasks}  # type: ignore[attr-defined]
+    tasks = {t.name: t for t in cast(Sequence[Task], model.tasks)}
     if task not in tasks:
         raise ExplainError(f"the model has no task {task!r} (has {list(tasks)})")
     mod = resolve_layer(model, task, layer)
@@ -86,6 +97,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, task: str, formulation: str = "c
 
 def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     import matplotlib
+
     cmap = matplotlib.colormaps["jet"]
     heat = (cmap(cam)[..., :3] * 255).astype(np.float32)
     return (rgb.astype(np.float32) * (1 - alpha) + heat * alpha).clip(0, 255).astype(np.uint8)
@@ -93,8 +105,10 @@ def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray
 
 def average_figure(mean_face: np.ndarray, maps: dict[str, np.ndarray], n: int, out_path: str, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     k = len(maps) + 1
     fig, axes = plt.subplots(1, k, figsize=(3 * k, 3.4))
     axes[0].imshow(mean_face)
@@ -110,24 +124,41 @@ def average_figure(mean_face: np.ndarray, maps: dict[str, np.ndarray], n: int, o
     plt.close(fig)
 
 
-def explain_chips(model: nn.Module, meta: ModelMeta, chips: np.ndarray, tasks: Sequence[str],
-                  layer: str | None = None, threshold: int | None = None, batch: int = 32) -> dict[str, np.ndarray]:
+def explain_chips(
+    model: nn.Module,
+    meta: ModelMeta,
+    chips: np.ndarray,
+    tasks: Sequence[str],
+    layer: str | None = None,
+    threshold: int | None = None,
+    batch: int = 32,
+) -> dict[str, np.ndarray]:
     """Grad-CAM maps per task for uint8 chips (N x S x S x 3) at the model's input size."""
     from faceattr.data.transforms import normalize
+
     form = meta.formulation
     out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for s in range(0, len(chips), batch):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s:s + batch])), meta.mean, meta.std)
+        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s : s + batch])), meta.mean, meta.std)
         for t in tasks:
             ordinal = next(task.kind == "ordinal" for task in meta.tasks if task.name == t)
             out[t].append(grad_cam(model, x, t, form, layer, threshold if ordinal else None))
     return {t: np.concatenate(v) for t, v in out.items()}
 
 
-def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path | None = None, task: str = "all",
-                layer: str | None = None, age_threshold: int | None = None, no_detect: bool = False,
-                detector: str = "auto", yunet_model: str | None = None, average_data: str | None = None,
-                average_n: int = 200) -> dict[str, Any]:
+def explain_run(
+    images: Sequence[str],
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    task: str = "all",
+    layer: str | None = None,
+    age_threshold: int | None = None,
+    no_detect: bool = False,
+    detector: str = "auto",
+    yunet_model: str | None = None,
+    average_data: str | None = None,
+    average_n: int = 200,
+) -> dict[str, Any]:
     """``faceattr explain``: Grad-CAM per face of each photo (``<out>/<input path>_face<i>_<task>.png``, the face
     beside its heat map) and, with ``average_data``, the mean map per task over that dataset's test faces. Options
     and outputs are checked before any work (:mod:`faceattr.safeio`); every image is written atomically."""
@@ -140,6 +171,7 @@ def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path |
     from faceattr.image import load_image, square_resize
     from faceattr.predict import SHIPPED_MODEL, Predictor, TorchBackend
     from faceattr.safeio import OutputPlan, atomic_write_bytes, unique_names
+
     check(average_n >= 1, f"--average-n must be at least 1, got {average_n}")
     check(bool(images) or bool(average_data), "give photos to explain, or --average-data DATASET:DIR")
     ckpt = checkpoint or SHIPPED_MODEL
@@ -148,8 +180,9 @@ def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path |
     out_dir = plan.claim_dir(out, "--out")
     names_out = unique_names([Path(i) for i in images], "")
     if str(ckpt).endswith(".onnx"):
-        raise ExplainError("Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, "
-                           "not the .onnx file")
+        raise ExplainError(
+            "Grad-CAM needs gradients: give the torch checkpoint the ONNX file was exported from, not the .onnx file"
+        )
     model, meta = load_model(ckpt)
     names = list(meta.task_names) if task == "all" else [task]
     unknown = [n for n in names if n not in meta.task_names]
@@ -158,8 +191,10 @@ def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path |
     if age_threshold is not None:
         ordinal = next((t for t in meta.tasks if t.kind == "ordinal"), None)
         top = ordinal.num_classes - 2 if ordinal else 0
-        check(ordinal is not None and 0 <= age_threshold <= top,
-              f"--age-threshold must be a threshold index 0..{top}, got {age_threshold}")
+        check(
+            ordinal is not None and 0 <= age_threshold <= top,
+            f"--age-threshold must be a threshold index 0..{top}, got {age_threshold}",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     pred = Predictor(TorchBackend(model, meta), detector=detector, yunet_model=yunet_model)
@@ -183,14 +218,23 @@ def explain_run(images: Sequence[str], out: str | Path, checkpoint: str | Path |
     summary: dict[str, Any] = {"written": written, "no_face": no_face}
     if average_data:
         from faceattr.export import calibration_chips_from
+
         chips = calibration_chips_from(average_data, size, average_n, split="test")
         maps = explain_chips(model, meta, chips, names, layer, age_threshold)
         means = {t: m.mean(0) for t, m in maps.items()}
         p = out_dir / "average_gradcam.png"
-        average_figure(chips.mean(0).astype(np.uint8), means, len(chips), str(p),
-                       f"Grad-CAM per task, {layer or 'last block of each task branch'}: {Path(str(ckpt)).name}")
+        average_figure(
+            chips.mean(0).astype(np.uint8),
+            means,
+            len(chips),
+            str(p),
+            f"Grad-CAM per task, {layer or 'last block of each task branch'}: {Path(str(ckpt)).name}",
+        )
         np.savez_compressed(out_dir / "average_gradcam.npz", **means)
-        cors = {f"{x}~{y}": float(np.corrcoef(means[x].ravel(), means[y].ravel())[0, 1])
-                for i, x in enumerate(names) for y in names[i + 1:]}
+        cors = {
+            f"{x}~{y}": float(np.corrcoef(means[x].ravel(), means[y].ravel())[0, 1])
+            for i, x in enumerate(names)
+            for y in names[i + 1 :]
+        }
         summary.update({"average": str(p), "n": len(chips), "map_correlations": cors})
     return summary

@@ -62,10 +62,12 @@ class Formulation:
 
     def make_layer(self, in_features: int, num_levels: int) -> "nn.Module":
         from torch import nn
+
         return nn.Linear(in_features, self.num_outputs(num_levels))
 
-    def loss(self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
-             ) -> "tuple[torch.Tensor, int]":
+    def loss(
+        self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
+    ) -> "tuple[torch.Tensor, int]":
         raise NotImplementedError
 
     def level_probs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
@@ -79,8 +81,10 @@ class Formulation:
     def check_outputs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
         out = np.asarray(out, dtype=np.float64)
         if out.ndim != 2 or out.shape[-1] != self.num_outputs(num_levels):
-            raise ValueError(f"{self.name}: expected N x {self.num_outputs(num_levels)} outputs for {num_levels} "
-                             f"levels, got shape {out.shape}")
+            raise ValueError(
+                f"{self.name}: expected N x {self.num_outputs(num_levels)} outputs for {num_levels} "
+                f"levels, got shape {out.shape}"
+            )
         return out
 
 
@@ -112,11 +116,14 @@ class Coral(Formulation):
 
     def make_layer(self, in_features: int, num_levels: int) -> "nn.Module":
         from faceattr.layers.heads import CoralLayer
+
         return CoralLayer(in_features, num_levels)
 
-    def loss(self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
-             ) -> "tuple[torch.Tensor, int]":
+    def loss(
+        self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
+    ) -> "tuple[torch.Tensor, int]":
         from faceattr.loss.ordinal import ordinal_binary_loss
+
         return ordinal_binary_loss(out, labels, upper)
 
     def level_probs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
@@ -125,6 +132,7 @@ class Coral(Formulation):
 
     def expected_value(self, out: "torch.Tensor", values: "torch.Tensor") -> "torch.Tensor":
         import torch
+
         return values[0] + (torch.sigmoid(out) * (values[1:] - values[:-1])).sum(1)
 
 
@@ -144,9 +152,11 @@ class Corn(Formulation):
 
     name = "corn"
 
-    def loss(self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
-             ) -> "tuple[torch.Tensor, int]":
+    def loss(
+        self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
+    ) -> "tuple[torch.Tensor, int]":
         from faceattr.loss.ordinal import corn_loss
+
         return corn_loss(out, labels, upper)
 
     def level_probs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
@@ -155,6 +165,7 @@ class Corn(Formulation):
 
     def expected_value(self, out: "torch.Tensor", values: "torch.Tensor") -> "torch.Tensor":
         import torch
+
         gt = torch.cumprod(torch.sigmoid(out), 1)
         return values[0] + (gt * (values[1:] - values[:-1])).sum(1)
 
@@ -166,9 +177,11 @@ class Softmax(Formulation):
     def num_outputs(self, num_levels: int) -> int:
         return num_levels
 
-    def loss(self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
-             ) -> "tuple[torch.Tensor, int]":
+    def loss(
+        self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
+    ) -> "tuple[torch.Tensor, int]":
         from faceattr.loss.ordinal import interval_cross_entropy_loss
+
         return interval_cross_entropy_loss(out, labels, upper)
 
     def level_probs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
@@ -176,6 +189,7 @@ class Softmax(Formulation):
 
     def expected_value(self, out: "torch.Tensor", values: "torch.Tensor") -> "torch.Tensor":
         import torch
+
         return (torch.softmax(out, 1) * values).sum(1)
 
 
@@ -190,9 +204,11 @@ class Regression(Formulation):
     def num_outputs(self, num_levels: int) -> int:
         return 1
 
-    def loss(self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
-             ) -> "tuple[torch.Tensor, int]":
+    def loss(
+        self, out: "torch.Tensor", labels: "torch.Tensor", upper: "torch.Tensor | None" = None
+    ) -> "tuple[torch.Tensor, int]":
         from faceattr.loss.ordinal import l1_index_loss
+
         return l1_index_loss(out, labels, upper)
 
     def level_probs(self, out: np.ndarray, num_levels: int) -> np.ndarray:
@@ -208,4 +224,3 @@ class Regression(Formulation):
 
     def expected_value(self, out: "torch.Tensor", values: "torch.Tensor") -> "torch.Tensor":
         return out[:, 0]
-

@@ -7,21 +7,21 @@ bomb). Nothing here mutates PIL's global state.
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import io
 import logging
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from faceattr.exceptions import FaceattrError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 MP: bigger than any camera photo, far below a bomb's gigapixels
 
-ImageSource = Union[str, Path, bytes, np.ndarray, Image.Image]
+ImageSource = str | Path | bytes | np.ndarray | Image.Image
 
 
 class ImageError(FaceattrError, ValueError):
@@ -74,8 +74,10 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 im = Image.open(fp)
         w, h = im.size
         if w * h > max_pixels:
-            raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP "
-                             "(raise it with max_pixels / --max-pixels if the image is genuine)")
+            raise ImageError(
+                f"{name}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the limit of {max_pixels / 1e6:.0f} MP "
+                "(raise it with max_pixels / --max-pixels if the image is genuine)"
+            )
         if w < 1 or h < 1:
             raise ImageError(f"{name}: empty image ({w}x{h})")
         frames = int(getattr(im, "n_frames", 1) or 1)
@@ -119,15 +121,19 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
                 raise ImageError("the image array holds NaN or infinite values")
             lo, hi = float(a.min()), float(a.max())
             if lo < -0.01 or hi > 1.01:
-                raise ImageError(f"a float image must hold values in 0..1, this one spans {lo:.3g}..{hi:.3g} "
-                                 "(convert it to uint8 0..255 first)")
+                raise ImageError(
+                    f"a float image must hold values in 0..1, this one spans {lo:.3g}..{hi:.3g} "
+                    "(convert it to uint8 0..255 first)"
+                )
             a = np.clip(a, 0.0, 1.0) * 255.0
         elif a.dtype == np.uint16:
             a = a / 257.0
         elif np.issubdtype(a.dtype, np.integer):
             lo, hi = int(a.min()), int(a.max())
             if lo < 0 or hi > 255:
-                raise ImageError(f"an integer image must hold values in 0..255 (or be uint16), this one spans {lo}..{hi}")
+                raise ImageError(
+                    f"an integer image must hold values in 0..255 (or be uint16), this one spans {lo}..{hi}"
+                )
         else:
             raise ImageError(f"unsupported image array type {a.dtype}")
         a = np.clip(a, 0, 255).round().astype(np.uint8)
@@ -142,7 +148,7 @@ def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
-    im = Image.fromarray(rgb[y0:y0 + s, x0:x0 + s])
+    im = Image.fromarray(rgb[y0 : y0 + s, x0 : x0 + s])
     if s != size:
         im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if s > 2 * size else None)
     return np.asarray(im)

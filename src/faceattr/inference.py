@@ -3,7 +3,7 @@ claims grid; the :class:`~faceattr.predict.Predictor` shares its flip TTA (:mod:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -13,10 +13,16 @@ from faceattr.data.dataset import TensorDataset
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from faceattr.tta import mirrored_mean
 
+
 @torch.inference_mode()
-def predict_outputs(model: nn.Module, data: TensorDataset, batch_size: int = 256,
-                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                    tta_flip: bool = False) -> dict[str, np.ndarray]:
+def predict_outputs(
+    model: nn.Module,
+    data: TensorDataset,
+    batch_size: int = 256,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    tta_flip: bool = False,
+) -> dict[str, np.ndarray]:
     """Raw head outputs for every image (on the model's device, in float32); ``tta_flip`` averages them with the
     mirrored image's."""
     model.eval()

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,14 @@ META_VERSION = 1
 
 class MetaError(FaceattrError, ValueError):
     """Model metadata that is missing, malformed or from a newer faceattr."""
+
+
+def three_channels(v: Any) -> tuple[float, float, float]:
+    """Three channel values (mean or std) as floats; anything else is a :class:`MetaError`."""
+    vals = [float(x) for x in v]
+    if len(vals) != 3:
+        raise MetaError(f"expected three channel values, got {v!r}")
+    return vals[0], vals[1], vals[2]
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,10 @@ class ModelMeta:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     alignment: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # detector -> {"points": K x 2, ...}
-    calibration: Mapping[str, Any] | None = None                             # post-hoc calibration, when fitted
+    calibration: Mapping[str, Any] | None = None  # post-hoc calibration, when fitted
     weights_origin: str = "unknown"
     format_version: int = META_VERSION
-    extra: Mapping[str, Any] = field(default_factory=dict)                   # config, protocol, metrics, epoch, ...
+    extra: Mapping[str, Any] = field(default_factory=dict)  # config, protocol, metrics, epoch, ...
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -77,16 +86,25 @@ class ModelMeta:
             raise MetaError(f"{source}: metadata lacks {missing}")
         try:
             m = dict(d["model"])
-            arch = Architecture(name=str(m.get("name", "mobilenet_v2")), shared_stages=int(m["shared_stages"]),
-                                ordinal_formulation=str(m.get("ordinal_formulation", "coral")),
-                                dropout=float(m.get("dropout", 0.0)))
+            arch = Architecture(
+                name=str(m.get("name", "mobilenet_v2")),
+                shared_stages=int(m["shared_stages"]),
+                ordinal_formulation=str(m.get("ordinal_formulation", "coral")),
+                dropout=float(m.get("dropout", 0.0)),
+            )
             known = {f.name for f in dataclasses.fields(cls)} | {"model", "format"}
-            return cls(tasks=tasks_from_json(d["tasks"]), architecture=arch, input_size=int(d["input_size"]),
-                       mean=tuple(float(x) for x in d["mean"]), std=tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
-                       alignment=dict(d.get("alignment") or {}), calibration=d.get("calibration"),
-                       weights_origin=str(d.get("weights_origin", "unknown")),
-                       format_version=int(d.get("format_version", META_VERSION)),
-                       extra={k: v for k, v in d.items() if k not in known})
+            return cls(
+                tasks=tasks_from_json(d["tasks"]),
+                architecture=arch,
+                input_size=int(d["input_size"]),
+                mean=three_channels(d["mean"]),
+                std=three_channels(d["std"]),
+                alignment=dict(d.get("alignment") or {}),
+                calibration=d.get("calibration"),
+                weights_origin=str(d.get("weights_origin", "unknown")),
+                format_version=int(d.get("format_version", META_VERSION)),
+                extra={k: v for k, v in d.items() if k not in known},
+            )
         except MetaError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -96,8 +114,15 @@ class ModelMeta:
         """The JSON layout (the same keys as ever: ``model`` for the architecture)."""
         d: dict[str, Any] = {"format": META_FORMAT, "format_version": self.format_version}
         d.update({k: v for k, v in self.extra.items() if k in ("dtype",)})
-        d.update({"tasks": tasks_to_json(self.tasks), "model": self.architecture.to_dict(),
-                  "input_size": self.input_size, "mean": list(self.mean), "std": list(self.std)})
+        d.update(
+            {
+                "tasks": tasks_to_json(self.tasks),
+                "model": self.architecture.to_dict(),
+                "input_size": self.input_size,
+                "mean": list(self.mean),
+                "std": list(self.std),
+            }
+        )
         d.update({k: v for k, v in self.extra.items() if k not in d})
         d["weights_origin"] = self.weights_origin
         if self.alignment:
@@ -134,6 +159,8 @@ class ModelMeta:
         al = self.alignment
         key = detector_name if detector_name in al else ("dlib" if detector_name == "dlib-cnn" else detector_name)
         if key not in al:
-            raise MetaError(f"the model has no alignment template for detector {detector_name!r} (has: {sorted(al)}); "
-                            f"run: faceattr calibrate --checkpoint ... --detector {detector_name}")
+            raise MetaError(
+                f"the model has no alignment template for detector {detector_name!r} (has: {sorted(al)}); "
+                f"run: faceattr calibrate --checkpoint ... --detector {detector_name}"
+            )
         return np.asarray(al[key]["points"], np.float64)

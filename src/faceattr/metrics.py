@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
@@ -72,11 +73,16 @@ def task_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray) ->
     return ordinal_metrics(task, pred, labels) if task.kind == "ordinal" else nominal_metrics(task, pred, labels)
 
 
-def compute_metrics(tasks: Sequence[Task], preds: dict[str, dict[str, np.ndarray]], labels: dict[str, np.ndarray],
-                    breakdown: Sequence[str] = ("race", "gender")) -> dict[str, Any]:
+def compute_metrics(
+    tasks: Sequence[Task],
+    preds: dict[str, dict[str, np.ndarray]],
+    labels: dict[str, np.ndarray],
+    breakdown: Sequence[str] = ("race", "gender"),
+) -> dict[str, Any]:
     """Overall metrics per task, and the same per group of each ``breakdown`` task (by its true label)."""
-    res: dict[str, Any] = {"overall": {t.name: task_metrics(t, preds[t.name], labels[t.name])
-                                       for t in tasks if t.name in preds}}
+    res: dict[str, Any] = {
+        "overall": {t.name: task_metrics(t, preds[t.name], labels[t.name]) for t in tasks if t.name in preds}
+    }
     by_name = {t.name: t for t in tasks}
     for b in breakdown:
         if b not in by_name or b not in labels:
@@ -86,8 +92,11 @@ def compute_metrics(tasks: Sequence[Task], preds: dict[str, dict[str, np.ndarray
             m = labels[b] == gi
             if not m.any():
                 continue
-            groups[str(gname)] = {t.name: task_metrics(t, {k: v[m] for k, v in preds[t.name].items()},
-                                                       labels[t.name][m]) for t in tasks if t.name in preds}
+            groups[str(gname)] = {
+                t.name: task_metrics(t, {k: v[m] for k, v in preds[t.name].items()}, labels[t.name][m])
+                for t in tasks
+                if t.name in preds
+            }
         res[f"by_{b}"] = groups
     return res
 

@@ -6,21 +6,21 @@ preprocessing and decoding are numpy, the metadata comes from the ONNX file itse
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import json
 import logging
 import math
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from faceattr.align import align_face
 from faceattr.decode import decode_outputs
 from faceattr.detect import Detector, Face, create_detector
-from faceattr.exceptions import check
+from faceattr.exceptions import FaceattrError, check
 from faceattr.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
 from faceattr.meta import MetaError, ModelMeta
 from faceattr.tasks import Task
@@ -40,9 +40,9 @@ class ModelFormatError(FaceattrError, ValueError):
 class Attribute:
     name: str
     kind: str
-    label: str                                   # predicted class / level (ordinal: its median level)
+    label: str  # predicted class / level (ordinal: its median level)
     probabilities: dict[str, float] = field(default_factory=dict)
-    value: float | None = None                   # ordinal: expected value (e.g. age in years)
+    value: float | None = None  # ordinal: expected value (e.g. age in years)
     interval: tuple[float, float] | None = None  # ordinal: central interval of the predicted distribution
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,13 +83,18 @@ class PhotoResult:
     height: int
     faces: list[FaceResult]
     message: str = ""
-    error: str = ""          # set (and no faces) when the image could not be used; see Predictor.predict_many
+    error: str = ""  # set (and no faces) when the image could not be used; see Predictor.predict_many
 
     def to_dict(self) -> dict[str, Any]:
         if self.error:
             return {"file": self.source, "error": self.error}
-        d: dict[str, Any] = {"file": self.source, "width": self.width, "height": self.height,
-                             "num_faces": len(self.faces), "faces": [f.to_dict() for f in self.faces]}
+        d: dict[str, Any] = {
+            "file": self.source,
+            "width": self.width,
+            "height": self.height,
+            "num_faces": len(self.faces),
+            "faces": [f.to_dict() for f in self.faces],
+        }
         if self.message:
             d["message"] = self.message
         return d
@@ -99,6 +104,7 @@ class PhotoResult:
 class TorchBackend:
     def __init__(self, model: Any, meta: ModelMeta, threads: int | None = None) -> None:
         import torch
+
         if threads:
             torch.set_num_threads(threads)
         self.model = model.eval()
@@ -155,12 +161,26 @@ class Predictor:
     runs under a lock, one photo at a time.
     """
 
-    def __init__(self, backend: TorchBackend | OnnxBackend, detector: Detector | str = "auto",
-                 yunet_model: str | Path | None = None, coverage: float = 0.8, batch_size: int = 32,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, tta_flip: bool = False, min_score: float | None = None) -> None:
-        check(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be a positive integer, got {batch_size!r}")
+    def __init__(
+        self,
+        backend: TorchBackend | OnnxBackend,
+        detector: Detector | str = "auto",
+        yunet_model: str | Path | None = None,
+        coverage: float = 0.8,
+        batch_size: int = 32,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        tta_flip: bool = False,
+        min_score: float | None = None,
+    ) -> None:
+        check(
+            isinstance(batch_size, int) and batch_size >= 1,
+            f"batch_size must be a positive integer, got {batch_size!r}",
+        )
         check(0.0 < coverage < 1.0, f"coverage must be in (0, 1), got {coverage!r}")
-        check(isinstance(max_pixels, int) and max_pixels >= 1, f"max_pixels must be a positive integer, got {max_pixels!r}")
+        check(
+            isinstance(max_pixels, int) and max_pixels >= 1,
+            f"max_pixels must be a positive integer, got {max_pixels!r}",
+        )
         check(min_score is None or math.isfinite(min_score), f"min_score must be a number, got {min_score!r}")
         self.backend = backend
         self.meta: ModelMeta = backend.meta
@@ -178,6 +198,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
         from faceattr.checkpoint import load_model
+
         model, meta = load_model(path)
         return cls(TorchBackend(model, meta, threads), **kw)
 
@@ -223,9 +244,10 @@ class Predictor:
             raise ValueError(f"chips must be N x {self.input_size} x {self.input_size} x 3, got {chips.shape}")
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
-            x = self.preprocess(chips[s:s + self.batch_size])
+            x = self.preprocess(chips[s : s + self.batch_size])
             if self.tta_flip:
                 from faceattr.tta import mirrored_mean
+
                 raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]))
             else:
                 raw = self.backend.run(x)
@@ -241,16 +263,20 @@ class Predictor:
         numeric = task.is_numeric
         probs = {} if numeric else {str(c): float(p) for c, p in zip(task.levels, d["probs"][i])}
         label = str(round(float(d["value"][i]))) if numeric else str(task.levels[int(d["index"][i])])
-        return Attribute(task.name, "ordinal", label, probs, float(d["value"][i]),
-                         (float(d["low"][i]), float(d["high"][i])))
+        return Attribute(
+            task.name, "ordinal", label, probs, float(d["value"][i]), (float(d["low"][i]), float(d["high"][i]))
+        )
 
     def faces_and_chips(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray]:
         det = self.detector
         with self._detector_lock:  # dlib and OpenCV detectors are not safe to call from several threads
             faces = det.detect(rgb)
         tpl = self.template(det.name)
-        chips = np.stack([align_face(rgb, f.landmarks, tpl, self.input_size) for f in faces]) if faces else \
-            np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
+        chips = (
+            np.stack([align_face(rgb, f.landmarks, tpl, self.input_size) for f in faces])
+            if faces
+            else np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
+        )
         return faces, chips
 
     def predict(self, image: ImageSource, detect: bool = True, source: str | None = None) -> PhotoResult:
@@ -261,8 +287,9 @@ class Predictor:
             raise ImageError(res.error)
         return res
 
-    def predict_many(self, images: Iterable[ImageSource], detect: bool = True,
-                     sources: Sequence[str] | None = None) -> Iterator[PhotoResult]:
+    def predict_many(
+        self, images: Iterable[ImageSource], detect: bool = True, sources: Sequence[str] | None = None
+    ) -> Iterator[PhotoResult]:
         """Yields one :class:`PhotoResult` per image, in order. An image that cannot be used yields a result with
         ``error`` set and no faces, and the stream goes on (:meth:`predict` raises instead)."""
         for i, img in enumerate(images):
@@ -297,6 +324,7 @@ def find_image_paths(inputs: Sequence[str]) -> FoundPaths:
     listed in ``skipped``) and glob patterns, in a stable order, each file once; a name that matches nothing is
     kept (it is reported as missing when read)."""
     import glob
+
     files: list[Path] = []
     skipped: list[Path] = []
     seen: set[str] = set()
@@ -334,6 +362,7 @@ def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path | Non
     """``rgb`` with each face's box and a short label, as PNG bytes (also written to ``out_path``, atomically,
     when given)."""
     from PIL import Image, ImageDraw
+
     im = Image.fromarray(rgb)
     d = ImageDraw.Draw(im)
     lw = max(2, round(max(im.size) / 400))
@@ -342,16 +371,18 @@ def draw_result(rgb: np.ndarray, result: PhotoResult, out_path: str | Path | Non
             continue
         d.rectangle(f.box, outline=(255, 64, 64), width=lw)
         parts = []
-        for name, a in f.attributes.items():
-            parts.append(f"{a.value:.0f}" if a.value is not None and a.kind == "ordinal" and not a.probabilities
-                         else a.label)
-        d.text((f.box[0], max(0, f.box[1] - 12 * lw)), " ".join(parts), fill=(255, 255, 0),
-               font_size=max(12, 10 * lw))
+        for a in f.attributes.values():
+            parts.append(
+                f"{a.value:.0f}" if a.value is not None and a.kind == "ordinal" and not a.probabilities else a.label
+            )
+        d.text((f.box[0], max(0, f.box[1] - 12 * lw)), " ".join(parts), fill=(255, 255, 0), font_size=max(12, 10 * lw))
     import io
+
     buf = io.BytesIO()
     im.save(buf, "PNG")
     data = buf.getvalue()
     if out_path is not None:
         from faceattr.safeio import atomic_write_bytes
+
         atomic_write_bytes(out_path, data)
     return data

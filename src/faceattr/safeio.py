@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import contextlib
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO
+
+from faceattr.exceptions import FaceattrError
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +95,23 @@ class OutputPlan:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = "",
-                  errors: str | None = None) -> Iterator[IO]:
+def atomic_output(
+    path: str | Path,
+    mode: str = "w",
+    encoding: str | None = "utf-8",
+    newline: str | None = "",
+    errors: str | None = None,
+) -> Iterator[IO]:
     """Open ``<path>.partial`` for writing; rename it onto ``path`` when the block ends normally.
 
     An exception removes the partial file (``path`` untouched); KeyboardInterrupt/SystemExit keep it, with every
     record written so far, and say so."""
     p = Path(path)
     tmp = p.with_name(p.name + PARTIAL)
-    kw = {} if "b" in mode else {"encoding": encoding, "newline": newline, "errors": errors}
-    f = open(tmp, mode, **kw)  # noqa: SIM115 - closed below on every path
+    if "b" in mode:
+        f: IO = open(tmp, mode)  # noqa: SIM115 - closed below on every path
+    else:
+        f = open(tmp, mode, encoding=encoding, newline=newline, errors=errors)  # noqa: SIM115
     try:
         yield f
         f.flush()

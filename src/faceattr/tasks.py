@@ -7,8 +7,9 @@ A task is either *ordinal* (ordered levels, e.g. ages 1..116 or the nine FairFac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 MISSING = -1
 
@@ -40,8 +41,11 @@ class Task:
             if self.classes:
                 raise ValueError(f"ordinal task {self.name!r} takes levels, not classes")
             if not self.values:
-                vals = tuple(float(v) for v in self.levels) if all(
-                    isinstance(v, (int, float)) for v in self.levels) else tuple(float(i) for i in range(len(self.levels)))
+                vals = (
+                    tuple(float(v) for v in self.levels)
+                    if all(isinstance(v, (int, float)) for v in self.levels)
+                    else tuple(float(i) for i in range(len(self.levels)))
+                )
                 object.__setattr__(self, "values", vals)
             if len(self.values) != len(self.levels):
                 raise ValueError(f"ordinal task {self.name!r}: {len(self.values)} values for {len(self.levels)} levels")
@@ -63,8 +67,9 @@ class Task:
     @property
     def is_numeric(self) -> bool:
         """An ordinal task whose levels are numbers (exact ages): it has an MAE, CS@k and value intervals."""
-        return self.kind == "ordinal" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                              for v in self.levels)
+        return self.kind == "ordinal" and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.levels
+        )
 
     @property
     def group_labels(self) -> tuple[str, ...]:
@@ -91,6 +96,7 @@ class Task:
         if self.kind == "nominal":
             return self.num_classes
         from faceattr.formulations import get_formulation
+
         return get_formulation(formulation).num_outputs(self.num_classes)
 
     def index(self, label: Any) -> int:
@@ -109,8 +115,13 @@ class Task:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Task":
-        return cls(name=str(d["name"]), kind=d["kind"], levels=tuple(d.get("levels") or ()),
-                   classes=tuple(d.get("classes") or ()), values=tuple(float(v) for v in (d.get("values") or ())))
+        return cls(
+            name=str(d["name"]),
+            kind=d["kind"],
+            levels=tuple(d.get("levels") or ()),
+            classes=tuple(d.get("classes") or ()),
+            values=tuple(float(v) for v in (d.get("values") or ())),
+        )
 
 
 def ordinal_task(name: str, levels: Sequence[Any], values: Sequence[float] | None = None) -> Task:
@@ -134,13 +145,19 @@ FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast 
 
 
 def utkface_tasks() -> tuple[Task, ...]:
-    return (ordinal_task("age", range(UTK_AGE_MIN, UTK_AGE_MAX + 1)),
-            nominal_task("gender", UTK_GENDERS), nominal_task("race", UTK_RACES))
+    return (
+        ordinal_task("age", range(UTK_AGE_MIN, UTK_AGE_MAX + 1)),
+        nominal_task("gender", UTK_GENDERS),
+        nominal_task("race", UTK_RACES),
+    )
 
 
 def fairface_tasks() -> tuple[Task, ...]:
-    return (ordinal_task("age", FAIRFACE_AGE_GROUPS, FAIRFACE_AGE_MIDPOINTS),
-            nominal_task("gender", FAIRFACE_GENDERS), nominal_task("race", FAIRFACE_RACES))
+    return (
+        ordinal_task("age", FAIRFACE_AGE_GROUPS, FAIRFACE_AGE_MIDPOINTS),
+        nominal_task("gender", FAIRFACE_GENDERS),
+        nominal_task("race", FAIRFACE_RACES),
+    )
 
 
 def age_to_group(age: float, groups: Sequence[str] = FAIRFACE_AGE_GROUPS) -> int:
@@ -161,4 +178,3 @@ def tasks_to_json(tasks: Sequence[Task]) -> list[dict[str, Any]]:
 
 def tasks_from_json(items: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
     return tuple(Task.from_dict(d) for d in items)
-

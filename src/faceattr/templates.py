@@ -8,8 +8,9 @@ training data (or of a dataset given) and writes them into the checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from faceattr.data.readers import DataError, SampleTable
 from faceattr.meta import ModelMeta
@@ -19,7 +20,9 @@ def calibration_table(meta: ModelMeta, data: str | None, n: int) -> tuple[Sample
     """A seeded sample of ``n`` training samples: of ``data`` (DATASET:DIR), or of the checkpoint's own training
     set (every dataset of a joint run)."""
     from faceattr.config import config_from_dict
-    from faceattr.data.sources import load_split, load_train_val, parse_data_spec, sample
+    from faceattr.data.sources import load_split, load_train_val, sample
+    from faceattr.data.spec import parse_data_spec
+
     if data:
         cfg = parse_data_spec(data)
         return load_split(cfg, "train", n, seed=0), f"{cfg.dataset} train chips"
@@ -31,14 +34,20 @@ def calibration_table(meta: ModelMeta, data: str | None, n: int) -> tuple[Sample
     return train, " + ".join(names) + " train chips"
 
 
-def calibrate_checkpoint(checkpoint: str | Path, detectors: Sequence[str] = ("dlib",), yunet_model: str | None = None,
-                         data: str | None = None, n: int = 400) -> dict[str, Any]:
+def calibrate_checkpoint(
+    checkpoint: str | Path,
+    detectors: Sequence[str] = ("dlib",),
+    yunet_model: str | None = None,
+    data: str | None = None,
+    n: int = 400,
+) -> dict[str, Any]:
     """Measure each detector's template on ``n`` training chips and store them in ``checkpoint``; returns them."""
     from faceattr.align import calibrate_template
     from faceattr.checkpoint import read_meta, write_meta
     from faceattr.detect import create_detector
     from faceattr.exceptions import check
     from faceattr.image import load_image
+
     check(n >= 1, f"-n must be at least 1, got {n}")
     meta = read_meta(checkpoint)
     dets = [create_detector(name, yunet_model) for name in detectors]  # a missing detector fails before any work
@@ -48,7 +57,7 @@ def calibrate_checkpoint(checkpoint: str | Path, detectors: Sequence[str] = ("dl
     for det in dets:
         tpl = calibrate_template(det, chips)
         pts = tpl["points"]
-        for a_, b_ in ((0, 1), (3, 4))[:len(pts) // 2]:  # the training chips are upright: level eyes and mouth
+        for a_, b_ in ((0, 1), (3, 4))[: len(pts) // 2]:  # the training chips are upright: level eyes and mouth
             y = round((pts[a_][1] + pts[b_][1]) / 2, 5)
             pts[a_][1] = pts[b_][1] = y
         al[det.name] = {**tpl, "source": source, "detector": det.origin}

@@ -7,34 +7,39 @@ validation is kept as ``best.*``; ``log.csv`` has losses, task weights, log-vari
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import csv
 import logging
 import math
 import resource
 import shutil
 import time
-from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from faceattr.checkpoint import (CheckpointError, load_state, load_training_state, model_meta, save_model,
-                                 save_training_state)
+from faceattr.checkpoint import (
+    CheckpointError,
+    load_state,
+    load_training_state,
+    model_meta,
+    save_model,
+    save_training_state,
+)
 from faceattr.config import ExperimentConfig, config_to_dict, save_config
-from faceattr.data.dataset import TensorDataset, make_tensor_dataset
-from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
 from faceattr.data.combine import hi_column
+from faceattr.data.dataset import TensorDataset, make_tensor_dataset
 from faceattr.data.sources import load_train_val
+from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
 from faceattr.decode import decode_outputs
-from faceattr.inference import predict_outputs
+from faceattr.exceptions import FaceattrError
 from faceattr.formulations import get_formulation
-from faceattr.meta import Architecture, ModelMeta
+from faceattr.inference import predict_outputs
 from faceattr.loss import create_weighting, task_loss
 from faceattr.loss.weighting import LossWeighting
+from faceattr.meta import Architecture, ModelMeta
 from faceattr.metrics import compute_metrics, headline, selection_score
 from faceattr.models import count_parameters, create_model
 from faceattr.tasks import MISSING, Task
@@ -62,19 +67,23 @@ def select_tasks(tasks: Sequence[Task], names: Sequence[str] | None) -> tuple[Ta
 
 def build_optimizer(model: nn.Module, weighting: LossWeighting, cfg: ExperimentConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norms; the weighting's parameters get their own lr, no decay."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in model.named_parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay, "lr": cfg.train.lr},
-              {"params": no_decay, "weight_decay": 0.0, "lr": cfg.train.lr}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.train.weight_decay, "lr": cfg.train.lr},
+        {"params": no_decay, "weight_decay": 0.0, "lr": cfg.train.lr},
+    ]
     wp = list(weighting.parameters())
     if wp:
         groups.append({"params": wp, "weight_decay": 0.0, "lr": cfg.train.weighting_lr, "name": "loss_weighting"})
     return torch.optim.AdamW(groups, lr=cfg.train.lr)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: ExperimentConfig
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: ExperimentConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up then cosine decay, per step; the loss-weighting group keeps a constant lr."""
     total = max(1, steps_per_epoch * cfg.train.epochs)
     warm = max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
@@ -93,8 +102,9 @@ def init_from_checkpoint(model: nn.Module, path: str | Path) -> str:
     the trunk and branches carry over, heads with other levels/classes stay fresh)."""
     state = load_state(path)
     own = model.state_dict()
-    take = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
-            if k in own and own[k].shape == v.shape}
+    take = {
+        k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in own and own[k].shape == v.shape
+    }
     model.load_state_dict(take, strict=False)
     log.info("initialised %d of %d tensors from %s", len(take), len(own), path)
     return f"faceattr checkpoint {path} ({len(take)} of {len(own)} tensors; the rest ImageNet or fresh)"
@@ -112,6 +122,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def _autocast(device: torch.device, enabled: bool) -> Any:
     import contextlib
+
     if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -136,16 +147,22 @@ def check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     optimizer and schedule state would silently keep the old one while the new one was recorded); only the
     settings in ``RESUME_MAY_CHANGE`` may differ."""
     from faceattr.config import load_config
+
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         raise TrainingError(f"{run_dir}: cannot resume, its config.yaml is missing")
     saved = _flat(config_to_dict(load_config(saved_path)))
     new = _flat(config_to_dict(cfg))
-    diff = [f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(saved) | set(new))
-            if k not in RESUME_MAY_CHANGE and saved.get(k) != new.get(k)]
+    diff = [
+        f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(saved) | set(new))
+        if k not in RESUME_MAY_CHANGE and saved.get(k) != new.get(k)
+    ]
     if diff:
-        raise TrainingError(f"{run_dir} was started with another configuration ({'; '.join(diff)}); resume it "
-                            "unchanged, or start a new run (train.init_from can start from its weights)")
+        raise TrainingError(
+            f"{run_dir} was started with another configuration ({'; '.join(diff)}); resume it "
+            "unchanged, or start a new run (train.init_from can start from its weights)"
+        )
 
 
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
@@ -154,10 +171,19 @@ def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(s)
 
 
-def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, data: TensorDataset, tasks: Sequence[Task], cfg: ExperimentConfig,
-                    epoch: int, progress: bool = True) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    weighting: LossWeighting,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data: TensorDataset,
+    tasks: Sequence[Task],
+    cfg: ExperimentConfig,
+    epoch: int,
+    progress: bool = True,
+) -> dict[str, float]:
     from tqdm.auto import tqdm
+
     model.train()
     weighting.train()
     gen = _seed_epoch(cfg.train.seed, epoch)
@@ -171,8 +197,13 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
         n_batches = min(n_batches, cfg.train.max_steps_per_epoch)
     device = next(model.parameters()).device
     t0 = time.perf_counter()
-    bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
-               mininterval=5.0, leave=False)
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+        disable=not progress,
+        mininterval=5.0,
+        leave=False,
+    )
     weights: dict[str, float] = {}
     for x, y in data.batches(cfg.train.batch_size, shuffle=True, generator=gen, drop_last=True):
         if steps >= n_batches:
@@ -184,8 +215,9 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
             out = model(xb)
         losses, ns = {}, {}
         for t in tasks:  # losses in float32 (the loss functions cast the outputs)
-            losses[t.name], ns[t.name] = task_loss(out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing,
-                                                   y.get(hi_column(t.name)))
+            losses[t.name], ns[t.name] = task_loss(
+                out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing, y.get(hi_column(t.name))
+            )
         total, weights = weighting(losses)
         if not torch.isfinite(total):
             raise TrainingError(f"loss became {total.item()} at epoch {epoch + 1}, step {steps}; lower train.lr")
@@ -209,18 +241,24 @@ def train_one_epoch(model: nn.Module, weighting: LossWeighting, optimizer: torch
     epoch_losses = {t: sums[t] / max(1, counts[t]) for t in sums}
     weighting.end_epoch(epoch_losses)
     row: dict[str, float] = {"train_loss": total_sum / steps, "epoch_seconds": dt, "images_per_s": seen / dt}
-    for t in sums:
-        row[f"loss_{t}"] = epoch_losses[t]
-        row[f"weight_{t}"] = weights.get(t, float("nan"))
+    for name in sums:
+        row[f"loss_{name}"] = epoch_losses[name]
+        row[f"weight_{name}"] = weights.get(name, float("nan"))
     lv = getattr(weighting, "log_vars", None)
     if lv is not None:
-        for t, v in zip(weighting.task_names, lv.detach().tolist()):
-            row[f"logvar_{t}"] = v
+        for name, v in zip(weighting.task_names, lv.detach().tolist()):
+            row[f"logvar_{name}"] = v
     return row
 
 
-def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formulation: str,
-             batch_size: int = 256, breakdown: Sequence[str] = ("race", "gender")) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    data: TensorDataset,
+    tasks: Sequence[Task],
+    formulation: str,
+    batch_size: int = 256,
+    breakdown: Sequence[str] = ("race", "gender"),
+) -> dict[str, Any]:
     """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
     raw = predict_outputs(model, data, batch_size)
     preds = decode_outputs(raw, tasks, formulation)
@@ -240,12 +278,25 @@ def evaluate(model: nn.Module, data: TensorDataset, tasks: Sequence[Task], formu
 
 def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> ModelMeta:
     arch = Architecture(cfg.model.name, cfg.model.shared_stages, cfg.model.ordinal_formulation, cfg.model.dropout)
-    return model_meta(tasks, arch, cfg.data.image_size, IMAGENET_MEAN, IMAGENET_STD,
-                      weights_origin=getattr(model, "weights_origin", "unknown"), config=config_to_dict(cfg),
-                      data_protocol={"dataset": cfg.data.dataset, "root": cfg.data.root,
-                                     "split_file": cfg.data.split_file, "train_split": "train", "val_split": "val",
-                                     "extra": cfg.data.extra or []},
-                      parameters=count_parameters(model), **extra)
+    return model_meta(
+        tasks,
+        arch,
+        cfg.data.image_size,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        weights_origin=getattr(model, "weights_origin", "unknown"),
+        config=config_to_dict(cfg),
+        data_protocol={
+            "dataset": cfg.data.dataset,
+            "root": cfg.data.root,
+            "split_file": cfg.data.split_file,
+            "train_split": "train",
+            "val_split": "val",
+            "extra": cfg.data.extra or [],
+        },
+        parameters=count_parameters(model),
+        **extra,
+    )
 
 
 LOG_FIELDS_FIRST = ("epoch", "train_loss", "val_score")
@@ -300,15 +351,24 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
     val_d = make_tensor_dataset(val_t, cfg.data.image_size, cache, progress)
     log.info("%s; %s", train_t.report.summary(), f"train {len(train_d)} / val {len(val_d)} images")
 
-    model = create_model(cfg.model.name, tasks, shared_stages=cfg.model.shared_stages,
-                         ordinal_formulation=cfg.model.ordinal_formulation, dropout=cfg.model.dropout,
-                         pretrained=cfg.model.pretrained, allow_download=cfg.model.allow_download)
+    model = create_model(
+        cfg.model.name,
+        tasks,
+        shared_stages=cfg.model.shared_stages,
+        ordinal_formulation=cfg.model.ordinal_formulation,
+        dropout=cfg.model.dropout,
+        pretrained=cfg.model.pretrained,
+        allow_download=cfg.model.allow_download,
+    )
     if cfg.model.init_from:
         model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)  # type: ignore[assignment]
     device = resolve_device(cfg.train.device)
-    model = model.to(device=device, memory_format=torch.channels_last)
+    model = model.to(device)
+    model = model.to(memory_format=torch.channels_last)
     train_d, val_d = train_d.to(device), val_d.to(device)
-    reg = [t.name for t in tasks if t.kind == "ordinal" and get_formulation(cfg.model.ordinal_formulation).regression_loss]
+    reg = [
+        t.name for t in tasks if t.kind == "ordinal" and get_formulation(cfg.model.ordinal_formulation).regression_loss
+    ]
     weighting = create_weighting(cfg.train.weighting, [t.name for t in tasks], reg, cfg.train.fixed_weights)
     weighting = weighting.to(device)
     weighting.attach(model)
@@ -325,10 +385,13 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
             weights = st["model"]
         else:  # older runs: the weights file must be from the same epoch as the state
             from faceattr.checkpoint import read_meta
+
             w_epoch = read_meta(run_dir / "last.safetensors").extra.get("epoch")
             if w_epoch != int(st["epoch"]) + 1:
-                raise CheckpointError(f"{run_dir}: last.safetensors is from epoch {w_epoch} but last_state.pt from "
-                                      f"epoch {int(st['epoch']) + 1}; the run folder is inconsistent, cannot resume")
+                raise CheckpointError(
+                    f"{run_dir}: last.safetensors is from epoch {w_epoch} but last_state.pt from "
+                    f"epoch {int(st['epoch']) + 1}; the run folder is inconsistent, cannot resume"
+                )
             weights = load_state(run_dir / "last.safetensors")
         try:
             model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
@@ -347,11 +410,15 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         train_seconds += row["epoch_seconds"]
         metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, ())
         score = selection_score(metrics)
-        row = {"epoch": epoch + 1, **row, "val_score": score, "peak_memory_mb": peak_memory_mb(),
-               **{f"val_{k}": v for k, v in headline(metrics).items()}}
+        row = {
+            "epoch": epoch + 1,
+            **row,
+            "val_score": score,
+            "peak_memory_mb": peak_memory_mb(),
+            **{f"val_{k}": v for k, v in headline(metrics).items()},
+        }
         _append_log(run_dir / "log.csv", row)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                       if isinstance(v, float)))
+        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         is_best = score < best_score
         if is_best:
             best_score, best_epoch = score, epoch + 1
@@ -360,12 +427,27 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         if is_best:
             shutil.copyfile(run_dir / "last.safetensors", run_dir / "best.safetensors")
             shutil.copyfile(run_dir / "last.json", run_dir / "best.json")
-        save_training_state(state_path, {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "scheduler": scheduler.state_dict(), "weighting": weighting.state_dict(),
-                                         "best_score": best_score, "best_epoch": best_epoch,
-                                         "train_seconds": train_seconds})
-    summary = {"run_dir": str(run_dir), "best_epoch": best_epoch, "best_val_score": best_score,
-               "train_seconds": train_seconds, "parameters": count_parameters(model),
-               "images_per_s": _mean_speed(run_dir / "log.csv"),
-               "peak_memory_mb": peak_memory_mb(), "train_images": len(train_d)}
+        save_training_state(
+            state_path,
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "weighting": weighting.state_dict(),
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "train_seconds": train_seconds,
+            },
+        )
+    summary = {
+        "run_dir": str(run_dir),
+        "best_epoch": best_epoch,
+        "best_val_score": best_score,
+        "train_seconds": train_seconds,
+        "parameters": count_parameters(model),
+        "images_per_s": _mean_speed(run_dir / "log.csv"),
+        "peak_memory_mb": peak_memory_mb(),
+        "train_images": len(train_d),
+    }
     return summary

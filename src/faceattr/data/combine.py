@@ -18,7 +18,8 @@ import dataclasses
 import logging
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,8 +53,9 @@ def parse_range(label: Any) -> tuple[float, float] | None:
     return None
 
 
-def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, strict: bool = True
-              ) -> dict[int, tuple[int, int]]:
+def level_map(
+    src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, strict: bool = True
+) -> dict[int, tuple[int, int]]:
     """For every label index of ``src``: the (lower, upper) label index of ``dst`` it maps to.
 
     ``strict``: raise :class:`DataError` naming every source label that cannot be mapped (training); else leave
@@ -67,13 +69,19 @@ def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, 
     src_names = {str(c) for c in src.labels}
     typos = sorted(k for k in overrides if k not in src_names)
     if typos:
-        raise DataError(f"label map for {dst.name!r}: {typos} are not labels of the data (it has "
-                        f"{sorted(src_names)[:12]})")
-    wrong = sorted(str(v) for v in overrides.values()
-                   if str(v).lower() not in dst_names and not (numeric and parse_range(v) is not None))
+        raise DataError(
+            f"label map for {dst.name!r}: {typos} are not labels of the data (it has {sorted(src_names)[:12]})"
+        )
+    wrong = sorted(
+        str(v)
+        for v in overrides.values()
+        if str(v).lower() not in dst_names and not (numeric and parse_range(v) is not None)
+    )
     if wrong:
-        raise DataError(f"label map for {dst.name!r}: {wrong} are not labels of the model (it has "
-                        f"{list(map(str, dst.labels))[:12]})")
+        raise DataError(
+            f"label map for {dst.name!r}: {wrong} are not labels of the model (it has "
+            f"{list(map(str, dst.labels))[:12]})"
+        )
     for i, lab in enumerate(src.labels):
         target = overrides.get(str(lab), lab)
         j = dst_names.get(str(target).lower())
@@ -89,13 +97,16 @@ def level_map(src: Task, dst: Task, overrides: Mapping[str, Any] | None = None, 
                 continue
         bad.append(str(lab))
     if bad and strict:
-        raise DataError(f"task {dst.name!r}: labels {bad} of the extra dataset match no {dst.name} label "
-                        f"{list(map(str, dst.labels))[:12]}; give them in data.extra[].label_map.{dst.name}")
+        raise DataError(
+            f"task {dst.name!r}: labels {bad} of the extra dataset match no {dst.name} label "
+            f"{list(map(str, dst.labels))[:12]}; give them in data.extra[].label_map.{dst.name}"
+        )
     return out
 
 
-def map_to_tasks(table: SampleTable, tasks: Sequence[Task], label_map: Mapping[str, Mapping[str, Any]] | None = None
-                 ) -> SampleTable:
+def map_to_tasks(
+    table: SampleTable, tasks: Sequence[Task], label_map: Mapping[str, Mapping[str, Any]] | None = None
+) -> SampleTable:
     """``table`` with its label columns re-expressed in ``tasks`` (+ ``<task>@hi`` for interval labels)."""
     label_map = label_map or {}
     unknown = set(label_map) - {t.name for t in tasks}
@@ -130,8 +141,11 @@ def with_exact_columns(table: SampleTable) -> SampleTable:
 
 def concat(tables: Sequence[SampleTable]) -> SampleTable:
     first = tables[0]
-    report = ReadReport(source=" + ".join(t.report.source for t in tables),
-                        rows_read=sum(t.report.rows_read for t in tables), kept=sum(len(t) for t in tables))
+    report = ReadReport(
+        source=" + ".join(t.report.source for t in tables),
+        rows_read=sum(t.report.rows_read for t in tables),
+        kept=sum(len(t) for t in tables),
+    )
     for t in tables:
         for reason, items in t.report.skipped.items():
             report.skipped.setdefault(reason, []).extend(items)
@@ -150,7 +164,8 @@ def extra_configs(cfg: DataConfig) -> list[tuple[DataConfig, dict[str, Any]]]:
         unknown = set(e) - {"data", "label_map", "split_file", "labels"}
         if unknown:
             raise DataError(f"data.extra[{i}]: unknown settings {sorted(unknown)}")
-        base = dataclasses.replace(cfg, extra=None, split_file=e.get("split_file"), labels=e.get("labels"),
-                                   wide_labels=None, tasks=None)
+        base = dataclasses.replace(
+            cfg, extra=None, split_file=e.get("split_file"), labels=e.get("labels"), wide_labels=None, tasks=None
+        )
         out.append((parse_data_spec(str(e["data"]), base), dict(e.get("label_map") or {})))
     return out

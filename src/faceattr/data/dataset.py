@@ -11,10 +11,10 @@ import hashlib
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,10 @@ import torch
 from faceattr.data.cache import default_cache_dir
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
-from faceattr.tasks import MISSING
 from faceattr.image import ImageError, load_image, square_resize
+from faceattr.tasks import MISSING
 
 log = logging.getLogger(__name__)
-
 
 
 def _decode_one(args: tuple[str, int]) -> tuple[np.ndarray | None, str | None]:
@@ -48,8 +47,9 @@ def _cache_key(paths: Sequence[str], size: int) -> str:
     return h.hexdigest()[:20]
 
 
-def build_image_cache(paths: Sequence[str], size: int, cache_dir: Path | None = None,
-                      workers: int | None = None, progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def build_image_cache(
+    paths: Sequence[str], size: int, cache_dir: Path | None = None, workers: int | None = None, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode ``paths`` to ``size`` px once. Returns (images uint8 NxSxSx3, ok mask, errors).
 
     Unreadable images are reported (not fatal): their rows are zero and ``ok`` is False.
@@ -76,8 +76,10 @@ def build_image_cache(paths: Sequence[str], size: int, cache_dir: Path | None = 
         it = map(_decode_one, jobs)
     try:
         from tqdm.auto import tqdm
-        for i, (arr, err) in enumerate(tqdm(it, total=len(jobs), desc=f"decoding to {size}px", disable=not progress,
-                                            mininterval=2.0)):
+
+        for i, (arr, err) in enumerate(
+            tqdm(it, total=len(jobs), desc=f"decoding to {size}px", disable=not progress, mininterval=2.0)
+        ):
             if arr is None:
                 errors.append(err or paths[i])
             else:
@@ -117,16 +119,18 @@ class TensorDataset:
         """The images as one uint8 tensor on ``device`` (a GPU: batches are then drawn there, no copies)."""
         if torch.device(device).type == "cpu":
             return self
-        return TensorDataset(torch.as_tensor(np.ascontiguousarray(self.images)).to(device), self.labels,
-                             self.task_names)
+        return TensorDataset(
+            torch.as_tensor(np.ascontiguousarray(self.images)).to(device), self.labels, self.task_names
+        )
 
-    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
-                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    def batches(
+        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = (n // batch_size) * batch_size if drop_last else n
         for s in range(0, stop, batch_size):
-            idx = np.sort(order[s:s + batch_size].numpy())
+            idx = np.sort(order[s : s + batch_size].numpy())
             if isinstance(self.images, torch.Tensor):
                 x = self.images[torch.from_numpy(idx).to(self.images.device)]
                 y = torch.from_numpy(self.labels[idx]).to(self.images.device)
@@ -150,8 +154,9 @@ class TensorDataset:
         return len(self) // batch_size if drop_last else math.ceil(len(self) / batch_size)
 
 
-def make_tensor_dataset(table: SampleTable, size: int, cache_dir: Path | None = None,
-                        progress: bool = True) -> TensorDataset:
+def make_tensor_dataset(
+    table: SampleTable, size: int, cache_dir: Path | None = None, progress: bool = True
+) -> TensorDataset:
     """Decode (or load from cache) the table's images; rows whose image is unreadable are dropped and reported."""
     paths = list(table.frame["path"])
     images, ok, errors = build_image_cache(paths, size, cache_dir, progress=progress)

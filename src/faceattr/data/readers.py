@@ -8,18 +8,18 @@ Real data is messy; readers never crash on a bad row, they report it.
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import csv
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
-from faceattr.tasks import (MISSING, Task, fairface_tasks, nominal_task, ordinal_task,
-                            utkface_tasks)
+from faceattr.exceptions import FaceattrError
+from faceattr.tasks import MISSING, Task, fairface_tasks, nominal_task, ordinal_task, utkface_tasks
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,9 @@ def read_utkface(root: str | Path, tasks: Sequence[Task] | None = None) -> Sampl
 
 
 # ---- FairFace -------------------------------------------------------------------------------------------------
-def read_fairface(root: str | Path, labels_csv: str | Path | None = None,
-                  tasks: Sequence[Task] | None = None) -> SampleTable:
+def read_fairface(
+    root: str | Path, labels_csv: str | Path | None = None, tasks: Sequence[Task] | None = None
+) -> SampleTable:
     """Read FairFace: ``labels.csv`` with columns file, age (9 groups), gender, race (7)."""
     tasks = tuple(tasks or fairface_tasks())
     root = Path(root)
@@ -145,8 +146,13 @@ def read_fairface(root: str | Path, labels_csv: str | Path | None = None,
 
 
 # ---- generic manifest -----------------------------------------------------------------------------------------
-def read_manifest(csv_path: str | Path, tasks: Sequence[Task], image_root: str | Path | None = None,
-                  path_column: str = "file", name: str = "manifest") -> SampleTable:
+def read_manifest(
+    csv_path: str | Path,
+    tasks: Sequence[Task],
+    image_root: str | Path | None = None,
+    path_column: str = "file",
+    name: str = "manifest",
+) -> SampleTable:
     """Read a CSV manifest: one row per image, a path column and one column per declared task.
 
     A task column may be absent (all labels missing) or empty on some rows (that label missing); a value
@@ -221,8 +227,20 @@ def tasks_from_spec(spec: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
 # ---- Adience fold files ---------------------------------------------------------------------------------------
 ADIENCE_GROUPS = ("(0, 2)", "(4, 6)", "(8, 12)", "(15, 20)", "(25, 32)", "(38, 43)", "(48, 53)", "(60, 100)")
 _ADIENCE_BOUNDS = tuple(tuple(int(x) for x in g.strip("()").split(",")) for g in ADIENCE_GROUPS)
-ADIENCE_COLUMNS = ("user_id", "original_image", "face_id", "age", "gender", "x", "y", "dx", "dy", "tilt_ang",
-                   "fiducial_yaw_angle", "fiducial_score")
+ADIENCE_COLUMNS = (
+    "user_id",
+    "original_image",
+    "face_id",
+    "age",
+    "gender",
+    "x",
+    "y",
+    "dx",
+    "dy",
+    "tilt_ang",
+    "fiducial_yaw_angle",
+    "fiducial_score",
+)
 
 
 def adience_tasks() -> tuple[Task, ...]:
@@ -253,8 +271,9 @@ def adience_age_group(raw: str) -> tuple[int, str]:
     return max(i for i, d in enumerate(dists) if d == best), "mapped"  # a tie goes to the older group
 
 
-def read_adience_folds(folder: str | Path, folds: Sequence[int] | None = None,
-                       image_root: str | Path | None = None) -> SampleTable:
+def read_adience_folds(
+    folder: str | Path, folds: Sequence[int] | None = None, image_root: str | Path | None = None
+) -> SampleTable:
     """Read Adience ``fold_*_data.txt`` files (tab-separated, as distributed; truncated rows are reported).
 
     Image paths follow the distribution's layout ``faces/<user_id>/coarse_tilt_aligned_face.<face_id>.<image>``
@@ -298,10 +317,21 @@ def read_adience_folds(folder: str | Path, folds: Sequence[int] | None = None,
             gender = {"m": 0, "f": 1}.get(g, MISSING)
             if gender == MISSING:
                 report.note("gender missing ('u' or empty)")
-            rows.append({"path": str(root / "faces" / rec["user_id"] /
-                                     f"coarse_tilt_aligned_face.{rec['face_id']}.{rec['original_image']}"),
-                         "fold": fold, "user_id": rec["user_id"], "age_raw": rec["age"], "age": age,
-                         "gender": gender})
+            rows.append(
+                {
+                    "path": str(
+                        root
+                        / "faces"
+                        / rec["user_id"]
+                        / f"coarse_tilt_aligned_face.{rec['face_id']}.{rec['original_image']}"
+                    ),
+                    "fold": fold,
+                    "user_id": rec["user_id"],
+                    "age_raw": rec["age"],
+                    "age": age,
+                    "gender": gender,
+                }
+            )
     report.kept = len(rows)
     log.info(report.summary())
     return SampleTable(_frame(rows, tasks), tasks, report, "adience")

@@ -10,15 +10,21 @@ import numpy as np
 import pandas as pd
 
 from faceattr.config import DataConfig
-from faceattr.data.readers import (DataError, SampleTable, read_fairface, read_manifest, read_utkface,
-                                   tasks_from_spec, utkface_image_dir)
-from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
 from faceattr.data.cache import default_cache_dir
-from faceattr.data.spec import DATASETS, parse_data_spec
+from faceattr.data.readers import (
+    DataError,
+    SampleTable,
+    read_fairface,
+    read_manifest,
+    read_utkface,
+    tasks_from_spec,
+    utkface_image_dir,
+)
+from faceattr.data.spec import DATASETS
+from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
 from faceattr.tasks import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
-
 
 
 def _protocol(cfg: DataConfig) -> pd.DataFrame:
@@ -85,8 +91,9 @@ def read_table(cfg: DataConfig) -> SampleTable:
     raise DataError(f"unknown dataset {cfg.dataset!r}; choose from {DATASETS}")
 
 
-def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int = 0,
-               table: SampleTable | None = None) -> SampleTable:
+def load_split(
+    cfg: DataConfig, split: str, limit: int | None = None, seed: int = 0, table: SampleTable | None = None
+) -> SampleTable:
     """Samples of ``split`` (train/val/test/all) under the dataset's protocol; ``limit`` draws a seeded subset.
     ``table``: the whole dataset as already read by :func:`read_table` (saves reading it again per split)."""
     table = table if table is not None else read_table(cfg)
@@ -95,8 +102,11 @@ def load_split(cfg: DataConfig, split: str, limit: int | None = None, seed: int 
             mask = table.frame["split"] == split
         elif cfg.dataset == "manifest" and not cfg.split_file:
             import hashlib as _h
-            splits = [split_of(_h.sha256(Path(p).read_bytes()).hexdigest()) if Path(p).is_file() else "missing"
-                      for p in table.frame["path"]]
+
+            splits = [
+                split_of(_h.sha256(Path(p).read_bytes()).hexdigest()) if Path(p).is_file() else "missing"
+                for p in table.frame["path"]
+            ]
             mask = pd.Series(splits) == split
         else:
             proto = _protocol(cfg)
@@ -125,6 +135,7 @@ def load_train_val(cfg: DataConfig, seed: int = 0) -> tuple[SampleTable, SampleT
     if not cfg.extra:
         return train, val
     from faceattr.data.combine import concat, extra_configs, map_to_tasks, with_exact_columns  # noqa: PLC0415
+
     trains, vals = [with_exact_columns(train)], [with_exact_columns(val)]
     for ecfg, label_map in extra_configs(cfg):
         w = read_table(ecfg)

@@ -1,18 +1,18 @@
 """The fixed evaluation protocols (UTKFace protocol v1 and the FairFace protocol), computed from raw folders.
 
 Rule (shared/README.md): drop names that do not parse; group byte-identical files; drop a group whole when its
-labels conflict; keep one file (the first in source order: by name for a folder, by row for a CSV) of each consistent group; assign the split by content hash,
-``int(sha256(bytes)[:8], 16) % 10`` -> 0-7 train, 8 val, 9 test. For FairFace the images whose wide-margin
-versions exist (``fairface-wide/labels.csv``'s ``source`` column) are always test.
-"""
+labels conflict; keep one file (the first in source order: by name for a folder, by row for a CSV) of each
+consistent group; assign the split by content hash, ``int(sha256(bytes)[:8], 16) % 10`` -> 0-7 train, 8 val, 9 test.
+For FairFace the images whose wide-margin versions exist (``fairface-wide/labels.csv``'s ``source`` column) are
+always test."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -56,11 +56,13 @@ def utkface_protocol(root: str | Path) -> pd.DataFrame:
     if not img_dir.is_dir():
         raise DataError(f"UTKFace folder not found: {img_dir}")
     files = sorted(p for p in img_dir.iterdir() if p.is_file())
-    parsed = [(p, parse_utkface_name(p.name)) for p in files]
-    parsed = [(p, lab) for p, lab in parsed if lab is not None]
+    parsed: list[tuple[Path, tuple[int, int, int]]] = []
+    for p in files:
+        lab = parse_utkface_name(p.name)
+        if lab is not None:
+            parsed.append((p, lab))
     shas = _hash_all([p for p, _ in parsed])
-    rows = [{"file": p.name, "age": a, "gender": g, "race": r, "sha256": s}
-            for (p, (a, g, r)), s in zip(parsed, shas)]
+    rows = [{"file": p.name, "age": a, "gender": g, "race": r, "sha256": s} for (p, (a, g, r)), s in zip(parsed, shas)]
     return _apply_rule(rows)
 
 
@@ -73,8 +75,10 @@ def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -
     with open(labels, newline="", encoding="utf-8") as f:
         recs = [r for r in csv.DictReader(f) if r.get("file")]
     shas = _hash_all([root / r["file"] for r in recs])
-    rows = [{"file": r["file"], "age": r["age"], "gender": r["gender"], "race": r["race"], "sha256": s}
-            for r, s in zip(recs, shas)]
+    rows = [
+        {"file": r["file"], "age": r["age"], "gender": r["gender"], "race": r["race"], "sha256": s}
+        for r, s in zip(recs, shas)
+    ]
     forced: set[str] = set()
     if wide_labels is not None and Path(wide_labels).is_file():
         with open(wide_labels, newline="", encoding="utf-8") as f:
@@ -84,6 +88,7 @@ def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -
 
 def write_split(df: pd.DataFrame, path: str | Path) -> None:
     from faceattr.safeio import atomic_output
+
     with atomic_output(path) as f:
         df.to_csv(f, index=False, lineterminator="\n")
 

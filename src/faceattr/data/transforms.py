@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-              ) -> torch.Tensor:
+def normalize(
+    x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """uint8 NHWC (or float NCHW in 0..255) -> normalised float NCHW in channels_last memory layout."""
     if x.dtype == torch.uint8:
         x = x.permute(0, 3, 1, 2).float()
@@ -42,7 +43,7 @@ def augment(x: torch.Tensor, cfg: AugmentSettings, generator: torch.Generator | 
         xf = xf * b
         mean = xf.mean(dim=(1, 2, 3), keepdim=True)
         xf = (xf - mean) * c + mean
-        gray = (0.299 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3])
+        gray = 0.299 * xf[:, 0:1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3]
         xf = (xf - gray) * s + gray
     ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180.0
     sc = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)

@@ -20,9 +20,14 @@ class CoralLayer(nn.Module):
         return self.fc(x) + self.bias
 
 
-def make_head(in_features: int, kind: str, num_classes: int, formulation: str = "coral",
-              dropout: float = 0.2) -> nn.Module:
+def make_head(
+    in_features: int, kind: str, num_classes: int, formulation: str = "coral", dropout: float = 0.2
+) -> nn.Module:
     from faceattr.formulations import get_formulation
-    out = nn.Linear(in_features, num_classes) if kind == "nominal" else \
-        get_formulation(formulation).make_layer(in_features, num_classes)
+
+    out = (
+        nn.Linear(in_features, num_classes)
+        if kind == "nominal"
+        else get_formulation(formulation).make_layer(in_features, num_classes)
+    )
     return nn.Sequential(nn.Dropout(dropout), out)

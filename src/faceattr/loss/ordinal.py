@@ -31,8 +31,9 @@ def levels_from_labels(labels: torch.Tensor, num_levels: int) -> torch.Tensor:
     return (labels[:, None] > k[None, :]).to(torch.float32)
 
 
-def _interval(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _interval(
+    logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(mask of labelled samples, their lower levels, their upper levels), checked against K = C+1 levels."""
     _check(logits, labels)
     if upper is None:
@@ -46,8 +47,9 @@ def _interval(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | 
     return mask, lo, hi
 
 
-def ordinal_binary_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, int]:
+def ordinal_binary_loss(
+    logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """Masked binary cross-entropy over the K-1 "y > k" sub-problems, summed over k, averaged over samples.
 
     This is the loss of CORAL (Cao, Mirjalili & Raschka, "Rank consistent ordinal regression for neural
@@ -68,8 +70,9 @@ def ordinal_binary_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch
     return per.mean(), n
 
 
-def corn_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, int]:
+def corn_loss(
+    logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """CORN's negative log-likelihood (Shi, Cao & Raschka, arXiv 2111.08851): ``logits[:, k]`` is the logit of
     P(y > k | y > k-1), so P(y >= j) = prod_{k < j} p_k and P(y = j) = P(y >= j) (1 - p_j).
 
@@ -87,9 +90,9 @@ def corn_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | 
     lg = logits[mask].float()
     k = torch.arange(lg.shape[1], device=lg.device)[None, :]
     ls = F.logsigmoid(lg)
-    below = (ls * (k < lo[:, None])).sum(1)                      # log P(y >= lo)
+    below = (ls * (k < lo[:, None])).sum(1)  # log P(y >= lo)
     inside = (ls * ((k >= lo[:, None]) & (k <= hi[:, None]))).sum(1)  # log prod_{k=lo..hi} p_k
-    top = hi >= lg.shape[1]                                       # interval reaches the top level: no second factor
+    top = hi >= lg.shape[1]  # interval reaches the top level: no second factor
     # log(1 - exp(s)) for s <= 0, stably (log1mexp)
     s = inside.clamp(max=-1e-7)
     log1mexp = torch.where(s > -0.6931, torch.log(-torch.expm1(s)), torch.log1p(-torch.exp(s)))
@@ -97,8 +100,9 @@ def corn_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | 
     return nll.mean(), n
 
 
-def interval_cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
-                                ) -> tuple[torch.Tensor, int]:
+def interval_cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """Softmax over K levels with an interval label: -log P(lower <= y <= upper) (cross-entropy when exact)."""
     if upper is None:
         return cross_entropy_loss(logits, labels)
@@ -114,8 +118,9 @@ def interval_cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, uppe
     return (torch.logsumexp(lg, 1) - log_in).mean(), n
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
-                       ) -> tuple[torch.Tensor, int]:
+def cross_entropy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, int]:
     """Masked softmax cross-entropy (nominal tasks, and the softmax formulation of ordinal ones)."""
     _check(logits, labels)
     mask = labels != MISSING
@@ -125,8 +130,9 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothi
     return F.cross_entropy(logits[mask].float(), labels[mask], label_smoothing=label_smoothing), n
 
 
-def l1_index_loss(pred: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, int]:
+def l1_index_loss(
+    pred: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """Masked L1 between a scalar prediction (N x 1) and the level index (plain regression baseline).
     An interval label costs the distance to the interval (0 inside it)."""
     _check(pred, labels)
@@ -141,11 +147,18 @@ def l1_index_loss(pred: torch.Tensor, labels: torch.Tensor, upper: torch.Tensor 
     return (F.relu(lo - p) + F.relu(p - hi)).mean(), n  # |p - y| when the interval is [y, y]
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, formulation: str = "coral",
-              label_smoothing: float = 0.0, upper: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+def task_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    kind: str,
+    formulation: str = "coral",
+    label_smoothing: float = 0.0,
+    upper: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
     """The loss of one task's head output, by the task's kind and (for ordinal tasks) formulation;
     ``upper``: upper levels of interval-censored ordinal labels (see the module docstring)."""
     if kind == "nominal":
         return cross_entropy_loss(logits, labels, label_smoothing)
     from faceattr.formulations import get_formulation
+
     return get_formulation(formulation).loss(logits, labels, upper)

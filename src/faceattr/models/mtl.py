@@ -8,7 +8,8 @@ number of stages shares everything but the heads. ``forward()`` returns a dict k
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ def register_model(name: str) -> Callable[[Callable[..., "MultiTaskNet"]], Calla
     def deco(fn: Callable[..., "MultiTaskNet"]) -> Callable[..., "MultiTaskNet"]:
         _REGISTRY[name] = fn
         return fn
+
     return deco
 
 
@@ -38,9 +40,16 @@ def create_model(name: str, tasks: Sequence[Task], **kwargs: object) -> "MultiTa
 
 
 class MultiTaskNet(nn.Module):
-    def __init__(self, stages: Sequence[nn.Module], stage_channels: Sequence[int], stage_names: Sequence[str],
-                 tasks: Sequence[Task], shared_stages: int, ordinal_formulation: str = "coral",
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        stages: Sequence[nn.Module],
+        stage_channels: Sequence[int],
+        stage_names: Sequence[str],
+        tasks: Sequence[Task],
+        shared_stages: int,
+        ordinal_formulation: str = "coral",
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         n = len(stages)
         if not 1 <= shared_stages <= n:
@@ -58,8 +67,9 @@ class MultiTaskNet(nn.Module):
         feat = stage_channels[-1]
         self.num_features = feat
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.heads = nn.ModuleDict({t.name: make_head(feat, t.kind, t.num_classes, ordinal_formulation, dropout)
-                                    for t in tasks})
+        self.heads = nn.ModuleDict(
+            {t.name: make_head(feat, t.kind, t.num_classes, ordinal_formulation, dropout) for t in tasks}
+        )
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         return self.shared(x)
@@ -77,16 +87,21 @@ class MultiTaskNet(nn.Module):
 
     def branch_last_layer(self, task: str) -> nn.Module:
         """The last convolutional block a task owns (or the shared trunk's, when everything is shared)."""
-        branch = self.branches[task]
+        branch = cast(nn.Sequential, self.branches[task])
         return branch[-1] if len(branch) else self.shared[-1]
 
 
 @register_model("mobilenet_v2")
-def mobilenet_v2_mtl(tasks: Sequence[Task], shared_stages: int = 5, ordinal_formulation: str = "coral",
-                     dropout: float = 0.2, pretrained: bool = True, allow_download: bool = False) -> MultiTaskNet:
+def mobilenet_v2_mtl(
+    tasks: Sequence[Task],
+    shared_stages: int = 5,
+    ordinal_formulation: str = "coral",
+    dropout: float = 0.2,
+    pretrained: bool = True,
+    allow_download: bool = False,
+) -> MultiTaskNet:
     stages, channels, origin = mobilenet_v2_stages(pretrained, allow_download)
-    model = MultiTaskNet(stages, channels, MOBILENET_V2_STAGE_NAMES, tasks, shared_stages, ordinal_formulation,
-                         dropout)
+    model = MultiTaskNet(stages, channels, MOBILENET_V2_STAGE_NAMES, tasks, shared_stages, ordinal_formulation, dropout)
     model.weights_origin = origin  # type: ignore[assignment]
     return model
 
