@@ -53,7 +53,8 @@ def main() -> None:
     import torch
 
     from faceattr.data.dataset import make_tensor_dataset
-    from faceattr.data.sources import load_split, parse_data_spec
+    from faceattr.data.sources import load_split
+    from faceattr.data.spec import parse_data_spec
     from faceattr.decode import decode_outputs
     from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
     from faceattr.image import load_image

@@ -24,7 +24,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED / "data" / "utkface"))
     ap.add_argument("--limit", type=int)
     a = ap.parse_args()
-    from faceattr.data.sources import load_split, parse_data_spec
+    from faceattr.data.sources import load_split
+    from faceattr.data.spec import parse_data_spec
     from faceattr.image import load_image
     from faceattr.predict import Predictor
 

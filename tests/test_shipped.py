@@ -26,7 +26,8 @@ def test_shipped_file_and_metadata():
 
 def test_shipped_model_on_real_test_faces(utk_dir):
     """40 UTKFace test crops, fed as crops: the trained weights, not a fresh network, must be in the file."""
-    from faceattr.data.sources import load_split, parse_data_spec
+    from faceattr.data.sources import load_split
+    from faceattr.data.spec import parse_data_spec
 
     t = load_split(parse_data_spec(f"utkface:{UTK}"), "test", limit=40, seed=3)
     p = Predictor.from_pretrained(threads=1)
