@@ -6,19 +6,22 @@
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
 file is given, YuNet) alignment templates on the run's own training chips, evaluates the stored weights on the
 test split of ``--data`` (and of ``--also``, its labels mapped as in the run's config) and writes the test
-metrics into the metadata. Every step is a faceattr command or function; nothing is typed in.
+metrics into the metadata, and writes the INT8 ONNX model of the runtime install beside it. Every step is a
+faceattr function; nothing is typed in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from faceattr.checkpoint import load_model, read_meta, save_model, write_meta
 from faceattr.evaluate import config_label_map, evaluate_checkpoint
+from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
 from faceattr.metrics import headline
-from faceattr.predict import SHIPPED_MODEL
+from faceattr.predict import SHIPPED_INT8, SHIPPED_MODEL
 from faceattr.templates import calibrate_checkpoint
 
 
@@ -51,6 +54,11 @@ def main() -> None:
             **headline(res2["metrics"]),
         }
     write_meta(SHIPPED_MODEL, meta.with_extra(**add))
+    # the runtime install's model: the same weights, INT8 for onnxruntime (calibrated as benchmarks/edge.py does)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(SHIPPED_MODEL, Path(tmp) / "m.onnx")
+        chips = calibration_chips_from(a.data, meta.input_size, 256)
+        quantize_int8(fp32, SHIPPED_INT8, chips)
     print(json.dumps(add, indent=1))
     print(f"{SHIPPED_MODEL}: {SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB")
 

@@ -214,3 +214,23 @@ def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
     face = res["faces"][0]
     assert 150 < face["box"][0] < 250 and {"age", "gender", "race"} <= set(face)
     assert face["age"]["interval"][0] <= face["age"]["value"] <= face["age"]["interval"][1]
+
+
+def test_runtime_install_predicts_without_torch(tmp_path):
+    """What `pip install faceattr` (no torch) gives: the README's main job on the shipped INT8 ONNX model."""
+    from faceattr.predict import SHIPPED_INT8
+
+    assert SHIPPED_INT8.is_file() and SHIPPED_INT8.stat().st_size < 8e6
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from faceattr.cli import main\n"
+        "rc = main(['-q', 'predict', '--example'])\n"
+        "print('RC', rc, 'torch' in sys.modules and sys.modules['torch'] is not None)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.splitlines()[0])
+    assert res["num_faces"] == 1 and {"age", "gender", "race"} <= set(res["faces"][0])
+    assert out.stdout.split()[-2:] == ["0", "False"]
+    p = Predictor.from_pretrained(runtime="onnx-int8")
+    assert p.backend.name == "onnxruntime-int8" and p.meta.extra["quantization"]["calibration_method"] == "percentile"

@@ -40,6 +40,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="checkpoint (.safetensors + .json, or run folder) or .onnx file; default: the model shipped with faceattr",
     )
     p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx-int8"],
+        default="auto",
+        help="for the shipped model: torch (float), onnx-int8 (faster, slightly less accurate), or auto: "
+        "torch when installed, else onnx-int8",
+    )
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +174,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     pred = Predictor.load(
         a.model,
         a.threads,
+        runtime=a.runtime,
         detector=a.detector,
         yunet_model=a.yunet_model,
         batch_size=a.batch_size,

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors"
+SHIPPED_INT8 = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.int8.onnx"  # the same weights, INT8 for onnxruntime
 
 
 class ModelFormatError(FaceattrError, ValueError):
@@ -207,17 +208,36 @@ class Predictor:
         return cls(OnnxBackend(path, threads), **kw)
 
     @classmethod
-    def from_pretrained(cls, threads: int | None = None, **kw: Any) -> "Predictor":
-        """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace)."""
-        if not SHIPPED_MODEL.is_file():
-            raise FileNotFoundError(f"the shipped model is missing from this installation: {SHIPPED_MODEL}")
-        return cls.from_checkpoint(SHIPPED_MODEL, threads, **kw)
+    def from_pretrained(cls, threads: int | None = None, runtime: str = "auto", **kw: Any) -> Predictor:
+        """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace).
+
+        ``runtime``: ``torch`` (the float16 checkpoint, run in float32), ``onnx-int8`` (the same weights quantized to
+        INT8 for onnxruntime, shipped beside it: measured cost on UTKFace test +0.07 y MAE, -0.5 pt gender, -0.6 pt
+        race; ~8x faster per face) or ``auto``: torch when it is installed, else onnx-int8 (the runtime-only
+        install, ``pip install faceattr``, has no torch)."""
+        check(runtime in ("auto", "torch", "onnx-int8"), f"runtime must be auto, torch or onnx-int8, got {runtime!r}")
+        if runtime == "auto":
+            try:
+                import torch  # noqa: F401
+
+                runtime = "torch"
+            except ImportError:
+                runtime = "onnx-int8"
+        path = SHIPPED_MODEL if runtime == "torch" else SHIPPED_INT8
+        if not path.is_file():
+            raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
+        if runtime == "torch":
+            return cls.from_checkpoint(path, threads, **kw)
+        return cls.from_onnx(path, threads, **kw)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, threads: int | None = None, **kw: Any) -> "Predictor":
-        """The shipped model (``None``), an ``.onnx`` file, or a checkpoint."""
+    def load(
+        cls, path: str | Path | None = None, threads: int | None = None, runtime: str = "auto", **kw: Any
+    ) -> "Predictor":
+        """The shipped model (``None``, on ``runtime``: see :meth:`from_pretrained`), an ``.onnx`` file, or a
+        checkpoint (``runtime`` applies to the shipped model only)."""
         if path is None:
-            return cls.from_pretrained(threads, **kw)
+            return cls.from_pretrained(threads, runtime, **kw)
         if str(path).endswith(".onnx"):
             return cls.from_onnx(path, threads, **kw)
         return cls.from_checkpoint(path, threads, **kw)
