@@ -37,13 +37,20 @@ def _one(name: str, spec: str, pre: list[str], tmp: Path) -> dict:
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", spec], check=True)
     secs = time.perf_counter() - t0
     site = next(env.glob("lib/python*/site-packages"))
-    ok = subprocess.run([str(env / "bin" / "faceattr"), "-q", "predict", "--example"], capture_output=True, text=True,
-                        cwd=tmp)
+    ok = subprocess.run(
+        [str(env / "bin" / "faceattr"), "-q", "predict", "--example"], capture_output=True, text=True, cwd=tmp
+    )
     face = json.loads(ok.stdout.splitlines()[0])["num_faces"] if ok.returncode == 0 else None
     has_torch = (site / "torch").is_dir()
-    return {"install": name, "command": f"pip install {spec}", "seconds": round(secs, 1),
-            "site_packages_mb": round(_du(site) / 1e6, 1), "torch_installed": has_torch,
-            "predict_example_exit": ok.returncode, "faces_found": face}
+    return {
+        "install": name,
+        "command": f"pip install {spec}",
+        "seconds": round(secs, 1),
+        "site_packages_mb": round(_du(site) / 1e6, 1),
+        "torch_installed": has_torch,
+        "predict_example_exit": ok.returncode,
+        "faces_found": face,
+    }
 
 
 def main() -> None:
@@ -55,13 +62,20 @@ def main() -> None:
         rows.append(_one("train", f"{REPO}[train]", ["torch==2.14.1 torchvision==0.29.1"], tmp))
     res = {"machine": f"{platform.machine()}, {platform.python_version()}", "rows": rows}
     (OUT / "install.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
-    lines = ["# Install size and time", "", f"`python benchmarks/install.py` on {res['machine']}; fresh virtual "
-             "environments.", "", "| install | command | seconds | site-packages (MB) | torch | `faceattr predict "
-             "--example` |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Install size and time",
+        "",
+        f"`python benchmarks/install.py` on {res['machine']}; fresh virtual environments.",
+        "",
+        "| install | command | seconds | site-packages (MB) | torch | `faceattr predict --example` |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['install']} | `{r['command'].replace(str(REPO), '.')}` | {r['seconds']:.0f} | "
-                     f"{r['site_packages_mb']:.0f} | {'yes' if r['torch_installed'] else 'no'} | "
-                     f"exit {r['predict_example_exit']}, {r['faces_found']} face |")
+        lines.append(
+            f"| {r['install']} | `{r['command'].replace(str(REPO), '.')}` | {r['seconds']:.0f} | "
+            f"{r['site_packages_mb']:.0f} | {'yes' if r['torch_installed'] else 'no'} | "
+            f"exit {r['predict_example_exit']}, {r['faces_found']} face |"
+        )
     (OUT / "install.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 

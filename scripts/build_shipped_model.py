@@ -4,9 +4,10 @@
                                           [--also fairface:../shared/data/fairface]
 
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
-file is given, YuNet) alignment templates on the run's own training chips, evaluates the stored weights on the
-test split of ``--data`` (and of ``--also``, its labels mapped as in the run's config) and writes the test
-metrics into the metadata, and writes the INT8 ONNX model of the runtime install beside it. Every step is a
+file is given, YuNet) alignment templates on the run's own training chips, fits the calibration of the printed
+probabilities and intervals on the run's own validation split (faceattr fit-calibration), evaluates the stored
+weights on the test split of ``--data`` (and of ``--also``, its labels mapped as in the run's config) and writes the
+test metrics into the metadata, and writes the INT8 ONNX model of the runtime install beside it. Every step is a
 faceattr function; nothing is typed in.
 """
 
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from faceattr.checkpoint import load_model, read_meta, save_model, write_meta
-from faceattr.evaluate import config_label_map, evaluate_checkpoint
+from faceattr.evaluate import config_label_map, evaluate_checkpoint, fit_calibration
 from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
 from faceattr.metrics import headline
 from faceattr.predict import SHIPPED_INT8, SHIPPED_MODEL
@@ -39,6 +40,7 @@ def main() -> None:
     save_model(SHIPPED_MODEL, model, meta.replace(extra=extra), half=True)
     dets = ["dlib"] + (["yunet", "yunet-dlib"] if Path(a.yunet_model).is_file() else [])
     calibrate_checkpoint(SHIPPED_MODEL, dets, a.yunet_model if len(dets) > 1 else None, n=400)
+    fit_calibration(SHIPPED_MODEL)  # temperatures + conformal age intervals, on the run's own validation split
     res = evaluate_checkpoint(SHIPPED_MODEL, a.data, "test")
     meta = read_meta(SHIPPED_MODEL)
     add = {"test_metrics": {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}}

@@ -116,6 +116,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("faceattr.cli_predict", "_add_predict", "_run_predict"),
     "train": ("faceattr.cli", "_add_train", "_cmd_train"),
     "evaluate": ("faceattr.cli_eval", "_add", "_run"),
+    "fit-calibration": ("faceattr.cli_eval", "_add_fit", "_run_fit"),
     "split": ("faceattr.cli", "_add_split", "_cmd_split"),
     "export": ("faceattr.cli_predict", "_add_export", "_run_export"),
     "calibrate": ("faceattr.cli_predict", "_add_calibrate", "_run_calibrate"),

@@ -41,3 +41,22 @@ def _run(a: argparse.Namespace) -> int:
                 f.write(text)
     print(json.dumps(res, indent=1) if a.json else md)
     return 0
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit-calibration",
+        help="fit the printed probabilities (temperature) and age intervals (split conformal) on held-out data",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="DATASET:DIR to fit on (default: the checkpoint's own validation split)")
+    p.add_argument("--split", default="val", choices=["val", "test", "train"])
+    p.add_argument("--label-map", help="as for faceattr evaluate")
+
+
+def _run_fit(a: argparse.Namespace) -> int:
+    from faceattr.evaluate import fit_calibration, parse_label_map
+
+    lm = parse_label_map(a.label_map, a.data.split(":", 1)[0]) if a.data else None
+    print(json.dumps(fit_calibration(a.checkpoint, a.data, a.split, lm), indent=1))
+    return 0

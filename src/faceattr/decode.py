@@ -7,11 +7,12 @@ the distribution's expected value (e.g. age in years), the predicted level its m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from faceattr.calibration import conformal_interval, interval_for, softmax_t
 from faceattr.formulations import get_formulation, softmax_np
 from faceattr.tasks import Task
 
@@ -27,11 +28,20 @@ def quantile_index(probs: np.ndarray, q: float) -> np.ndarray:
     return np.minimum((cdf < q - 1e-9).sum(-1), probs.shape[-1] - 1)
 
 
-def decode_task(out: np.ndarray, task: Task, formulation: str = "coral", coverage: float = 0.8) -> dict[str, Any]:
-    """Decode one task's raw outputs (N x outputs) into arrays of predictions."""
+def decode_task(
+    out: np.ndarray,
+    task: Task,
+    formulation: str = "coral",
+    coverage: float = 0.8,
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Decode one task's raw outputs (N x outputs) into arrays of predictions. With ``calibration`` (a model's
+    fitted :mod:`faceattr.calibration`), class probabilities are temperature-scaled and a numeric task's interval
+    is the split-conformal one; without it, the distribution's own central ``coverage`` interval."""
     out = np.asarray(out)
     if task.kind == "nominal":
-        p = softmax_np(np.asarray(out, np.float64))
+        temp = float(((calibration or {}).get("temperature") or {}).get(task.name, 1.0))
+        p = softmax_t(np.asarray(out, np.float64), temp) if temp != 1.0 else softmax_np(np.asarray(out, np.float64))
         return {"probs": p, "index": p.argmax(-1)}
     p = ordinal_probs(out, formulation, task.num_classes)
     v = np.asarray(task.values)
@@ -46,16 +56,21 @@ def decode_task(out: np.ndarray, task: Task, formulation: str = "coral", coverag
             "low": expected,
             "high": expected,
         }
-    return {
-        "probs": p,
-        "value": expected,
-        "index": quantile_index(p, 0.5),
-        "low": v[quantile_index(p, a)],
-        "high": v[quantile_index(p, 1 - a)],
-    }
+    q = interval_for(calibration, task.name, coverage) if task.is_numeric else None
+    if q is not None:
+        low, high = conformal_interval(expected, q, float(v[0]), float(v[-1]))
+    else:
+        low, high = v[quantile_index(p, a)], v[quantile_index(p, 1 - a)]
+    return {"probs": p, "value": expected, "index": quantile_index(p, 0.5), "low": low, "high": high}
 
 
 def decode_outputs(
-    outputs: dict[str, np.ndarray], tasks: Sequence[Task], formulation: str = "coral", coverage: float = 0.8
+    outputs: dict[str, np.ndarray],
+    tasks: Sequence[Task],
+    formulation: str = "coral",
+    coverage: float = 0.8,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    return {t.name: decode_task(outputs[t.name], t, formulation, coverage) for t in tasks if t.name in outputs}
+    return {
+        t.name: decode_task(outputs[t.name], t, formulation, coverage, calibration) for t in tasks if t.name in outputs
+    }

@@ -52,6 +52,8 @@ def ordinal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray)
     if "low" in pred:
         lo, hi = pred["low"][m], pred["high"][m]
         out["interval_coverage"] = float(((true_v >= lo) & (true_v <= hi)).mean())
+        out["interval_width_median"] = float(np.median(hi - lo))
+        out["interval_width_mean"] = float(np.mean(hi - lo))
     return out
 
 
@@ -63,6 +65,13 @@ def nominal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray)
     y, p = labels[m], pred["index"][m]
     k = task.num_classes
     out["accuracy"] = float((y == p).mean())
+    if "probs" in pred:  # what the printed probabilities are worth (faceattr.calibration)
+        from faceattr.calibration import brier, ece
+
+        probs = np.asarray(pred["probs"])[m]
+        out["ece"] = ece(probs, y)
+        out["brier"] = brier(probs, y)
+        out["mean_confidence"] = float(probs.max(1).mean())
     out["macro_f1"] = float(f1_score(y, p, labels=list(range(k)), average="macro", zero_division=0))
     out["confusion"] = confusion_matrix(y, p, labels=list(range(k))).tolist()
     out["classes"] = list(task.classes)

@@ -189,6 +189,11 @@ class Predictor:
         self.input_size = self.meta.input_size
         self.formulation = self.meta.formulation
         self.coverage, self.batch_size, self.max_pixels = coverage, batch_size, max_pixels
+        fitted = {k for v in ((self.meta.calibration or {}).get("interval") or {}).values() for k in v.get("q", {})}
+        check(
+            not fitted or any(abs(float(k) - coverage) < 1e-9 for k in fitted),
+            f"this model's intervals are calibrated for coverage {sorted(fitted)}, not {coverage}",
+        )
         self.tta_flip = tta_flip  # average each face's outputs with its mirror image (2x the inference)
         self._detector_spec = (detector, yunet_model)
         self.min_score = min_score
@@ -271,7 +276,7 @@ class Predictor:
                 raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]))
             else:
                 raw = self.backend.run(x)
-            dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage)
+            dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage, self.meta.calibration)
             for i in range(len(next(iter(raw.values())))):
                 results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})
         return results

@@ -1,0 +1,165 @@
+"""Post-hoc calibration of what the tool prints: class probabilities and age intervals.
+
+Fitted on data the model never trained on (its validation split), stored in the model's metadata
+(``ModelMeta.calibration``), applied by :func:`faceattr.decode.decode_outputs` on the torch and the ONNX paths alike.
+Numpy only.
+
+- **Class probabilities**: one temperature per nominal task (Guo et al., "On calibration of modern neural
+  networks", ICML 2017): ``softmax(logits / T)``, T minimising the negative log-likelihood on validation. It never
+  changes the predicted class.
+- **Intervals of a numeric ordinal task** (exact age): split conformal prediction (Vovk et al. 2005; Lei et al.,
+  "Distribution-free predictive inference for regression", JASA 2018) with the normalised score
+  ``s = |y - E| / sqrt(E)`` (E the expected value: errors grow with age). With ``n`` validation faces,
+  ``q_c`` is the ceil((n + 1) c)-th smallest score, and ``[E - q_c sqrt(E), E + q_c sqrt(E)]`` (clipped to the
+  task's range) holds the true value with probability at least ``c`` for an exchangeable new face
+  (marginal coverage). Stored for c = 0.5, 0.8 and 0.95.
+
+Measures: expected calibration error (top label, equal-width bins), Brier score, interval coverage and width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+COVERAGES = (0.5, 0.8, 0.95)
+INTERVAL_METHOD = "split-conformal |y - E| / sqrt(E)"
+
+
+def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    p = softmax_t(logits, temperature)
+    return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The temperature minimising the NLL (golden-section search on log T; the NLL is convex in 1/T)."""
+    logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
+    if logits.ndim != 2 or labels.shape != (len(logits),) or not len(labels):
+        raise ValueError(f"need N x K logits and N labels, got {logits.shape} and {labels.shape}")
+    a, b = math.log(lo), math.log(hi)
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = nll(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = nll(logits, labels, math.exp(d))
+    return float(math.exp((a + b) / 2))
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top label: sum over equal-width confidence bins of
+    (share of faces) x |accuracy - mean confidence|."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per confidence bin: count, mean confidence, accuracy (for a reliability diagram)."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    return [
+        {
+            "lo": float(edges[b]),
+            "hi": float(edges[b + 1]),
+            "n": int((idx == b).sum()),
+            "confidence": float(conf[idx == b].mean()) if (idx == b).any() else float("nan"),
+            "accuracy": float(correct[idx == b].mean()) if (idx == b).any() else float("nan"),
+        }
+        for b in range(bins)
+    ]
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score: mean over faces of sum_k (p_k - 1[y = k])^2."""
+    onehot = np.zeros_like(np.asarray(probs, np.float64))
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return float(((probs - onehot) ** 2).sum(1).mean())
+
+
+def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    """Split-conformal quantile: the ceil((n + 1) c)-th smallest of n scores (infinite when that exceeds n)."""
+    s = np.sort(np.asarray(scores, np.float64))
+    if not len(s) or not 0 < coverage < 1:
+        raise ValueError("need scores and a coverage in (0, 1)")
+    k = math.ceil((len(s) + 1) * coverage)
+    return float(s[k - 1]) if k <= len(s) else math.inf
+
+
+def interval_scale(expected: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.clip(np.asarray(expected, np.float64), 1.0, None))
+
+
+def conformal_scores(expected: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.abs(np.asarray(truth, np.float64) - expected) / interval_scale(expected)
+
+
+def conformal_interval(expected: np.ndarray, q: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    half = q * interval_scale(expected)
+    return np.clip(expected - half, lo, hi), np.clip(expected + half, lo, hi)
+
+
+def fit(
+    raw: Mapping[str, np.ndarray],
+    decoded: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, np.ndarray],
+    tasks: Sequence[Any],
+    source: str,
+) -> dict[str, Any]:
+    """Fit temperatures (nominal tasks) and conformal quantiles (numeric ordinal tasks) on validation outputs:
+    ``raw`` head outputs, ``decoded`` predictions (uncalibrated), exact ``labels`` (-1 = missing)."""
+    cal: dict[str, Any] = {"fitted_on": source, "temperature": {}, "interval": {}, "n": {}}
+    for t in tasks:
+        if t.name not in labels or t.name not in raw:
+            continue
+        y = np.asarray(labels[t.name])
+        m = y >= 0
+        if m.sum() < 20:
+            continue
+        if t.kind == "nominal":
+            cal["temperature"][t.name] = round(fit_temperature(np.asarray(raw[t.name])[m], y[m]), 5)
+            cal["n"][t.name] = int(m.sum())
+        elif t.is_numeric:
+            vals = np.asarray(t.values)
+            scores = conformal_scores(np.asarray(decoded[t.name]["value"])[m], vals[y[m]])
+            cal["interval"][t.name] = {
+                "method": INTERVAL_METHOD,
+                "q": {str(c): round(conformal_quantile(scores, c), 5) for c in COVERAGES},
+            }
+            cal["n"][t.name] = int(m.sum())
+    return cal
+
+
+def interval_for(cal: Mapping[str, Any] | None, task: str, coverage: float) -> float | None:
+    """The stored conformal quantile of ``task`` for ``coverage`` (None when not calibrated for it)."""
+    if not cal:
+        return None
+    q = (cal.get("interval") or {}).get(task, {}).get("q", {})
+    key = next((k for k in q if abs(float(k) - coverage) < 1e-9), None)
+    return None if key is None else float(q[key])
