@@ -15,22 +15,11 @@ log = logging.getLogger("faceattr")
 
 
 def example_photo() -> Path:
-    """A photo that exists on a fresh install: scikit-image's bundled 'astronaut' (Eileen Collins, NASA, public
-    domain)."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("skimage")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the example photo comes with scikit-image: pip install scikit-image "
-            "(or give a photo: faceattr predict PHOTO.jpg)"
-        )
-    p = Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
+    """The example photo shipped in the package: scikit-image's 'astronaut' (Eileen Collins, NASA, public domain)
+    as JPEG (``faceattr/examples/README.md``)."""
+    p = Path(__file__).parent / "examples" / "astronaut.png"
     if not p.is_file():
-        raise FileNotFoundError(f"scikit-image is installed but its astronaut.png is not at {p}")
+        raise FileNotFoundError(f"the example photo is missing from this installation: {p}")
     return p
 
 
