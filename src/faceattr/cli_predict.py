@@ -16,7 +16,7 @@ log = logging.getLogger("faceattr")
 
 def example_photo() -> Path:
     """The example photo shipped in the package: scikit-image's 'astronaut' (Eileen Collins, NASA, public domain)
-    as JPEG (``faceattr/examples/README.md``)."""
+    (``faceattr/examples/README.md``)."""
     p = Path(__file__).parent / "examples" / "astronaut.png"
     if not p.is_file():
         raise FileNotFoundError(f"the example photo is missing from this installation: {p}")
