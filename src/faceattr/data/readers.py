@@ -133,16 +133,45 @@ def read_utkface(root: str | Path, tasks: Sequence[Task] | None = None) -> Sampl
 
 
 # ---- FairFace -------------------------------------------------------------------------------------------------
+# Spreadsheet-mangled FairFace age groups (a CSV opened and saved in a spreadsheet turns "3-9" into a date)
+FAIRFACE_AGE_ALIASES = {"03-Sep": "3-9", "Sep-03": "3-9", "3-Sep": "3-9", "Oct-19": "10-19", "19-Oct": "10-19"}
+FAIRFACE_OFFICIAL_CSVS = ("fairface_label_train.csv", "fairface_label_val.csv")
+
+
+def is_fairface_official(root: str | Path) -> bool:
+    """The layout FairFace is distributed in: ``train/``, ``val/`` and the two label CSVs."""
+    return all((Path(root) / c).is_file() for c in FAIRFACE_OFFICIAL_CSVS)
+
+
 def read_fairface(
     root: str | Path, labels_csv: str | Path | None = None, tasks: Sequence[Task] | None = None
 ) -> SampleTable:
-    """Read FairFace: ``labels.csv`` with columns file, age (9 groups), gender, race (7)."""
+    """Read FairFace: ``labels.csv`` (file, age in 9 groups, gender, race in 7), or the official layout
+    (``fairface_label_train.csv`` + ``fairface_label_val.csv`` beside ``train/`` and ``val/``; file names keep
+    their ``train/``/``val/`` prefix). Spreadsheet-mangled age groups (``03-Sep``, ``Oct-19``) are read as
+    ``3-9`` and ``10-19``."""
     tasks = tuple(tasks or fairface_tasks())
     root = Path(root)
+    aliases = {"age": FAIRFACE_AGE_ALIASES}
+    if labels_csv is None and not (root / "labels.csv").is_file() and is_fairface_official(root):
+        parts = [
+            read_manifest(root / c, tasks, image_root=root, name="fairface", aliases=aliases)
+            for c in FAIRFACE_OFFICIAL_CSVS
+        ]
+        report = ReadReport(source=f"fairface:{root} (official train + val)")
+        for p in parts:
+            report.rows_read += p.report.rows_read
+            report.kept += p.report.kept
+            for k, v in p.report.skipped.items():
+                report.skipped.setdefault(k, []).extend(v)
+            for k, n in p.report.notes.items():
+                report.note(k, n)
+        frame = pd.concat([p.frame for p in parts], ignore_index=True)
+        return SampleTable(frame, tasks, report, "fairface")
     labels_csv = Path(labels_csv) if labels_csv else root / "labels.csv"
     if not labels_csv.is_file():
-        raise DataError(f"FairFace labels file not found: {labels_csv}")
-    return read_manifest(labels_csv, tasks, image_root=root, name="fairface")
+        raise DataError(f"FairFace labels file not found: {labels_csv} (nor the official {FAIRFACE_OFFICIAL_CSVS})")
+    return read_manifest(labels_csv, tasks, image_root=root, name="fairface", aliases=aliases)
 
 
 # ---- generic manifest -----------------------------------------------------------------------------------------
@@ -152,12 +181,15 @@ def read_manifest(
     image_root: str | Path | None = None,
     path_column: str = "file",
     name: str = "manifest",
+    aliases: dict[str, dict[str, str]] | None = None,
 ) -> SampleTable:
     """Read a CSV manifest: one row per image, a path column and one column per declared task.
 
     A task column may be absent (all labels missing) or empty on some rows (that label missing); a value
-    that is not one of the task's levels/classes skips the row with the reason recorded.
+    that is not one of the task's levels/classes skips the row with the reason recorded. ``aliases`` maps known
+    spellings of a label onto the task's own (``{task: {raw: label}}``), counted in the report.
     """
+    aliases = aliases or {}
     csv_path = Path(csv_path)
     image_root = Path(image_root) if image_root else csv_path.parent
     tasks = tuple(tasks)
@@ -181,7 +213,11 @@ def read_manifest(
                 row["path"] = str((image_root / rel).resolve()) if not Path(rel).is_absolute() else rel
                 try:
                     for t in tasks:
-                        row[t.name] = t.index((rec.get(t.name) or "").strip())
+                        raw = (rec.get(t.name) or "").strip()
+                        if raw in aliases.get(t.name, {}):
+                            report.note(f"{t.name} labels {raw!r} read as {aliases[t.name][raw]!r}")
+                            raw = aliases[t.name][raw]
+                        row[t.name] = t.index(raw)
                 except KeyError as e:
                     report.skip(f"unknown label ({e.args[0]})", f"line {lineno}")
                     continue

@@ -14,6 +14,7 @@ from faceattr.data.cache import default_cache_dir
 from faceattr.data.readers import (
     DataError,
     SampleTable,
+    is_fairface_official,
     read_fairface,
     read_manifest,
     read_utkface,
@@ -21,7 +22,14 @@ from faceattr.data.readers import (
     utkface_image_dir,
 )
 from faceattr.data.spec import DATASETS
-from faceattr.data.splits import fairface_protocol, read_split, split_of, utkface_protocol, write_split
+from faceattr.data.splits import (
+    fairface_official_protocol,
+    fairface_protocol,
+    read_split,
+    split_of,
+    utkface_protocol,
+    write_split,
+)
 from faceattr.tasks import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,8 @@ def compute_protocol(dataset: str, root: str | Path, wide_labels: str | Path | N
         return utkface_protocol(root)
     if dataset == "fairface":
         wide = Path(wide_labels) if wide_labels else Path(root).parent / "fairface-wide" / "labels.csv"
+        if is_fairface_official(root):
+            return fairface_official_protocol(root, wide if wide.is_file() else None)
         return fairface_protocol(root, wide if wide.is_file() else None)
     raise DataError(f"no protocol for dataset {dataset!r}: choose utkface or fairface")
 

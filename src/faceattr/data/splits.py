@@ -86,6 +86,54 @@ def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -
     return _apply_rule(rows, forced)
 
 
+def fairface_official_protocol(root: str | Path, wide_labels: str | Path | None = None) -> pd.DataFrame:
+    """The FairFace protocol that compares with the literature: **train on official train, report on official
+    val**. Official val is ``test`` (reporting only, never for choosing a model); a held-out tenth of official
+    train (content hash: ``int(sha256[:8], 16) % 10 == 9``) is ``val``, for choosing epochs; the rest is ``train``.
+    The tight sources of the wide set (``wide_labels``' ``source`` column, ``images/N.jpg`` = official
+    ``train/N.jpg``) are ``excluded``: never trained on. Byte-identical files with conflicting labels are dropped,
+    one file of each consistent group is kept (as for the other protocols)."""
+    from faceattr.data.readers import FAIRFACE_AGE_ALIASES, FAIRFACE_OFFICIAL_CSVS
+
+    root = Path(root)
+    rows: list[dict] = []
+    for csv_name, official in zip(FAIRFACE_OFFICIAL_CSVS, ("train", "val")):
+        path = root / csv_name
+        if not path.is_file():
+            raise DataError(f"FairFace official labels not found: {path}")
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                if r.get("file"):
+                    rows.append(
+                        {
+                            "file": r["file"],
+                            "age": FAIRFACE_AGE_ALIASES.get(r["age"], r["age"]),
+                            "gender": r["gender"],
+                            "race": r["race"],
+                            "official": official,
+                        }
+                    )
+    shas = _hash_all([root / r["file"] for r in rows])
+    excluded: set[str] = set()
+    if wide_labels is not None and Path(wide_labels).is_file():
+        with open(wide_labels, newline="", encoding="utf-8") as f:
+            excluded = {"train/" + Path(r["source"]).name for r in csv.DictReader(f) if r.get("source")}
+    df = pd.DataFrame(rows)
+    df["sha256"] = shas
+    n_labels = df.groupby("sha256")[["age", "gender", "race"]].transform("nunique").max(axis=1)
+    df = df[n_labels <= 1].drop_duplicates("sha256", keep="first").reset_index(drop=True)
+
+    def split(r: pd.Series) -> str:
+        if r["official"] == "val":
+            return "test"
+        if r["file"] in excluded:
+            return "excluded"
+        return "val" if int(r["sha256"][:8], 16) % 10 == 9 else "train"
+
+    df["split"] = df.apply(split, axis=1)
+    return df[list(SPLIT_COLUMNS)]
+
+
 def write_split(df: pd.DataFrame, path: str | Path) -> None:
     from faceattr.safeio import atomic_output
 
