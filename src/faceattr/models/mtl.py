@@ -56,6 +56,7 @@ class MultiTaskNet(nn.Module):
             raise ValueError(f"shared_stages must be in 1..{n} (1 = only the stem shared, {n} = all shared)")
         if not tasks:
             raise ValueError("at least one task is needed")
+        self.weights_origin = "unknown"  # where the initial weights came from (recorded in checkpoints)
         self.tasks = tuple(tasks)
         self.task_names = tuple(t.name for t in tasks)
         self.shared_stages = shared_stages
@@ -102,7 +103,7 @@ def mobilenet_v2_mtl(
 ) -> MultiTaskNet:
     stages, channels, origin = mobilenet_v2_stages(pretrained, allow_download)
     model = MultiTaskNet(stages, channels, MOBILENET_V2_STAGE_NAMES, tasks, shared_stages, ordinal_formulation, dropout)
-    model.weights_origin = origin  # type: ignore[assignment]
+    model.weights_origin = origin
     return model
 
 
