@@ -139,7 +139,7 @@ def explain_chips(
     form = meta.formulation
     out: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for s in range(0, len(chips), batch):
-        x = normalize(torch.from_numpy(np.ascontiguousarray(chips[s : s + batch])), meta.mean, meta.std)
+        x = normalize(torch.from_numpy(np.array(chips[s : s + batch])), meta.mean, meta.std)
         for t in tasks:
             ordinal = next(task.kind == "ordinal" for task in meta.tasks if task.name == t)
             out[t].append(grad_cam(model, x, t, form, layer, threshold if ordinal else None))
