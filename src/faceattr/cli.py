@@ -114,6 +114,7 @@ def _cmd_cache(a: argparse.Namespace) -> int:
 # error, never a silently missing command.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("faceattr.cli_predict", "_add_predict", "_run_predict"),
+    "batch": ("faceattr.cli_predict", "_add_batch", "_run_batch"),
     "train": ("faceattr.cli", "_add_train", "_cmd_train"),
     "evaluate": ("faceattr.cli_eval", "_add", "_run"),
     "fit-calibration": ("faceattr.cli_eval", "_add_fit", "_run_fit"),

@@ -275,3 +275,57 @@ def _run_calibrate(a: argparse.Namespace) -> int:
     al = calibrate_checkpoint(a.checkpoint, a.detector or ["dlib"], a.yunet_model, a.data, a.n)
     print(json.dumps(al, indent=1))
     return 0
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="attributes of every face in many photos, as sharded, resumable Parquet files")
+    p.add_argument("inputs", nargs="+", help="folders, globs, .txt lists, or .csv/.parquet tables with a path column")
+    p.add_argument("--out", required=True, help="folder for part-K-of-N.parquet and batch.json")
+    p.add_argument("--model", help="checkpoint or .onnx file (default: the shipped model on --runtime)")
+    p.add_argument(
+        "--runtime",
+        choices=["torch", "onnx-int8"],
+        default="onnx-int8",
+        help="for the shipped model (default: onnx-int8, the fast one)",
+    )
+    p.add_argument("--shard-size", type=int, default=1000, help="photos per output file")
+    p.add_argument("--shard", default="0/1", help="I/M: run only the shards k with k %% M == I (machine I of M)")
+    p.add_argument("--workers", type=int, help="decoding/detection processes (default: the CPU count)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per network batch")
+    p.add_argument("--threads", type=int, help="threads of the network")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
+    p.add_argument("--detector", default="auto")
+    p.add_argument("--yunet-model")
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--max-pixels", type=int, default=64_000_000)
+    p.add_argument("--path-column", default="path", help="the path column of a .csv/.parquet input")
+
+
+def _run_batch(a: argparse.Namespace) -> int:
+    from faceattr.batch import run_batch
+    from faceattr.exceptions import UsageError
+
+    try:
+        i, m = (int(x) for x in a.shard.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must be I/M (e.g. 0/4), got {a.shard!r}") from None
+    res = run_batch(
+        a.inputs,
+        a.out,
+        a.model,
+        a.shard_size,
+        (i, m),
+        a.workers,
+        not a.no_detect,
+        a.detector,
+        a.yunet_model,
+        a.max_pixels,
+        a.min_score,
+        a.batch_size,
+        a.runtime,
+        a.threads,
+        a.path_column,
+        progress=not a.quiet,
+    )
+    print(json.dumps({k: v for k, v in res.items() if k != "written"} | {"written": len(res["written"])}))
+    return 0

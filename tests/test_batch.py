@@ -1,0 +1,87 @@
+"""faceattr batch: stable order, shards, resume, error rows, workers, refusal of a changed job."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from faceattr.batch import list_inputs, run_batch
+from faceattr.cli import main as cli
+from faceattr.exceptions import UsageError
+
+pytest.importorskip("pyarrow")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / f"p{i}.jpg")
+    (d / "broken.jpg").write_bytes(b"not an image")
+    return d
+
+
+def _read(out):
+    return pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
+
+
+def test_shards_rows_and_resume(photos, tmp_path, synth_checkpoint):
+    out = tmp_path / "out"
+    listing = tmp_path / "list.txt"
+    listing.write_text(str(tmp_path / "missing.jpg") + "\n")
+    res = run_batch([str(photos), str(listing)], out, synth_checkpoint, shard_size=3, detect=False, workers=1)
+    assert res["shards"] == 4 and len(res["written"]) == 4 and res["errors"] == 2
+    df = _read(out)
+    assert len(df) == 10 and df["source"].is_monotonic_increasing  # one stable order
+    assert df["error"].notna().sum() == 2 and (df["num_faces"] == 1).sum() == 8
+    assert {"age", "age_value", "age_low", "age_high", "gender_p_male", "race"} <= set(df.columns)
+    # a rerun skips finished shards; a removed shard is redone, and only it
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    (out / "part-00002-of-00004.parquet").unlink()
+    res2 = run_batch([str(photos), str(listing)], out, synth_checkpoint, shard_size=3, detect=False, workers=2)
+    assert res2["skipped_done"] == 3 and [p.split("/")[-1] for p in res2["written"]] == ["part-00002-of-00004.parquet"]
+    for p, t in stamps.items():
+        if "00002" not in p.name:
+            assert p.stat().st_mtime_ns == t
+    pd.testing.assert_frame_equal(_read(out), df)  # 1 or 2 workers: the same rows
+    with pytest.raises(UsageError, match="other inputs"):
+        run_batch([str(photos)], out, synth_checkpoint, shard_size=4, detect=False)
+
+
+def test_machine_i_of_m(photos, tmp_path, synth_checkpoint):
+    out = tmp_path / "out"
+    run_batch([str(photos)], out, synth_checkpoint, shard_size=2, shards=(1, 2), detect=False, workers=1)
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-00001-of-00005.parquet", "part-00003-of-00005.parquet"]
+    run_batch([str(photos)], out, synth_checkpoint, shard_size=2, shards=(0, 2), detect=False, workers=1)
+    assert len(_read(out)) == 9
+
+
+def test_inputs_from_a_table(photos, tmp_path):
+    t = tmp_path / "t.csv"
+    pd.DataFrame({"image": ["in/p1.jpg", "in/p0.jpg", "in/p1.jpg"]}).to_csv(t, index=False)
+    assert [f.split("/")[-1] for f in list_inputs([str(t)], "image")] == ["p0.jpg", "p1.jpg"]
+    with pytest.raises(UsageError, match="no 'path' column"):
+        list_inputs([str(t)])
+
+
+def test_cli_with_detection_and_bad_options(tmp_path, capsys, synth_checkpoint):
+    from faceattr.cli_predict import example_photo
+
+    out = tmp_path / "o"
+    assert (
+        cli(
+            ["-q", "batch", str(example_photo()), "--out", str(out), "--model", str(synth_checkpoint), "--workers", "1"]
+        )
+        == 0
+    )
+    df = _read(out)
+    assert len(df) == 1 and df["num_faces"].iloc[0] == 1 and len(df["box"].iloc[0]) == 4
+    assert json.loads(df["landmarks"].iloc[0])["left_eye"]
+    capsys.readouterr()
+    assert cli(["-q", "batch", str(example_photo()), "--out", str(tmp_path / "p"), "--shard", "3/2"]) == 2
+    assert "shards must be" in capsys.readouterr().err
+    assert cli(["-q", "batch", str(example_photo()), "--out", str(tmp_path / "p"), "--shard", "x"]) == 2
