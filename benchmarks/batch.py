@@ -79,7 +79,7 @@ def main() -> None:
         + md_table(rows)
         + f"\n\n**batch / predict throughput: {res['speedup']}×**\n"
     )
-    write("batch", res, md)
+    write("batch", res, md, f"python benchmarks/batch.py --n {a.n} --workers {a.workers}")
     print(md)
 
 
