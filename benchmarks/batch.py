@@ -76,7 +76,7 @@ def main() -> None:
     md = (
         f"# Batch inference\n\n`python benchmarks/batch.py --n {a.n} --workers {a.workers}`: the first {len(files)} "
         f"UTKFace photos, detection with dlib, one run on this machine.\n\n"
-        + md_table(rows)
+        + md_table(rows, ["command", "photos", "faces", "seconds", "faces/s", "peak RSS MB (largest process)"])
         + f"\n\n**batch / predict throughput: {res['speedup']}×**\n"
     )
     write("batch", res, md, f"python benchmarks/batch.py --n {a.n} --workers {a.workers}")
