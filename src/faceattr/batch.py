@@ -92,23 +92,48 @@ def _init_worker(job: Job) -> None:
         _WORKER["template"] = job.meta.template(det.name)
 
 
-def _prepare(path: str) -> dict[str, Any]:
-    """Decode, detect and align one photo (in a worker): the face chips and their boxes, or an error."""
+def _prepare(path: str | bytes, source: str | None = None) -> dict[str, Any]:
+    """Decode, detect and align one photo (a path, or its bytes named ``source``) in a worker: the face chips and
+    their boxes, or an error."""
     from faceattr.align import align_face
     from faceattr.image import ImageError, load_image, square_resize
 
     job: Job = _WORKER["job"]
+    name = source or str(path)
     size = job.meta.input_size
     try:
+        if isinstance(path, bytes) and not path:
+            raise ImageError(f"{name}: empty file")
         rgb = load_image(path, job.max_pixels)
     except ImageError as e:
-        return {"source": path, "error": str(e)}
+        return {"source": name, "error": str(e).replace("<bytes>", name)}
     h, w = rgb.shape[:2]
     if not job.detect:
-        return {"source": path, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
+        return {"source": name, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
     faces = _WORKER["detector"].detect(rgb)
     chips = np.stack([align_face(rgb, f.landmarks, _WORKER["template"], size) for f in faces]) if faces else None
-    return {"source": path, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
+    return {"source": name, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
+
+
+def row_columns(meta: ModelMeta) -> list[str]:
+    """The columns of every batch row, fixed by the model's tasks (the same schema in every shard and engine)."""
+    cols = ["source", "model", "width", "height", "num_faces", "face", "box", "score", "landmarks"]
+    for t in meta.tasks:
+        cols.append(t.name)
+        if t.kind == "ordinal":
+            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
+        if not t.is_numeric:
+            cols += [f"{t.name}_p_{c}" for c in t.labels]
+    return [*cols, "error", "message"]
+
+
+def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=row_columns(meta))
+    for c in ("width", "height", "num_faces", "face"):
+        df[c] = df[c].astype("Int64")
+    return df
 
 
 def _rows(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
@@ -161,8 +186,6 @@ def run_batch(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) a batch job; returns a summary. See the module docstring."""
-    import pandas as pd
-
     from faceattr.predict import Predictor
     from faceattr.safeio import OutputPlan, atomic_output
 
@@ -230,7 +253,7 @@ def run_batch(
                     nf = 0 if p.get("chips") is None else len(p["chips"])
                     rows += _rows(p, attrs[j : j + nf], model_name)
                     j += nf
-            df = pd.DataFrame(rows)
+            df = frame(rows, pred.meta)
             target = out_dir / f"part-{k:05d}-of-{n:05d}.parquet"
             with atomic_output(target, "wb") as f:
                 df.to_parquet(f, index=False)
@@ -254,3 +277,108 @@ def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
             buf, faces = [], 0
     if buf:
         yield buf
+
+
+# ---- Ray Data --------------------------------------------------------------------------------------------------
+class RayPredictor:
+    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
+    loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
+
+    def __init__(self, job: Job, model: str | None, runtime: str, model_name: str, batch_size: int) -> None:
+        from faceattr.predict import Predictor
+
+        _init_worker(job)
+        self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
+        self.model_name = model_name
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
+        chips = [p["chips"] for p in preps if p.get("chips") is not None]
+        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
+        rows: list[dict[str, Any]] = []
+        j = 0
+        for p in preps:
+            nf = 0 if p.get("chips") is None else len(p["chips"])
+            rows += _rows(p, attrs[j : j + nf], self.model_name)
+            j += nf
+        return frame(rows, self.pred.meta)
+
+
+def run_batch_ray(
+    inputs: Sequence[str],
+    out: str | Path,
+    model: str | None = None,
+    actors: int = 2,
+    batch_photos: int = 16,
+    detect: bool = True,
+    detector: str = "auto",
+    yunet_model: str | None = None,
+    max_pixels: int = 64_000_000,
+    min_score: float | None = None,
+    runtime: str = "onnx-int8",
+    path_column: str = "path",
+    address: str | None = None,
+    cpus_per_actor: float = 1.0,
+) -> dict[str, Any]:
+    """The same job on Ray Data: ``read_binary_files`` -> ``map_batches(RayPredictor)`` on an actor pool of
+    ``actors`` (the model loaded once per actor) -> ``write_parquet``. ``address``: a running Ray cluster
+    (``auto``, or ``ray://host:10001``); None starts a local Ray. Each actor reserves ``cpus_per_actor`` CPUs:
+    leave at least one CPU of the cluster to the read tasks (e.g. ``actors`` = CPUs - 1 on one node). Missing
+    files become error rows at the driver; every other row is what the local engine writes."""
+    try:
+        import ray
+    except ImportError as e:
+        raise UsageError(
+            "the ray engine needs Ray Data: pip install 'ray[data]' (the local engine needs nothing)"
+        ) from e
+    from faceattr.predict import Predictor
+    from faceattr.safeio import OutputPlan
+
+    check(actors >= 1, f"actors must be at least 1, got {actors}")
+    check(batch_photos >= 1, f"batch size must be at least 1, got {batch_photos}")
+    files = list_inputs(inputs, path_column)
+    if not files:
+        raise UsageError(f"no photos in {list(inputs)}")
+    out_dir = OutputPlan(files).claim_dir(out, "--out")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
+    pred = Predictor.load(model, 1, runtime=runtime)
+    model_name = Path(str(model)).name if model else f"shipped ({pred.backend.name})"
+    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    present = [f for f in files if Path(f).is_file()]
+    missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        ds = ray.data.read_binary_files(present, include_paths=True)
+        by_key = {str(Path(f).resolve()): f for f in present}
+        ds = ds.map(
+            lambda r: {
+                "bytes": r["bytes"],
+                "source": by_key.get(str(Path("/" + r["path"].lstrip("/")).resolve()), r["path"]),
+            }
+        )
+        ds = ds.map_batches(
+            RayPredictor,
+            fn_constructor_kwargs={
+                "job": job,
+                "model": str(model) if model else None,
+                "runtime": runtime,
+                "model_name": model_name,
+                "batch_size": 64,
+            },
+            batch_size=batch_photos,
+            concurrency=actors,
+            num_cpus=cpus_per_actor,
+            batch_format="numpy",
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(out_dir))
+        if missing:
+            frame(missing, pred.meta).to_parquet(out_dir / "missing-files.parquet", index=False)
+    finally:
+        if started:
+            ray.shutdown()
+    return {"photos": len(files), "missing": len(missing), "out": str(out_dir)}

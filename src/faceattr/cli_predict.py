@@ -299,6 +299,14 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=float)
     p.add_argument("--max-pixels", type=int, default=64_000_000)
     p.add_argument("--path-column", default="path", help="the path column of a .csv/.parquet input")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: sharded, resumable, one machine; ray: Ray Data on a local Ray or --ray-address",
+    )
+    p.add_argument("--ray-address", help="a running Ray cluster: auto, or ray://HEAD:10001 (default: a local Ray)")
+    p.add_argument("--actors", type=int, default=2, help="ray: model replicas (one per actor, loaded once)")
 
 
 def _run_batch(a: argparse.Namespace) -> int:
@@ -309,6 +317,29 @@ def _run_batch(a: argparse.Namespace) -> int:
         i, m = (int(x) for x in a.shard.split("/"))
     except ValueError:
         raise UsageError(f"--shard must be I/M (e.g. 0/4), got {a.shard!r}") from None
+    if a.engine == "ray":
+        from faceattr.batch import run_batch_ray
+
+        print(
+            json.dumps(
+                run_batch_ray(
+                    a.inputs,
+                    a.out,
+                    a.model,
+                    a.actors,
+                    16,
+                    not a.no_detect,
+                    a.detector,
+                    a.yunet_model,
+                    a.max_pixels,
+                    a.min_score,
+                    a.runtime,
+                    a.path_column,
+                    a.ray_address,
+                )
+            )
+        )
+        return 0
     res = run_batch(
         a.inputs,
         a.out,
