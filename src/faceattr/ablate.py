@@ -156,7 +156,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     ``out_dir``; returns the result."""
     import torch
 
-    from faceattr.checkpoint import load_model
+    from faceattr.checkpoint import build_model_from_meta, read_meta
     from faceattr.evaluate import checkpoint_predictions
     from faceattr.metrics import compute_metrics, headline
     from faceattr.train import main, resolve_device
@@ -187,7 +187,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     infer_s = time.perf_counter() - t1
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     face_predictions(tasks, labels, preds).to_csv(run_dir / PREDICTIONS_FILE, index=False)
-    model, meta = load_model(last)
+    meta = read_meta(last)  # FLOPs need the architecture only, not the weights again
     res = {
         "experiment": exp,
         "seed": seed,
@@ -204,7 +204,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "best_epoch": summary["best_epoch"],
         "parameters": summary["parameters"],
-        "gflops": count_gflops(model, cfg.data.image_size),
+        "gflops": count_gflops(build_model_from_meta(meta), cfg.data.image_size),
         "image_size": cfg.data.image_size,
         "epochs": cfg.train.epochs,
         "train_images": summary["train_images"],

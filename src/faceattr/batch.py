@@ -201,8 +201,10 @@ def run_batch(
     pred = Predictor.load(model, threads, runtime=runtime, batch_size=batch_size, max_pixels=max_pixels)
     model_name = Path(str(model)).name if model else f"shipped ({pred.backend.name})"
     job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
-    if detect:
-        _init_worker(job)  # the detector and its template exist, before anything is written
+    if detect:  # the detector and its template exist, before anything is written
+        from faceattr.detect import create_detector
+
+        job.meta.template(create_detector(detector, yunet_model).name)
     n = (len(files) + shard_size - 1) // shard_size
     fp = _fingerprint(files, shard_size, model_name, job)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,15 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from faceattr.formulations import softmax_np as softmax_t
+
 COVERAGES = (0.5, 0.8, 0.95)
 INTERVAL_METHOD = "split-conformal |y - E| / sqrt(E)"
-
-
-def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -62,38 +57,35 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi
     return float(math.exp((a + b) / 2))
 
 
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top label: sum over equal-width confidence bins of
-    (share of faces) x |accuracy - mean confidence|."""
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per equal-width confidence bin of the top label: count, mean confidence, accuracy (a reliability diagram)."""
     probs, labels = np.asarray(probs), np.asarray(labels)
     conf = probs.max(1)
     correct = (probs.argmax(1) == labels).astype(float)
     edges = np.linspace(0.0, 1.0, bins + 1)
     idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
+    out = []
     for b in range(bins):
         m = idx == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "n": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else float("nan"),
+                "accuracy": float(correct[m].mean()) if m.any() else float("nan"),
+            }
+        )
+    return out
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
-    """Per confidence bin: count, mean confidence, accuracy (for a reliability diagram)."""
-    conf = probs.max(1)
-    correct = (probs.argmax(1) == labels).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    return [
-        {
-            "lo": float(edges[b]),
-            "hi": float(edges[b + 1]),
-            "n": int((idx == b).sum()),
-            "confidence": float(conf[idx == b].mean()) if (idx == b).any() else float("nan"),
-            "accuracy": float(correct[idx == b].mean()) if (idx == b).any() else float("nan"),
-        }
-        for b in range(bins)
-    ]
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top label: sum over the bins of :func:`reliability` of
+    (share of faces) x |accuracy - mean confidence|."""
+    n = len(labels)
+    return float(
+        sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, labels, bins) if b["n"])
+    )
 
 
 def brier(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -99,8 +99,6 @@ class Grid:
     """One claims grid: its finished runs and their per-face predictions."""
 
     def __init__(self, ab: AblationConfig, tasks: Sequence[Task]) -> None:
-        import pandas as pd
-
         self.ab = ab
         self.tasks = {t.name: t for t in tasks}
         self.results = kept_results(ab)
@@ -108,17 +106,18 @@ class Grid:
         for r in self.results:
             self.by.setdefault(r["experiment"], {})[int(r["seed"])] = r
         self._pred: dict[tuple[str, int], Any] = {}
-        self._pd = pd
 
     def seeds(self, exp: str) -> list[int]:
         return sorted(self.by.get(exp, {}))
 
     def predictions(self, exp: str, seed: int) -> Any:
+        import pandas as pd
+
         key = (exp, seed)
         if key not in self._pred:
             for d in (self.ab.kept_dir(exp, seed), Path(self.ab.out_dir) / exp / f"seed-{seed}"):
                 if (d / PREDICTIONS_FILE).is_file():
-                    self._pred[key] = self._pd.read_csv(d / PREDICTIONS_FILE)
+                    self._pred[key] = pd.read_csv(d / PREDICTIONS_FILE)
                     break
             else:
                 raise FileNotFoundError(f"no {PREDICTIONS_FILE} for {exp} seed {seed} of {self.ab.name}")

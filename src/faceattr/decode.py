@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.calibration import conformal_interval, interval_for, softmax_t
+from faceattr.calibration import conformal_interval, interval_for
 from faceattr.formulations import get_formulation, softmax_np
 from faceattr.tasks import Task
 
@@ -41,7 +41,7 @@ def decode_task(
     out = np.asarray(out)
     if task.kind == "nominal":
         temp = float(((calibration or {}).get("temperature") or {}).get(task.name, 1.0))
-        p = softmax_t(np.asarray(out, np.float64), temp) if temp != 1.0 else softmax_np(np.asarray(out, np.float64))
+        p = softmax_np(out, temp)
         return {"probs": p, "index": p.argmax(-1)}
     p = ordinal_probs(out, formulation, task.num_classes)
     v = np.asarray(task.values)

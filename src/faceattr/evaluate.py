@@ -13,11 +13,12 @@ import numpy as np
 from faceattr.checkpoint import CheckpointError, load_model
 from faceattr.config import DataConfig
 from faceattr.data.combine import level_map
-from faceattr.data.dataset import make_tensor_dataset
+from faceattr.data.dataset import TensorDataset, make_tensor_dataset
 from faceattr.data.readers import DataError, SampleTable
 from faceattr.data.sources import load_split
 from faceattr.data.spec import parse_data_spec
 from faceattr.decode import decode_outputs
+from faceattr.meta import ModelMeta
 from faceattr.metrics import compute_metrics
 from faceattr.tasks import MISSING, Task
 
@@ -68,6 +69,27 @@ def align_labels(
     return out
 
 
+def split_data(
+    data: str | DataConfig,
+    split: str,
+    meta: ModelMeta,
+    limit: int | None = None,
+    label_map: dict[str, dict[str, Any]] | None = None,
+    progress: bool = False,
+) -> tuple[DataConfig, SampleTable, dict[str, np.ndarray], TensorDataset]:
+    """A dataset split at the model's input size: (data config, samples, labels in the model's tasks, images)."""
+    cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
+    cfg = dataclasses.replace(cfg, image_size=meta.input_size)
+    table = load_split(cfg, split, limit)
+    labels = align_labels(table, meta.tasks, label_map)
+    if not labels:
+        raise CheckpointError(f"the checkpoint's tasks {list(meta.task_names)} do not occur in {cfg.dataset}")
+    ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
+    if len(ds) != len(table):  # unreadable images dropped
+        raise CheckpointError("some evaluation images are unreadable; see the log")
+    return cfg, table, labels, ds
+
+
 def checkpoint_predictions(
     checkpoint: str | Path,
     data: str | DataConfig,
@@ -85,15 +107,7 @@ def checkpoint_predictions(
 
     model, meta = load_model(checkpoint)
     tasks = meta.tasks
-    cfg = data if isinstance(data, DataConfig) else parse_data_spec(data)
-    cfg = dataclasses.replace(cfg, image_size=meta.input_size)
-    table = load_split(cfg, split, limit)
-    labels = align_labels(table, tasks, label_map)
-    if not labels:
-        raise CheckpointError(f"the checkpoint's tasks {[t.name for t in tasks]} do not occur in {cfg.dataset}")
-    ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, progress)
-    if len(ds) != len(table):  # unreadable images dropped
-        raise CheckpointError("some evaluation images are unreadable; see the log")
+    cfg, table, labels, ds = split_data(data, split, meta, limit, label_map, progress)
     raw = predict_outputs(model.to(device), ds, batch_size, meta.mean, meta.std, tta_flip)
     preds = decode_outputs(raw, tasks, meta.formulation, calibration=meta.calibration)
     return tasks, cfg, table, labels, preds
@@ -257,10 +271,7 @@ def fit_calibration(
     model, meta = load_model(checkpoint)
     tasks = meta.tasks
     if data:
-        cfg = dataclasses.replace(parse_data_spec(data), image_size=meta.input_size)
-        table = load_split(cfg, split)
-        labels = align_labels(table, tasks, label_map)
-        ds = make_tensor_dataset(table, cfg.image_size, Path(cfg.cache_dir) if cfg.cache_dir else None, False)
+        cfg, _, labels, ds = split_data(data, split, meta, label_map=label_map)
         source = f"{cfg.dataset}:{cfg.root} ({split})"
     else:
         if not meta.extra.get("config"):

@@ -35,8 +35,10 @@ def sigmoid_np(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def softmax_np(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(-1, keepdims=True))
+def softmax_np(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax over the last axis of ``x / temperature`` (the temperature of :mod:`faceattr.calibration`)."""
+    z = np.asarray(x, np.float64) / float(temperature)
+    e = np.exp(z - z.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
 
 

@@ -38,13 +38,6 @@ def _key(p: Path) -> str:
         return str(p.absolute())
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _writable_dir(d: Path) -> None:
     d = d if d.exists() else next((p for p in d.parents if p.exists()), Path("."))
     if not d.is_dir():
@@ -71,7 +64,7 @@ class OutputPlan:
         if p.is_dir():
             raise OutputError(f"{what} {p}: is a folder; give a file name")
         k = _key(p)
-        if k in self._input_keys or any(_same_file(p, i) for i in self.inputs[:1000]):
+        if k in self._input_keys:
             raise OutputError(f"{what} {p}: is also an input; it would be overwritten before it is read")
         if k in self._outputs:
             raise OutputError(f"{what} {p}: would be written twice in this run (also by {self._outputs[k]})")
@@ -143,13 +136,5 @@ def unique_names(files: list[Path], suffix: str) -> dict[Path, Path]:
         return {}
     res = [Path(_key(f)) for f in files]
     common = Path(os.path.commonpath([str(r.parent) for r in res]))
-    out: dict[Path, Path] = {}
-    seen: dict[Path, Path] = {}
-    for f, r in zip(files, res):
-        rel = r.relative_to(common)
-        name = rel.with_name(rel.name + suffix)
-        if name in seen and seen[name] != r:
-            raise OutputError(f"{f} and {seen[name]} would write the same output {name}")
-        seen[name] = r
-        out[f] = name
-    return out
+    # distinct resolved inputs have distinct paths under their common folder, hence distinct names
+    return {f: r.relative_to(common).with_name(r.name + suffix) for f, r in zip(files, res)}
