@@ -88,7 +88,8 @@ def test_cli_with_detection_and_bad_options(tmp_path, capsys, synth_checkpoint):
 
 
 def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
-    """Ray Data on a local Ray started here (2 CPUs): the same rows as the local engine."""
+    """Ray Data on a local Ray started here (2 CPUs, 2 actors: every CPU slot held by an actor, so reading and
+    writing must not wait for one): the same rows as the local engine."""
     ray = pytest.importorskip("ray")
     from faceattr.batch import run_batch_ray
 
@@ -99,7 +100,7 @@ def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
     run_batch(inputs, tmp_path / "local", synth_checkpoint, shard_size=4, detect=False, workers=1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        res = run_batch_ray(inputs, tmp_path / "ray", str(synth_checkpoint), actors=1, batch_photos=3, detect=False)
+        res = run_batch_ray(inputs, tmp_path / "ray", str(synth_checkpoint), actors=2, batch_photos=3, detect=False)
     finally:
         ray.shutdown()
     assert res["photos"] == 11 and res["missing"] == 1

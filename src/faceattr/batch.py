@@ -354,7 +354,10 @@ def run_batch_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
     try:
-        ds = ray.data.read_binary_files(present, include_paths=True)
+        # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
+        # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
+        io_args = {"num_cpus": 0}
+        ds = ray.data.read_binary_files(present, include_paths=True, ray_remote_args=io_args)
         by_key = {str(Path(f).resolve()): f for f in present}
         ds = ds.map(
             lambda r: {
@@ -377,7 +380,7 @@ def run_batch_ray(
             batch_format="numpy",
         )
         out_dir.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(out_dir))
+        ds.write_parquet(str(out_dir), ray_remote_args=io_args)
         if missing:
             frame(missing, pred.meta).to_parquet(out_dir / "missing-files.parquet", index=False)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--data", help="DATASET:PATH, e.g. utkface:/data/UTKFace")
     p.add_argument("--download-weights", action="store_true", help="allow downloading ImageNet weights")
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        metavar="E",
+        help="stop once epoch E is saved; --resume continues the run (for time-boxed machines)",
+    )
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
@@ -59,8 +66,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, overrides)
     from faceattr.train import main
 
-    summary = main(cfg, resume=a.resume, progress=not a.quiet)
-    print(json.dumps(summary, indent=1))
+    if a.stop_after_epoch is not None and a.stop_after_epoch < 1:
+        from faceattr.exceptions import UsageError
+
+        raise UsageError(f"--stop-after-epoch must be 1 or more, got {a.stop_after_epoch}")
+    summary = main(cfg, resume=a.resume, progress=not a.quiet, stop_after_epoch=a.stop_after_epoch)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
+        print(json.dumps(summary, indent=1))
     return 0
 
 

@@ -34,6 +34,7 @@ from faceattr.data.dataset import TensorDataset, make_tensor_dataset
 from faceattr.data.sources import load_train_val
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
 from faceattr.decode import decode_outputs
+from faceattr.distributed import DistContext, average_gradients, convert_sync_batchnorm, gather_rows, shard_range
 from faceattr.exceptions import FaceattrError
 from faceattr.formulations import get_formulation
 from faceattr.inference import predict_outputs
@@ -181,9 +182,16 @@ def train_one_epoch(
     cfg: ExperimentConfig,
     epoch: int,
     progress: bool = True,
+    ctx: DistContext | None = None,
 ) -> dict[str, float]:
+    """One epoch. Under several processes (``ctx``), ``model`` is the DistributedDataParallel wrapper, each
+    process trains on its slice of every batch and the task losses are global means (see
+    :mod:`faceattr.distributed`); the returned figures are those of the whole batch."""
     from tqdm.auto import tqdm
 
+    ctx = ctx or DistContext(device=next(model.parameters()).device)
+    part = (ctx.rank, ctx.world) if ctx.active else None
+    local_b = cfg.train.batch_size // ctx.world
     model.train()
     weighting.train()
     gen = _seed_epoch(cfg.train.seed, epoch)
@@ -205,12 +213,13 @@ def train_one_epoch(
         leave=False,
     )
     weights: dict[str, float] = {}
-    for x, y in data.batches(cfg.train.batch_size, shuffle=True, generator=gen, drop_last=True):
+    for x, y in data.batches(cfg.train.batch_size, shuffle=True, generator=gen, drop_last=True, part=part):
         if steps >= n_batches:
             break
         x = x.to(device, non_blocking=True)
         y = {k: v.to(device, non_blocking=True) for k, v in y.items()}
-        xb = normalize(augment(x, aug, gen))
+        rows = (ctx.rank * local_b, cfg.train.batch_size) if ctx.active else None
+        xb = normalize(augment(x, aug, gen, rows))
         with _autocast(device, cfg.train.amp):
             out = model(xb)
         losses, ns = {}, {}
@@ -218,19 +227,26 @@ def train_one_epoch(
             losses[t.name], ns[t.name] = task_loss(
                 out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing, y.get(hi_column(t.name))
             )
+        if ctx.active:  # each task's loss as the mean over the labelled rows of the whole batch
+            n_all = ctx.sum_(torch.tensor([float(ns[t.name]) for t in tasks]))
+            for j, t in enumerate(tasks):
+                scale = ns[t.name] * ctx.world / max(1.0, float(n_all[j]))
+                losses[t.name] = losses[t.name] * scale
+                ns[t.name] = int(n_all[j])
         total, weights = weighting(losses)
         if not torch.isfinite(total):
             raise TrainingError(f"loss became {total.item()} at epoch {epoch + 1}, step {steps}; lower train.lr")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        average_gradients(weighting.parameters(), ctx)
         optimizer.step()
         scheduler.step()
-        for t in tasks:
-            sums[t.name] += losses[t.name].item() * ns[t.name]
+        for t in tasks:  # ns is the global count here; the processes' shares add up to the global sum
+            sums[t.name] += losses[t.name].item() * ns[t.name] / ctx.world
             counts[t.name] += ns[t.name]
-        total_sum += total.item()
+        total_sum += total.item() / ctx.world
         steps += 1
-        seen += x.shape[0]
+        seen += x.shape[0] * ctx.world
         bar.update(1)
         if steps % 20 == 0:
             bar.set_postfix(loss=f"{total_sum / steps:.3f}")
@@ -238,6 +254,10 @@ def train_one_epoch(
     if steps == 0:
         raise TrainingError(f"no training step: {len(data)} training images for batch size {cfg.train.batch_size}")
     dt = time.perf_counter() - t0
+    if ctx.active:  # the same figures (and so the same DWA weights) on every process
+        red = ctx.sum_(torch.tensor([total_sum] + [sums[t] for t in sums], dtype=torch.float64))
+        total_sum = float(red[0])
+        sums = {t: float(v) for t, v in zip(sums, red[1:])}
     epoch_losses = {t: sums[t] / max(1, counts[t]) for t in sums}
     weighting.end_epoch(epoch_losses)
     row: dict[str, float] = {"train_loss": total_sum / steps, "epoch_seconds": dt, "images_per_s": seen / dt}
@@ -258,9 +278,14 @@ def evaluate(
     formulation: str,
     batch_size: int = 256,
     breakdown: Sequence[str] = ("race", "gender"),
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``)."""
-    raw = predict_outputs(model, data, batch_size)
+    """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``); under several processes each runs
+    its share of the images and all get the metrics of the whole."""
+    if ctx is not None and ctx.active:
+        raw = gather_rows(predict_outputs(model, data.rows(*shard_range(len(data), ctx)), batch_size), ctx)
+    else:
+        raw = predict_outputs(model, data, batch_size)
     preds = decode_outputs(raw, tasks, formulation)
     metrics = compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
     cols = {n: j for j, n in enumerate(data.task_names)}
@@ -328,8 +353,32 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
         w.writerows(rows)
 
 
-def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg``; returns a summary (best epoch, its validation metrics, cost figures)."""
+def main(
+    cfg: ExperimentConfig, resume: bool = False, progress: bool = True, stop_after_epoch: int | None = None
+) -> dict[str, Any]:
+    """Train ``cfg``; returns a summary (best epoch, its validation metrics, cost figures).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one model with DistributedDataParallel
+    (:mod:`faceattr.distributed`): ``train.batch_size`` is the batch of all of them together; only rank 0
+    writes. ``stop_after_epoch``: stop once that epoch is saved (``--resume`` continues the run)."""
+    from faceattr.distributed import env_world_size, setup
+
+    world = env_world_size()
+    if world > 1:
+        if cfg.train.batch_size % world:
+            raise TrainingError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} processes")
+        if cfg.train.weighting == "gradnorm":
+            raise TrainingError("train.weighting=gradnorm needs whole-batch gradient norms: train it in one process")
+    ctx = setup(resolve_device(cfg.train.device))
+    try:
+        return _main(cfg, ctx, resume, progress and ctx.is_main, stop_after_epoch)
+    finally:
+        ctx.close()
+
+
+def _main(
+    cfg: ExperimentConfig, ctx: DistContext, resume: bool, progress: bool, stop_after_epoch: int | None
+) -> dict[str, Any]:
     run_dir = cfg.run_dir
     state_path = run_dir / "last_state.pt"
     if state_path.is_file() and not resume:
@@ -338,17 +387,22 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         log.info("--resume: no earlier state in %s, starting from scratch", run_dir)
     if resume and state_path.is_file():
         check_resume_config(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    ctx.barrier()  # every process has checked the folder before rank 0 writes into it
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
 
-    train_t, val_t = load_train_val(cfg.data, cfg.train.seed)
-    tasks = select_tasks(train_t.tasks, cfg.train.tasks)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
-    train_d = make_tensor_dataset(train_t, cfg.data.image_size, cache, progress)
-    val_d = make_tensor_dataset(val_t, cfg.data.image_size, cache, progress)
+    for turn in (True, False):  # rank 0 decodes (and caches) first, the others then read its cache
+        if ctx.is_main == turn:
+            train_t, val_t = load_train_val(cfg.data, cfg.train.seed)
+            train_d = make_tensor_dataset(train_t, cfg.data.image_size, cache, progress)
+            val_d = make_tensor_dataset(val_t, cfg.data.image_size, cache, progress)
+        ctx.barrier()
+    tasks = select_tasks(train_t.tasks, cfg.train.tasks)
     log.info("%s; %s", train_t.report.summary(), f"train {len(train_d)} / val {len(val_d)} images")
 
     model = create_model(
@@ -362,7 +416,9 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
     )
     if cfg.model.init_from:
         model.weights_origin = init_from_checkpoint(model, cfg.model.init_from)
-    device = resolve_device(cfg.train.device)
+    device = ctx.device
+    if ctx.active:
+        convert_sync_batchnorm(model, device)  # in place: the children are replaced
     model = model.to(device)
     model = model.to(memory_format=torch.channels_last)
     train_d, val_d = train_d.to(device), val_d.to(device)
@@ -404,43 +460,52 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         train_seconds = float(st.get("train_seconds", 0.0))
         log.info("resuming %s after epoch %d", run_dir, start_epoch)
 
-    summary: dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        row = train_one_epoch(model, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress)
+    trained: nn.Module = model
+    if ctx.active:  # wraps the same parameters: the optimizer and the saved state keep referring to `model`
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    last_epoch = cfg.train.epochs if stop_after_epoch is None else min(cfg.train.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, last_epoch):
+        row = train_one_epoch(trained, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress, ctx)
         train_seconds += row["epoch_seconds"]
-        metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, ())
+        metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, (), ctx)
         score = selection_score(metrics)
-        row = {
-            "epoch": epoch + 1,
-            **row,
-            "val_score": score,
-            "peak_memory_mb": peak_memory_mb(),
-            **{f"val_{k}": v for k, v in headline(metrics).items()},
-        }
-        _append_log(run_dir / "log.csv", row)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         is_best = score < best_score
         if is_best:
             best_score, best_epoch = score, epoch + 1
-        meta = _meta(cfg, tasks, model, epoch=epoch + 1, val_metrics=metrics["overall"], val_score=score)
-        save_model(run_dir / "last", model, meta)
-        if is_best:
-            shutil.copyfile(run_dir / "last.safetensors", run_dir / "best.safetensors")
-            shutil.copyfile(run_dir / "last.json", run_dir / "best.json")
-        save_training_state(
-            state_path,
-            {
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "weighting": weighting.state_dict(),
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "train_seconds": train_seconds,
-            },
-        )
-    summary = {
+        if ctx.is_main:
+            row = {
+                "epoch": epoch + 1,
+                **row,
+                "val_score": score,
+                "peak_memory_mb": peak_memory_mb(),
+                **{f"val_{k}": v for k, v in headline(metrics).items()},
+            }
+            _append_log(run_dir / "log.csv", row)
+            log.info(
+                "epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+            )
+            meta = _meta(cfg, tasks, model, epoch=epoch + 1, val_metrics=metrics["overall"], val_score=score)
+            save_model(run_dir / "last", model, meta)
+            if is_best:
+                shutil.copyfile(run_dir / "last.safetensors", run_dir / "best.safetensors")
+                shutil.copyfile(run_dir / "last.json", run_dir / "best.json")
+            save_training_state(
+                state_path,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "weighting": weighting.state_dict(),
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "train_seconds": train_seconds,
+                },
+            )
+        ctx.barrier()  # nobody goes on (or resumes) before the epoch is on disk
+    return {
         "run_dir": str(run_dir),
         "best_epoch": best_epoch,
         "best_val_score": best_score,
@@ -449,5 +514,5 @@ def main(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> 
         "images_per_s": _mean_speed(run_dir / "log.csv"),
         "peak_memory_mb": peak_memory_mb(),
         "train_images": len(train_d),
+        "processes": ctx.world,
     }
-    return summary

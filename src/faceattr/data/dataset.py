@@ -124,13 +124,26 @@ class TensorDataset:
         )
 
     def batches(
-        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None, drop_last: bool = False
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        part: tuple[int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Batches of ``batch_size`` rows (sorted within a batch). ``part=(i, n)``: only the i-th of n equal
+        contiguous slices of every batch (one process's share of a batch in multi-process training; the order
+        and the batches themselves are the same in every process)."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = (n // batch_size) * batch_size if drop_last else n
+        if part is not None and batch_size % part[1]:
+            raise ValueError(f"batch size {batch_size} is not divisible by {part[1]} processes")
         for s in range(0, stop, batch_size):
             idx = np.sort(order[s : s + batch_size].numpy())
+            if part is not None:
+                b = batch_size // part[1]
+                idx = idx[part[0] * b : (part[0] + 1) * b]
             if isinstance(self.images, torch.Tensor):
                 x = self.images[torch.from_numpy(idx).to(self.images.device)]
                 y = torch.from_numpy(self.labels[idx]).to(self.images.device)
@@ -138,6 +151,10 @@ class TensorDataset:
                 x = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
                 y = torch.from_numpy(self.labels[idx])
             yield x, {t: y[:, j] for j, t in enumerate(self.task_names)}
+
+    def rows(self, start: int, stop: int) -> "TensorDataset":
+        """Rows [start, stop) as a dataset (a view, no copy)."""
+        return TensorDataset(self.images[start:stop], self.labels[start:stop], self.task_names)
 
     def exact_labels(self) -> dict[str, np.ndarray]:
         """Labels by task for metrics: an interval-censored ordinal label counts as missing there."""

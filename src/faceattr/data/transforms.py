@@ -25,16 +25,30 @@ def normalize(
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
-def augment(x: torch.Tensor, cfg: AugmentSettings, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random flip, scale/shift/rotation and colour jitter on a uint8 NHWC batch; returns float NCHW in 0..255."""
+def augment(
+    x: torch.Tensor,
+    cfg: AugmentSettings,
+    generator: torch.Generator | None = None,
+    rows: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Random flip, scale/shift/rotation and colour jitter on a uint8 NHWC batch; returns float NCHW in 0..255.
+
+    ``rows=(offset, total)``: ``x`` is rows offset.. of a batch of ``total``; the parameters are drawn for the
+    whole batch and this part's are used, so the processes of a multi-process run augment as one would."""
     n = x.shape[0]
+    offset, total = rows if rows is not None else (0, n)
+    if offset < 0 or offset + n > total:
+        raise ValueError(f"augment: rows {offset}..{offset + n} outside a batch of {total}")
     g = generator
     xf = x.permute(0, 3, 1, 2).float()
 
     dev = x.device
 
-    def u(lo: float, hi: float) -> torch.Tensor:  # drawn on the CPU generator: the same draws on any device
-        return (torch.rand(n, generator=g) * (hi - lo) + lo).to(dev)
+    def rand() -> torch.Tensor:  # drawn on the CPU generator: the same draws on any device
+        return torch.rand(total, generator=g)[offset : offset + n]
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (rand() * (hi - lo) + lo).to(dev)
 
     if cfg.brightness or cfg.contrast or cfg.saturation:
         b = u(1 - cfg.brightness, 1 + cfg.brightness).view(n, 1, 1, 1)
@@ -47,7 +61,7 @@ def augment(x: torch.Tensor, cfg: AugmentSettings, generator: torch.Generator | 
         xf = (xf - gray) * s + gray
     ang = u(-cfg.rotate, cfg.rotate) * math.pi / 180.0
     sc = 1.0 / u(1 - cfg.scale, 1 + cfg.scale)
-    flip = (torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)).to(dev)
+    flip = (torch.where(rand() < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n)).to(dev)
     tx, ty = u(-cfg.shift, cfg.shift) * 2, u(-cfg.shift, cfg.shift) * 2
     cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
