@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+__version__ = "0.1.0"  # kept equal to pyproject.toml's version (tests/test_serve.py checks)
+
 __all__ = [
     "Predictor",
     "PhotoResult",

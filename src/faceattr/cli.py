@@ -138,6 +138,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("faceattr.cli_evidence", "_add_audit", "_run_audit"),
     "explain": ("faceattr.cli_evidence", "_add_explain", "_run_explain"),
     "cache": ("faceattr.cli", "_add_cache", "_cmd_cache"),
+    "serve": ("faceattr.cli_serve", "_add_serve", "_run_serve"),
 }
 
 

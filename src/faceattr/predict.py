@@ -263,14 +263,16 @@ class Predictor:
     def preprocess(self, chips: np.ndarray) -> np.ndarray:
         return self.meta.normalize(chips)
 
-    def predict_chips(self, chips: np.ndarray) -> list[dict[str, Attribute]]:
-        """Attributes of aligned face chips (N x S x S x 3 uint8, S = the model's input size)."""
+    def predict_chips(self, chips: np.ndarray, tta_flip: bool | None = None) -> list[dict[str, Attribute]]:
+        """Attributes of aligned face chips (N x S x S x 3 uint8, S = the model's input size); ``tta_flip``
+        overrides the predictor's setting for this call."""
+        flip = self.tta_flip if tta_flip is None else tta_flip
         if chips.ndim != 4 or chips.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"chips must be N x {self.input_size} x {self.input_size} x 3, got {chips.shape}")
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
             x = self.preprocess(chips[s : s + self.batch_size])
-            if self.tta_flip:
+            if flip:
                 from faceattr.tta import mirrored_mean
 
                 raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]))

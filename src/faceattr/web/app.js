@@ -1,0 +1,165 @@
+// faceattr web page: uploads photos to /v1/analyze, draws the boxes, shows each face's estimates.
+"use strict";
+const $ = (s) => document.querySelector(s);
+const state = { tasks: [], apiKey: new URLSearchParams(location.hash.slice(1)).get("key") || "" };
+
+function headers() { return state.apiKey ? { "X-API-Key": state.apiKey } : {}; }
+
+function showError(msg) {
+  const e = $("#error");
+  e.textContent = msg;
+  e.hidden = !msg;
+}
+
+async function loadModel() {
+  try {
+    const r = await fetch("/v1/model", { headers: headers() });
+    const m = await r.json();
+    if (!r.ok) throw new Error(m.error ? m.error.message : r.statusText);
+    state.tasks = m.tasks.filter((t) => t.enabled).map((t) => t.name);
+    state.explain = m.explain;
+    $("#tasks").innerHTML = state.tasks
+      .map((t) => `<label><input type="checkbox" class="task" value="${t}" checked> ${t}</label>`).join(" ");
+    const cov = Math.round(100 * m.calibration.interval_coverage);
+    $("#model").textContent = `faceattr ${m.faceattr_version} · ${m.architecture} ${m.input_size} px · ${m.runtime}` +
+      ` · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
+  } catch (err) {
+    showError("Cannot reach the model: " + err.message);
+  }
+}
+
+function chosenTasks() {
+  return [...document.querySelectorAll(".task:checked")].map((c) => c.value);
+}
+
+async function analyze(file, extra) {
+  const fd = new FormData();
+  fd.append("image", file, file.name || "webcam.jpg");
+  const q = new URLSearchParams({ tasks: chosenTasks().join(","), tta_flip: $("#tta").checked, ...(extra || {}) });
+  const r = await fetch("/v1/analyze?" + q, { method: "POST", body: fd, headers: headers() });
+  let body;
+  try { body = await r.json(); } catch { body = {}; }
+  if (!r.ok) throw new Error((body.error && body.error.message) || `${r.status} ${r.statusText}`);
+  return body.results[0];
+}
+
+function pct(p) { return (100 * p).toFixed(1) + " %"; }
+
+function attrHtml(name, a) {
+  if (a.value !== undefined) {
+    const iv = a.interval ? ` <span class="probs">(${a.interval[0].toFixed(0)}–${a.interval[1].toFixed(0)})</span>` : "";
+    const shown = a.probabilities ? a.label : a.value.toFixed(1);
+    return `<div class="attr" data-task="${name}"><b>${name}</b> ${shown}${iv}</div>`;
+  }
+  const ranked = Object.entries(a.probabilities).sort((x, y) => y[1] - x[1]);
+  const top = ranked[0];
+  const rest = ranked.slice(1, 3).map(([k, p]) => `${k} ${pct(p)}`).join(", ");
+  return `<div class="attr" data-task="${name}"><b>${name}</b> ${a.label} ${pct(top[1])}` +
+    `<div class="bar"><i style="width:${100 * top[1]}%"></i></div><div class="probs">${rest}</div></div>`;
+}
+
+function drawPhoto(canvas, img, faces) {
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const g = canvas.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const lw = Math.max(2, Math.round(img.naturalWidth / 400));
+  g.lineWidth = lw;
+  g.font = `bold ${Math.max(14, lw * 8)}px system-ui, sans-serif`;
+  faces.forEach((f, i) => {
+    if (!f.box) return;
+    const [x1, y1, x2, y2] = f.box;
+    g.strokeStyle = "#00e0ff";
+    g.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    g.fillStyle = "#00e0ff";
+    g.fillText(String(i + 1), x1 + lw, Math.max(y1 - lw * 2, lw * 8));
+  });
+}
+
+async function handle(file) {
+  const sec = document.createElement("section");
+  sec.className = "photo";
+  sec.innerHTML = `<h2></h2><p class="msg">analysing…</p>`;
+  sec.querySelector("h2").textContent = file.name || "webcam";
+  $("#results").prepend(sec);
+  let res;
+  try {
+    res = await analyze(file);
+  } catch (err) {
+    sec.remove();
+    showError(`${file.name || "photo"}: ${err.message}`);
+    return;
+  }
+  const img = new Image();
+  img.src = URL.createObjectURL(file);
+  await img.decode().catch(() => {});
+  const canvas = document.createElement("canvas");
+  canvas.className = "boxes";
+  canvas.dataset.faces = String(res.num_faces);
+  drawPhoto(canvas, img, res.faces);
+  sec.querySelector(".msg").textContent = `${res.num_faces} face(s)` + (res.message ? ` — ${res.message}` : "");
+  sec.insertBefore(canvas, sec.querySelector(".msg"));
+  const cards = document.createElement("div");
+  cards.className = "cards";
+  res.faces.forEach((f, i) => {
+    const c = document.createElement("div");
+    c.className = "face-card";
+    const attrs = state.tasks.filter((t) => f[t]).map((t) => attrHtml(t, f[t])).join("");
+    const opts = state.tasks.filter((t) => f[t]).map((t) => `<option>${t}</option>`).join("");
+    c.innerHTML = `<h3>Face ${i + 1}</h3>${attrs}` + (state.explain ?
+      `<div class="heat"><select aria-label="task">${opts}</select><button type="button" class="explain">Heat-map</button></div>` +
+      `<div class="heatmap"></div>` : "");
+    const btn = c.querySelector(".explain");
+    if (btn) btn.addEventListener("click", async () => {
+      const task = c.querySelector("select").value;
+      btn.disabled = true;
+      try {
+        const r = await analyze(file, { explain: task });
+        const m = r.faces[i] && r.faces[i].explain && r.faces[i].explain[task];
+        c.querySelector(".heatmap").innerHTML = m ? `<img alt="Grad-CAM of ${task}" src="${m}">` : "no heat-map";
+      } catch (err) {
+        showError(err.message);
+      } finally {
+        btn.disabled = false;
+      }
+    });
+    cards.appendChild(c);
+  });
+  sec.appendChild(cards);
+}
+
+async function handleAll(files) {
+  showError("");
+  $("#status").textContent = `analysing ${files.length} photo(s)…`;
+  await Promise.all([...files].map(handle));
+  $("#status").textContent = "";
+}
+
+$("#files").addEventListener("change", (e) => handleAll(e.target.files));
+const drop = $("#drop");
+["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+drop.addEventListener("drop", (e) => handleAll(e.dataTransfer.files));
+
+$("#camera").addEventListener("click", async () => {
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+    const v = $("#video");
+    v.srcObject = stream;
+    v.hidden = false;
+    await v.play();
+    $("#snap").hidden = false;
+  } catch (err) {
+    showError("No webcam: " + err.message);
+  }
+});
+$("#snap").addEventListener("click", () => {
+  const v = $("#video");
+  const c = document.createElement("canvas");
+  c.width = v.videoWidth;
+  c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  c.toBlob((b) => handleAll([new File([b], "webcam.jpg", { type: "image/jpeg" })]), "image/jpeg", 0.92);
+});
+
+loadModel();
