@@ -139,6 +139,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("faceattr.cli_evidence", "_add_explain", "_run_explain"),
     "cache": ("faceattr.cli", "_add_cache", "_cmd_cache"),
     "serve": ("faceattr.cli_serve", "_add_serve", "_run_serve"),
+    "video": ("faceattr.cli_serve", "_add_video", "_run_video"),
 }
 
 

@@ -65,3 +65,28 @@ def _run_serve(a: argparse.Namespace) -> int:
     pred.detector  # noqa: B018 - load the detector now: a missing model file fails before the server listens
     serve(pred, settings, a.host, a.port)
     return 0
+
+
+def _add_video(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("video", help="track faces through a video: one stable estimate per person")
+    p.add_argument("source", help="a video file (any format OpenCV reads) or a webcam index such as 0")
+    p.add_argument("--tracks", required=True, help="JSON-lines output: one line per track")
+    p.add_argument("--out", help="annotated video (.mp4, .avi, .mkv, .mov)")
+    _add_model_args(p)
+    p.add_argument("--detector", default="auto", help="as for faceattr predict")
+    p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file")
+    p.add_argument("--detect-every", type=int, default=1, help="detect every N-th frame, track in between (speed)")
+    p.add_argument("--rho", type=float, default=0.5, help="error correlation between a person's frames (intervals)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames (a webcam runs until then)")
+
+
+def _run_video(a: argparse.Namespace) -> int:
+    import json
+
+    from faceattr.predict import Predictor
+    from faceattr.video import process_video
+
+    pred = Predictor.load(a.model, a.threads, a.runtime, detector=a.detector, yunet_model=a.yunet_model)
+    res = process_video(a.source, pred, a.out, a.tracks, a.detect_every, a.rho, a.max_frames, progress=True)
+    print(json.dumps(res))
+    return 0
