@@ -21,7 +21,7 @@ from _common import SHARED, md_table, write
 
 
 def _run(cmd: list[str]) -> tuple[float, dict[str, float]]:
-    """Wall seconds, and the resident memory of ``cmd`` with all its children sampled every 0.5 s: the peak, and
+    """Wall seconds, and the memory (PSS) of ``cmd`` with all its children sampled every 0.5 s: the peak, and
     the peak of the first and of the last quarter of the run (memory is flat when those two agree)."""
     import psutil
 
@@ -34,7 +34,7 @@ def _run(cmd: list[str]) -> tuple[float, dict[str, float]]:
         try:
             for q in [ps, *ps.children(recursive=True)]:
                 try:
-                    total += q.memory_info().rss
+                    total += q.memory_full_info().pss  # shared pages (Ray's object store) counted once
                 except psutil.Error:
                     pass
         except psutil.Error:
@@ -47,9 +47,9 @@ def _run(cmd: list[str]) -> tuple[float, dict[str, float]]:
     q1 = [m for t, m in samples if t <= secs / 4] or [0.0]
     q4 = [m for t, m in samples if t >= 3 * secs / 4] or [0.0]
     return secs, {
-        "peak RSS MB": round(max(m for _, m in samples)) if samples else 0,
-        "RSS MB, 1st quarter": round(max(q1)),
-        "RSS MB, last quarter": round(max(q4)),
+        "peak PSS MB": round(max(m for _, m in samples)) if samples else 0,
+        "PSS MB, 1st quarter": round(max(q1)),
+        "PSS MB, last quarter": round(max(q4)),
     }
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     src = SHARED / "data" / "utkface" / "UTKFace"
     files = sorted(p for p in src.iterdir() if p.is_file())[: a.n]
     rows = []
-    mem_cols = ["peak RSS MB", "RSS MB, 1st quarter", "RSS MB, last quarter"]
+    mem_cols = ["peak PSS MB", "PSS MB, 1st quarter", "PSS MB, last quarter"]
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d) / "photos"
         folder.mkdir()
@@ -106,9 +106,10 @@ def main() -> None:
     res = {"n": len(files), "rows": rows, "speedup": rows[1]["vs predict"]}
     cmd = f"python benchmarks/batch.py --n {a.n} --workers {a.workers}" + (" --no-ray" if a.no_ray else "")
     md = (
-        f"# Batch inference\n\n`{cmd}`: the first {len(files)} UTKFace photos, one run on this machine. Resident "
-        "memory of the command with all its processes (Ray's own daemons included), sampled every 0.5 s: flat when "
-        "the first and last quarters of the run agree.\n\n"
+        f"# Batch inference\n\n`{cmd}`: the first {len(files)} UTKFace photos, one run on this machine. Memory: the "
+        "proportional set size (PSS: resident memory with each shared page split among the processes that map it, "
+        "so Ray's shared object store counts once) of the command and all its processes, Ray's daemons included, "
+        "sampled every 0.5 s; flat when the first and last quarters of the run agree.\n\n"
         + md_table(rows, ["command", "photos", "faces", "seconds", "faces/s", "vs predict", *mem_cols])
         + f"\n\n**batch / predict throughput: {res['speedup']}×**\n"
     )

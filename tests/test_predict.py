@@ -217,7 +217,7 @@ def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
 
 
 def test_runtime_install_predicts_without_torch(tmp_path):
-    """What `pip install faceattr` (no torch) gives: the README's main job on the shipped INT8 ONNX model."""
+    """What `pip install faceattr` (no torch) gives: the README's main job on the shipped ONNX model."""
     from faceattr.predict import SHIPPED_INT8
 
     assert SHIPPED_INT8.is_file() and SHIPPED_INT8.stat().st_size < 8e6
@@ -234,3 +234,17 @@ def test_runtime_install_predicts_without_torch(tmp_path):
     assert out.stdout.split()[-2:] == ["0", "False"]
     p = Predictor.from_pretrained(runtime="onnx-int8")
     assert p.backend.name == "onnxruntime-int8" and p.meta.extra["quantization"]["calibration_method"] == "percentile"
+
+
+def test_default_runtime_is_onnx_and_agrees_with_torch():
+    """The default path (no flag) runs the float32 ONNX export: the torch checkpoint's answers, without torch."""
+    from faceattr.cli_predict import example_photo
+
+    onnx, torch_ = Predictor.from_pretrained(), Predictor.from_pretrained(runtime="torch")
+    assert onnx.backend.name == "onnxruntime" and onnx.checkpoint is not None
+    a, b = onnx.predict(example_photo()).faces[0], torch_.predict(example_photo()).faces[0]
+    assert a.box == b.box
+    assert a["age"].value == pytest.approx(b["age"].value, abs=0.01)
+    assert a["age"].interval == pytest.approx(b["age"].interval, abs=0.01)
+    for t in ("gender", "race"):
+        assert a[t].probabilities == pytest.approx(b[t].probabilities, abs=1e-4)

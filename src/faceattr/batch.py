@@ -87,7 +87,7 @@ def _init_worker(job: Job) -> None:
         from faceattr.detect import create_detector
 
         kw = {} if job.min_score is None else {"min_score": job.min_score}
-        det = create_detector(job.detector, job.yunet_model, **kw)
+        det = create_detector(job.detector, job.yunet_model, templates=job.meta.alignment.keys(), **kw)
         _WORKER["detector"] = det
         _WORKER["template"] = job.meta.template(det.name)
 
@@ -204,7 +204,7 @@ def run_batch(
     if detect:  # the detector and its template exist, before anything is written
         from faceattr.detect import create_detector
 
-        job.meta.template(create_detector(detector, yunet_model).name)
+        job.meta.template(create_detector(detector, yunet_model, templates=job.meta.alignment.keys()).name)
     n = (len(files) + shard_size - 1) // shard_size
     fp = _fingerprint(files, shard_size, model_name, job)
     out_dir.mkdir(parents=True, exist_ok=True)

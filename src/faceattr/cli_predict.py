@@ -31,10 +31,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for inference")
     p.add_argument(
         "--runtime",
-        choices=["auto", "torch", "onnx-int8"],
+        choices=["auto", "onnx", "torch", "onnx-int8"],
         default="auto",
-        help="for the shipped model: torch (float), onnx-int8 (faster, slightly less accurate), or auto: "
-        "torch when installed, else onnx-int8",
+        help="for the shipped model: onnx (= auto: float32 onnxruntime, the torch model's outputs, fast), torch, "
+        "or onnx-int8 (fastest, slightly less accurate)",
     )
 
 
@@ -284,7 +284,7 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint or .onnx file (default: the shipped model on --runtime)")
     p.add_argument(
         "--runtime",
-        choices=["torch", "onnx-int8"],
+        choices=["onnx", "torch", "onnx-int8"],
         default="onnx-int8",
         help="for the shipped model (default: onnx-int8, the fast one)",
     )

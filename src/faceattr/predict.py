@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors"
 SHIPPED_INT8 = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.int8.onnx"  # the same weights, INT8 for onnxruntime
+SHIPPED_ONNX = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.onnx"  # the same weights, float32 ONNX
+RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
 
 
 class ModelFormatError(FaceattrError, ValueError):
@@ -199,6 +201,7 @@ class Predictor:
         self.min_score = min_score
         self._detector: Detector | None = detector if not isinstance(detector, str) else None
         self._detector_lock = threading.Lock()
+        self.checkpoint: Path | None = None  # the torch checkpoint behind this model, where known (Grad-CAM)
 
     # construction
     @classmethod
@@ -206,7 +209,9 @@ class Predictor:
         from faceattr.checkpoint import load_model
 
         model, meta = load_model(path)
-        return cls(TorchBackend(model, meta, threads), **kw)
+        pred = cls(TorchBackend(model, meta, threads), **kw)
+        pred.checkpoint = Path(path)
+        return pred
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
@@ -216,24 +221,21 @@ class Predictor:
     def from_pretrained(cls, threads: int | None = None, runtime: str = "auto", **kw: Any) -> Predictor:
         """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace).
 
-        ``runtime``: ``torch`` (the float16 checkpoint, run in float32), ``onnx-int8`` (the same weights quantized to
-        INT8 for onnxruntime, shipped beside it: measured cost on UTKFace test +0.07 y MAE, -0.5 pt gender, -0.6 pt
-        race; ~8x faster per face) or ``auto``: torch when it is installed, else onnx-int8 (the runtime-only
-        install, ``pip install faceattr``, has no torch)."""
-        check(runtime in ("auto", "torch", "onnx-int8"), f"runtime must be auto, torch or onnx-int8, got {runtime!r}")
+        ``runtime``: ``onnx`` (the default, ``auto``: the float32 ONNX export run by onnxruntime: the torch model's
+        outputs within 1e-5, ~4x faster per face, and no torch needed), ``torch`` (the float16 checkpoint, run in
+        float32) or ``onnx-int8`` (quantized: measured cost on UTKFace test +0.07 y MAE, -0.5 pt gender, -0.6 pt
+        race; fastest). Grad-CAM (``faceattr explain``, the service's heat-maps) uses the torch checkpoint."""
+        check(runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if runtime == "auto":
-            try:
-                import torch  # noqa: F401
-
-                runtime = "torch"
-            except ImportError:
-                runtime = "onnx-int8"
-        path = SHIPPED_MODEL if runtime == "torch" else SHIPPED_INT8
+            runtime = "onnx"
+        path = {"torch": SHIPPED_MODEL, "onnx": SHIPPED_ONNX, "onnx-int8": SHIPPED_INT8}[runtime]
         if not path.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
         if runtime == "torch":
             return cls.from_checkpoint(path, threads, **kw)
-        return cls.from_onnx(path, threads, **kw)
+        pred = cls.from_onnx(path, threads, **kw)
+        pred.checkpoint = SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None
+        return pred
 
     @classmethod
     def load(
@@ -253,7 +255,7 @@ class Predictor:
             if self._detector is None:
                 name, yunet = self._detector_spec
                 kw = {} if self.min_score is None else {"min_score": self.min_score}
-                self._detector = create_detector(str(name), yunet, **kw)
+                self._detector = create_detector(str(name), yunet, templates=self.meta.alignment.keys(), **kw)
             return self._detector
 
     # core steps

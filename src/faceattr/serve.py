@@ -269,7 +269,14 @@ class Service:
 
     @property
     def can_explain(self) -> bool:
-        return self.settings.explain and getattr(self.predictor.backend, "name", "") == "torch"
+        """Grad-CAM needs the torch network: the backend's own, or the checkpoint behind an ONNX export."""
+        if not self.settings.explain:
+            return False
+        if getattr(self.predictor.backend, "name", "") == "torch":
+            return True
+        import importlib.util
+
+        return self.predictor.checkpoint is not None and importlib.util.find_spec("torch") is not None
 
     async def _attributes(self, chips: np.ndarray, tta: bool) -> list[dict[str, Attribute]]:
         if not len(chips):
@@ -298,7 +305,13 @@ class Service:
 
         with self._explain_lock:
             if self._explain_model is None:
-                self._explain_model = copy.deepcopy(self.predictor.backend.model)  # type: ignore[union-attr]
+                backend = self.predictor.backend
+                if getattr(backend, "name", "") == "torch":
+                    self._explain_model = copy.deepcopy(backend.model)  # type: ignore[union-attr]
+                else:
+                    from faceattr.checkpoint import load_model
+
+                    self._explain_model, _ = load_model(self.predictor.checkpoint)  # type: ignore[arg-type]
             maps = explain_chips(self._explain_model, self.predictor.meta, chips, list(tasks))
         out: list[dict[str, str]] = []
         for i, chip in enumerate(chips):
