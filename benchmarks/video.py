@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=4)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--detect-every", type=int, default=3)
-    ap.add_argument("--rho", type=float, default=0.5)
+    ap.add_argument("--rho", type=float, default=1.0)
     a = ap.parse_args()
     yunet = SHARED / "models" / "face_detection_yunet.onnx"
     rng = np.random.default_rng(0)
@@ -224,7 +224,7 @@ def main() -> None:
     ]
     summary["rho_sweep"] = sweep_rows
     cmd = f"python benchmarks/video.py --clips {a.clips} --people {a.people} --frames {a.frames}"
-    if a.rho != 0.5:
+    if a.rho != 1.0:
         cmd += f" --rho {a.rho}"
     rows = [
         {"measure": "identity switches", "value": summary["identity_switches"]},

@@ -61,7 +61,7 @@ def predictor():
 
 
 def test_one_person_one_track(clip, predictor, tmp_path):
-    res = process_video(str(clip), predictor, tmp_path / "out.mp4", tmp_path / "tracks.jsonl", detect_every=2)
+    res = process_video(str(clip), predictor, tmp_path / "out.mp4", tmp_path / "tracks.jsonl", 2, rho=0.5)
     assert res["frames"] == 40 and res["tracks"] == 1
     tracks = [json.loads(line) for line in (tmp_path / "tracks.jsonl").read_text().splitlines()]
     assert len(tracks) == 1
@@ -70,7 +70,7 @@ def test_one_person_one_track(clip, predictor, tmp_path):
     assert all(d["frame"] % 2 == 0 for d in t["detections"])
     widths = [d["age"]["interval"][1] - d["age"]["interval"][0] for d in t["detections"]]
     pooled = t["age"]["interval"][1] - t["age"]["interval"][0]
-    assert pooled < np.mean(widths)  # narrower with evidence
+    assert pooled < np.mean(widths)  # rho < 1: narrower with evidence
     ages = [d["age"]["value"] for d in t["detections"]]
     assert t["age"]["value"] == pytest.approx(np.mean(ages), abs=0.01)
     assert sum(t["gender"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)

@@ -76,7 +76,13 @@ def _add_video(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="auto", help="as for faceattr predict")
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file")
     p.add_argument("--detect-every", type=int, default=1, help="detect every N-th frame, track in between (speed)")
-    p.add_argument("--rho", type=float, default=0.5, help="error correlation between a person's frames (intervals)")
+    p.add_argument(
+        "--rho",
+        type=float,
+        default=1.0,
+        help="error correlation between a person's frames: 1 (measured default) keeps the interval's width, "
+        "smaller values narrow it with more detections",
+    )
     p.add_argument("--max-frames", type=int, help="stop after this many frames (a webcam runs until then)")
 
 
