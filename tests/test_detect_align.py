@@ -170,3 +170,23 @@ def test_yuface_and_opencv_yunet_agree():
         for fa in a:
             fb = min(b, key=lambda f: abs(f.center[0] - fa.center[0]) + abs(f.center[1] - fa.center[1]))
             assert np.abs(fa.landmarks - fb.landmarks).max() <= 2.0  # yuface rounds to whole pixels
+
+
+def test_yuface_does_not_leak_and_matches_its_binding():
+    """The package's binding leaks a 36 KB buffer per call; ours owns the buffer (same answers, flat memory)."""
+    pytest.importorskip("yuface")
+    psutil = pytest.importorskip("psutil")
+    import yuface
+
+    from faceattr.cli_predict import example_photo
+
+    det = create_detector("yuface")
+    bgr = np.ascontiguousarray(load_image(example_photo())[:, :, ::-1])
+    assert np.array_equal(det._raw(bgr)[:, :15], np.asarray(yuface.c_detect(bgr), np.float64)[:, :15])
+    small = np.ascontiguousarray(bgr[:200, 100:300])
+    proc = psutil.Process()
+    det._raw(small)
+    before = proc.memory_info().rss
+    for _ in range(500):
+        det._raw(small)
+    assert proc.memory_info().rss - before < 4 * 2**20  # the binding: +18 MB for 500 calls
