@@ -124,25 +124,35 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--runtime", default="auto", help="the server's --runtime (auto: the default ONNX model)")
     a = ap.parse_args()
     src = sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[:200]
     photos = [p.read_bytes() for p in src]
+    rt = ["--runtime", a.runtime]
     rows = [
-        run("micro-batching on (default)", [], photos, a),
-        run("micro-batching off", ["--no-microbatch"], photos, a),
+        run(f"micro-batching on (default), runtime {a.runtime}", rt, photos, a),
+        run(f"micro-batching off, runtime {a.runtime}", [*rt, "--no-microbatch"], photos, a),
     ]
     ratio = rows[0]["faces/s"] / rows[1]["faces/s"] if rows[1]["faces/s"] else float("nan")
     cmd = f"python benchmarks/serve_load.py --clients {a.clients} --seconds {a.seconds:g}"
+    if a.runtime != "auto":
+        cmd += f" --runtime {a.runtime}"
     cols = list(rows[0])
     md = (
         f"# Service under load\n\n`{cmd}`: {a.clients} concurrent clients for {a.seconds:g} s each way, posting "
-        "UTKFace photos (one face each) to `faceattr serve` (shipped model, default detector) on loopback; one run "
-        "on this machine (2 cores shared by the clients and the server). 503 = deliberate shedding beyond "
-        "`--max-inflight` (32), retried by the client after 50 ms; errors = other 5xx and failed connections.\n\n"
+        "UTKFace photos (one face each) to `faceattr serve` (shipped model on the given runtime, default "
+        "detector) on loopback; one run on this machine (2 cores shared by the clients and the server). "
+        "503 = deliberate shedding beyond `--max-inflight` (32), retried by the client after 50 ms; "
+        "errors = other 5xx and failed connections.\n\n"
         + md_table(rows, cols)
         + f"\n\n**micro-batching on / off throughput: {ratio:.2f}×**\n"
     )
-    write("serve-load", {"rows": rows, "ratio": round(ratio, 3), "clients": a.clients, "seconds": a.seconds}, md, cmd)
+    write(
+        "serve-load" + ("" if a.runtime == "auto" else f"-{a.runtime}"),
+        {"rows": rows, "ratio": round(ratio, 3), "clients": a.clients, "seconds": a.seconds},
+        md,
+        cmd,
+    )
     print(md)
 
 
