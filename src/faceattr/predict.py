@@ -135,6 +135,9 @@ class OnnxBackend:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        # no busy-waiting between runs: the network shares the cores with decoding and detection (yuface's OpenMP,
+        # dlib), and with other requests' work in the service; spinning threads would take the cores from them
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
