@@ -343,8 +343,8 @@ def create_detector(
 ) -> Detector:
     """``auto`` = OpenCV's YuNet when a YuNet file is given (argument or FACEATTR_YUNET_MODEL), else ``yuface``
     (the same network inside the ``yuface`` package: no file needed) where that package is installed, else dlib
-    HOG. ``templates``: the detectors the model has alignment templates for (``auto`` skips the others: a model
-    calibrated for dlib alone gets dlib). ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
+    HOG. ``templates``: the detectors the model has alignment templates for (without a YuNet file, ``auto`` skips
+    the others: a model calibrated for dlib alone gets dlib). ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
 
     Why YuNet alone: with the shipped model it is the one detector that meets all three targets of the
     wide-photo benchmark (benchmarks/results/wide-*.md: 99.8 % found, 95.3 % gender agreement, 2.7 y), it is
@@ -354,7 +354,7 @@ def create_detector(
     if name == "auto":
         has = set(templates) if templates is not None else {"yunet", "yuface", "dlib"}
         yunet_ok = bool(has & {"yunet", "yuface"})
-        if yunet_model and yunet_ok:
+        if yunet_model:  # asked for by the user: used (a model without its template then says so)
             name = "yunet"
         elif yunet_ok and importlib.util.find_spec("yuface"):
             name = "yuface"
