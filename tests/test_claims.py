@@ -112,3 +112,24 @@ def test_report_from_kept_runs(tmp_path):
     md = (tmp_path / "claims.md").read_text()
     assert "**confirmed**" in md and "Table II" in md and "90.9" in md
     assert (tmp_path / "g-curves.png").stat().st_size > 1000
+
+
+def test_training_time_compares_seeds_trained_on_the_same_device():
+    from types import SimpleNamespace
+
+    from faceattr.claims import cost
+
+    def run(secs: float, dev: str) -> dict:
+        return {"gflops": 1.0, "parameters": 10.0, "train_seconds": secs, "device_name": dev}
+
+    by = {
+        "mtl": {0: run(100, "gpu"), 1: run(5000, "cpu")},  # seed 1 only on the CPU, and only for the MTL network
+        "single-age": {0: run(60, "gpu")},
+        "single-gender": {0: run(70, "gpu")},
+        "single-race": {0: run(70, "gpu")},
+    }
+    c = cost(SimpleNamespace(by=by))  # type: ignore[arg-type]
+    assert c is not None and c["train_seconds"] == {"mtl": 100.0, "stl_sum": 200.0, "ratio": 0.5}
+    assert c["gflops"]["ratio"] == pytest.approx(1 / 3)
+    by["mtl"][0] = run(100, "cpu")  # no seed with all four on one device: no time ratio at all
+    assert "train_seconds" not in cost(SimpleNamespace(by=by))  # type: ignore[arg-type, operator]

@@ -218,12 +218,24 @@ def cost(grid: Grid) -> dict[str, Any] | None:
     if "mtl" not in grid.by or len(singles) < 3:
         return None
 
-    def mean(exp: str, key: str) -> float:
-        return statistics.fmean(float(r[key]) for r in grid.by[exp].values())
+    exps = ["mtl", *singles]
+    # training time compares like with like: the seeds all four networks were trained with, on the same device
+    same = [
+        seed
+        for seed in set.intersection(*(set(grid.by[e]) for e in exps))
+        if len({grid.by[e][seed].get("device_name") for e in exps}) == 1
+    ]
+
+    def mean(exp: str, key: str, seeds: Any = None) -> float:
+        runs = grid.by[exp]
+        return statistics.fmean(float(runs[k][key]) for k in (seeds if seeds is not None else runs))
 
     out: dict[str, Any] = {}
     for key in ("gflops", "parameters", "train_seconds"):
-        m, s = mean("mtl", key), sum(mean(e, key) for e in singles)
+        seeds = same if key == "train_seconds" else None
+        if seeds is not None and not seeds:
+            continue
+        m, s = mean("mtl", key, seeds), sum(mean(e, key, seeds) for e in singles)
         out[key] = {"mtl": m, "stl_sum": s, "ratio": m / s}
     return out
 
