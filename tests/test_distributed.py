@@ -84,7 +84,7 @@ def test_two_processes_compute_one_batch(tmp_path):
     single, multi = str(tmp_path / "single.pt"), str(tmp_path / "multi.pt")
     _epoch(0, 1, 0, cfg, single)
     mp.start_processes(_epoch, args=(2, _free_port(), cfg, multi), nprocs=2, start_method="spawn")
-    a, b = torch.load(single), torch.load(multi)
+    a, b = torch.load(single, weights_only=True), torch.load(multi, weights_only=True)
     torch.manual_seed(0)
     from faceattr.models import create_model
     from faceattr.tasks import utkface_tasks
