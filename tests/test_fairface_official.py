@@ -82,3 +82,34 @@ def test_reader_and_official_protocol(tmp_path):
     assert {split[f"val/{i}.jpg"] for i in range(1, 7)} == {"test"}  # official val: reporting only
     assert {s for f, s in split.items() if f.startswith("train/")} <= {"train", "val", "excluded"}
     assert set(df["age"]) <= {"3-9", "10-19", "20-29", "50-59", "more than 70"}
+
+
+def test_official_split_with_wide_set_loads_as_extra_dataset(tmp_path):
+    """The excluded wide-set sources survive the split cache (a cached split with 'excluded' rows once failed to
+    load) and are in no split; an extra dataset's own wide_labels reach its protocol; the cache key includes them."""
+    from faceattr.config import DataConfig
+    from faceattr.data.combine import extra_configs
+    from faceattr.data.sources import load_split
+
+    src = _fake_repo(tmp_path / "clone")
+    root = src / "fair_face"
+    for c in ("fairface_label_train.csv", "fairface_label_val.csv"):
+        shutil.copy(src / c, root / c)
+    wide = tmp_path / "wide.csv"
+    wide.write_text("file,age,gender,race,source\nimages/fairface_0001.jpg,3-9,Male,White,images/3.jpg\n")
+    primary = DataConfig(
+        dataset="utkface",
+        root=str(tmp_path / "utk"),
+        cache_dir=str(tmp_path / "cache"),
+        extra=[{"data": f"fairface:{root}", "wide_labels": str(wide)}],
+    )
+    ((cfg, _),) = extra_configs(primary)
+    assert cfg.wide_labels == str(wide)
+    for _ in range(2):  # computed, then read back from the cache
+        files = {s: set(load_split(cfg, s).frame["file"]) for s in ("train", "val", "test")}
+        assert "train/3.jpg" not in files["train"] | files["val"] | files["test"]
+        assert len(files["train"]) + len(files["val"]) == 29 and len(files["test"]) == 6
+    # without the wide labels the same folder gets its own cached split, in which train/3.jpg is trained on
+    plain = DataConfig(dataset="fairface", root=str(root), cache_dir=str(tmp_path / "cache"))
+    assert "train/3.jpg" in set(load_split(plain, "train").frame["file"]) | set(load_split(plain, "val").frame["file"])
+    assert len(list((tmp_path / "cache").glob("split-fairface-*.csv"))) == 2

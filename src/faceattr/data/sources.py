@@ -47,7 +47,9 @@ def _protocol(cfg: DataConfig) -> pd.DataFrame:
     if cfg.split_file:
         raise DataError(f"split file not found: {cfg.split_file}")
     cache = Path(cfg.cache_dir or default_cache_dir())
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    # the wide set's sources change the FairFace split: a split computed with other wide labels is another file
+    wide = str(Path(cfg.wide_labels).resolve()) if cfg.wide_labels else ""
+    key = hashlib.sha256(f"{root.resolve()}|{wide}".encode()).hexdigest()[:12]
     cached = cache / f"split-{cfg.dataset}-{key}.csv"
     if cached.is_file():
         return read_split(cached)

@@ -149,7 +149,7 @@ def read_split(path: str | Path) -> pd.DataFrame:
     missing = {"file", "split"} - set(df.columns)
     if missing:
         raise DataError(f"{path}: not a split file (missing columns {sorted(missing)})")
-    bad = ~df["split"].isin(["train", "val", "test"])
+    bad = ~df["split"].isin(["train", "val", "test", "excluded"])  # excluded: never used (wide-set sources)
     if bad.any():
         raise DataError(f"{path}: unknown split values {sorted(set(df.loc[bad, 'split']))[:5]}")
     return df
