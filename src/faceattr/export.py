@@ -22,8 +22,13 @@ class ExportError(FaceattrError, RuntimeError):
     pass
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Export a checkpoint to ONNX: input ``image`` (N x 3 x S x S, normalised), one output per task."""
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, compact: bool = False) -> Path:
+    """Export a checkpoint to ONNX: input ``image`` (N x 3 x S x S, normalised), one output per task.
+
+    ``compact``: keep batch norm unfused and store every weight tensor that float16 holds exactly (all of them for a
+    checkpoint saved in float16) as float16 followed by a Cast to float32: half the file, the same float32
+    arithmetic (onnxruntime folds the casts and fuses batch norm when it loads the model). Without it, batch norm is
+    folded into the convolutions (the form INT8 quantization wants)."""
     import torch
     from torch import nn
 
@@ -59,14 +64,44 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Pat
             dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
             opset_version=opset,
             dynamo=False,
-            do_constant_folding=True,
+            do_constant_folding=not compact,
+            training=torch.onnx.TrainingMode.PRESERVE if compact else torch.onnx.TrainingMode.EVAL,
         )
     try:
+        if compact:
+            _half_exact_weights(out)
         _set_metadata(out, {**_public_meta(meta), "source_checkpoint": str(checkpoint)})
         os.replace(out, final)
     finally:
         out.unlink(missing_ok=True)
     return final
+
+
+def _half_exact_weights(path: Path) -> int:
+    """Store the float32 initializers of ``path`` that float16 represents exactly as float16 + Cast (lossless by
+    construction: a tensor that would change is left alone). Returns how many were converted."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(path))
+    inits, casts = [], []
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.float32 and a.size > 1 and np.array_equal(a.astype(np.float16).astype(np.float32), a):
+            h = numpy_helper.from_array(a.astype(np.float16), init.name + "__fp16")
+            inits.append(h)
+            casts.append(helper.make_node("Cast", [h.name], [init.name], to=TensorProto.FLOAT, name=init.name + "__cast"))
+        else:
+            inits.append(init)
+    nodes = casts + list(m.graph.node)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))
+    log.info("%s: %d weight tensors stored as float16 (exact)", path, len(casts))
+    return len(casts)
 
 
 def _public_meta(meta: ModelMeta) -> dict[str, Any]:
