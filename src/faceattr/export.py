@@ -90,7 +90,9 @@ def _half_exact_weights(path: Path) -> int:
         if a.dtype == np.float32 and a.size > 1 and np.array_equal(a.astype(np.float16).astype(np.float32), a):
             h = numpy_helper.from_array(a.astype(np.float16), init.name + "__fp16")
             inits.append(h)
-            casts.append(helper.make_node("Cast", [h.name], [init.name], to=TensorProto.FLOAT, name=init.name + "__cast"))
+            casts.append(
+                helper.make_node("Cast", [h.name], [init.name], to=TensorProto.FLOAT, name=init.name + "__cast")
+            )
         else:
             inits.append(init)
     nodes = casts + list(m.graph.node)

@@ -165,7 +165,12 @@ def extra_configs(cfg: DataConfig) -> list[tuple[DataConfig, dict[str, Any]]]:
         if unknown:
             raise DataError(f"data.extra[{i}]: unknown settings {sorted(unknown)}")
         base = dataclasses.replace(
-            cfg, extra=None, split_file=e.get("split_file"), labels=e.get("labels"), wide_labels=e.get("wide_labels"), tasks=None
+            cfg,
+            extra=None,
+            split_file=e.get("split_file"),
+            labels=e.get("labels"),
+            wide_labels=e.get("wide_labels"),
+            tasks=None,
         )
         out.append((parse_data_spec(str(e["data"]), base), dict(e.get("label_map") or {})))
     return out
