@@ -7,14 +7,20 @@ import numpy as np
 import pytest
 
 from faceattr.calibration import (
+    INTERVAL_METHOD,
+    INTERVAL_METHOD_SD,
     brier,
+    choose_interval_method,
     conformal_interval,
     conformal_quantile,
     conformal_scores,
     ece,
     fit,
     fit_temperature,
+    interval_method,
+    interval_scale,
     softmax_t,
+    spread,
 )
 from faceattr.decode import decode_task
 from faceattr.tasks import nominal_task, ordinal_task
@@ -68,6 +74,40 @@ def test_conformal_coverage_on_a_known_case():
         assert abs(cover - c) < 0.02, (c, cover)
 
 
+def test_per_face_scale_is_chosen_when_it_is_informative():
+    """Each face's error has its own known sd (in the distribution the head gives): the sd-scaled conformal interval
+    keeps 80 % coverage and is narrower than the sqrt(E) one, and fit() picks it; when the distribution's sd says
+    nothing (unrelated to the error, which grows with sqrt(age)), fit() keeps sqrt(E)."""
+    rng = np.random.default_rng(2)
+    vals = np.arange(1, 117, dtype=float)
+
+    def draw(n, informative):
+        age = rng.uniform(5, 80, n)
+        sd = rng.choice([1.0, 3.0, 12.0], n)  # the distribution's sd: the error's own, or unrelated to it
+        noise = sd if informative else 0.9 * np.sqrt(age)
+        est = age + rng.normal(0, 1, n) * noise
+        return age, est, sd
+
+    for informative, want in ((True, INTERVAL_METHOD_SD), (False, INTERVAL_METHOD)):
+        a_cal, e_cal, sd_cal = draw(4000, informative)
+        method, widths = choose_interval_method(e_cal, sd_cal, a_cal, 1, 116)
+        assert method == want, widths
+    a_cal, e_cal, sd_cal = draw(4000, True)
+    a_new, e_new, sd_new = draw(20000, True)
+    q = conformal_quantile(conformal_scores(e_cal, a_cal, INTERVAL_METHOD_SD, sd_cal), 0.8)
+    lo, hi = conformal_interval(e_new, q, -1e9, 1e9, INTERVAL_METHOD_SD, sd_new)
+    assert abs(((a_new >= lo) & (a_new <= hi)).mean() - 0.8) < 0.02
+    q0 = conformal_quantile(conformal_scores(e_cal, a_cal), 0.8)
+    lo0, hi0 = conformal_interval(e_new, q0, -1e9, 1e9)
+    assert np.median(hi - lo) < 0.8 * np.median(hi0 - lo0)
+    # spread(): the sd of a distribution, by hand: mass 1/2 on 2 and 4 -> sd 1
+    p = np.zeros((1, 116))
+    p[0, [1, 3]] = 0.5
+    assert spread(p, vals, np.array([3.0]))[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown interval method"):
+        interval_method({"interval": {"age": {"method": "x"}}}, "age")
+
+
 def test_fit_and_decode_apply_the_calibration():
     age = ordinal_task("age", range(1, 11))
     gender = nominal_task("gender", ["m", "f"])
@@ -83,7 +123,14 @@ def test_fit_and_decode_apply_the_calibration():
     a = decode_task(raw["age"], age, coverage=0.8, calibration=cal)
     q = cal["interval"]["age"]["q"]["0.8"]
     np.testing.assert_allclose(
-        a["high"] - a["value"], np.minimum(q * np.sqrt(np.clip(a["value"], 1, None)), 10 - a["value"])
+        a["high"] - a["value"],
+        np.minimum(
+            q
+            * interval_scale(
+                a["value"], cal["interval"]["age"]["method"], spread(a["probs"], np.arange(1, 11), a["value"])
+            ),
+            10 - a["value"],
+        ),
     )
 
 
@@ -102,7 +149,7 @@ def test_calibrated_outputs_agree_on_torch_and_onnx(tiny_checkpoint, tmp_path):
     meta = json.loads(tiny_checkpoint.with_suffix(".json").read_text())
     meta["calibration"] = {
         "temperature": {"gender": 1.7, "race": 0.8},
-        "interval": {"age": {"method": "x", "q": {"0.5": 0.4, "0.8": 1.1, "0.95": 2.0}}},
+        "interval": {"age": {"method": INTERVAL_METHOD, "q": {"0.5": 0.4, "0.8": 1.1, "0.95": 2.0}}},
     }
     ck.with_suffix(".json").write_text(json.dumps(meta))
     onnx_path = export_onnx(ck, tmp_path / "m.onnx")
@@ -117,3 +164,11 @@ def test_calibrated_outputs_agree_on_torch_and_onnx(tiny_checkpoint, tmp_path):
     assert half == pytest.approx(min(1.1 * math.sqrt(max(a["age"].value, 1)), 116 - a["age"].value), rel=1e-4)
     with pytest.raises(ValueError, match="calibrated for coverage"):
         Predictor.from_checkpoint(ck, coverage=0.7)
+    # the per-face scale (the distribution's sd) travels and applies the same way
+    meta["calibration"]["interval"]["age"]["method"] = INTERVAL_METHOD_SD
+    ck.with_suffix(".json").write_text(json.dumps(meta))
+    onnx_path = export_onnx(ck, tmp_path / "m2.onnx")
+    a2 = Predictor.from_checkpoint(ck).predict_chips(chip)[0]
+    b2 = Predictor.from_onnx(onnx_path).predict_chips(chip)[0]
+    assert a2["age"].interval == pytest.approx(b2["age"].interval, abs=1e-3)
+    assert a2["age"].interval != pytest.approx(a["age"].interval, abs=1e-3)

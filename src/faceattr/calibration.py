@@ -12,7 +12,12 @@ Numpy only.
   ``s = |y - E| / sqrt(E)`` (E the expected value: errors grow with age). With ``n`` validation faces,
   ``q_c`` is the ceil((n + 1) c)-th smallest score, and ``[E - q_c sqrt(E), E + q_c sqrt(E)]`` (clipped to the
   task's range) holds the true value with probability at least ``c`` for an exchangeable new face
-  (marginal coverage). Stored for c = 0.5, 0.8 and 0.95.
+  (marginal coverage). Stored for c = 0.5, 0.8 and 0.95. A head whose distribution differs per face (CORN,
+  softmax) can instead scale by the face's own spread, ``s = |y - E| / max(sd, 1)`` (sd the distribution's standard
+  deviation: locally weighted conformal, Lei et al. 2018 sec. 5.2), so a confident face gets a narrow interval and
+  a doubtful one a wide interval, with the same guarantee. :func:`fit` takes the scale whose 80 % interval is
+  narrower on half of the validation faces (quantiles fitted on the other half) and then fits the quantiles on
+  all of them; the choice and both widths are stored.
 
 Measures: expected calibration error (top label, equal-width bins), Brier score, interval coverage and width.
 """
@@ -29,6 +34,8 @@ from faceattr.formulations import softmax_np as softmax_t
 
 COVERAGES = (0.5, 0.8, 0.95)
 INTERVAL_METHOD = "split-conformal |y - E| / sqrt(E)"
+INTERVAL_METHOD_SD = "split-conformal |y - E| / sd"
+INTERVAL_METHODS = (INTERVAL_METHOD, INTERVAL_METHOD_SD)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -104,17 +111,53 @@ def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return float(s[k - 1]) if k <= len(s) else math.inf
 
 
-def interval_scale(expected: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.clip(np.asarray(expected, np.float64), 1.0, None))
+def spread(probs: np.ndarray, values: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Standard deviation of each row's distribution over ``values`` (rows of ``probs`` sum to 1)."""
+    d = np.asarray(values, np.float64)[None, :] - np.asarray(expected, np.float64)[:, None]
+    return np.sqrt(np.clip((np.asarray(probs, np.float64) * d**2).sum(-1), 0.0, None))
 
 
-def conformal_scores(expected: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    return np.abs(np.asarray(truth, np.float64) - expected) / interval_scale(expected)
+def interval_scale(expected: np.ndarray, method: str = INTERVAL_METHOD, sd: np.ndarray | None = None) -> np.ndarray:
+    """The per-face scale of the conformal score: sqrt(E), or the distribution's sd (floored at 1)."""
+    if method == INTERVAL_METHOD:
+        return np.sqrt(np.clip(np.asarray(expected, np.float64), 1.0, None))
+    if method == INTERVAL_METHOD_SD:
+        if sd is None:
+            raise ValueError(f"interval method {method!r} needs the distribution's sd")
+        return np.clip(np.asarray(sd, np.float64), 1.0, None)
+    raise ValueError(f"unknown interval method {method!r}; known: {list(INTERVAL_METHODS)}")
 
 
-def conformal_interval(expected: np.ndarray, q: float, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    half = q * interval_scale(expected)
+def conformal_scores(
+    expected: np.ndarray, truth: np.ndarray, method: str = INTERVAL_METHOD, sd: np.ndarray | None = None
+) -> np.ndarray:
+    return np.abs(np.asarray(truth, np.float64) - expected) / interval_scale(expected, method, sd)
+
+
+def conformal_interval(
+    expected: np.ndarray,
+    q: float,
+    lo: float,
+    hi: float,
+    method: str = INTERVAL_METHOD,
+    sd: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    half = q * interval_scale(expected, method, sd)
     return np.clip(expected - half, lo, hi), np.clip(expected + half, lo, hi)
+
+
+def choose_interval_method(
+    expected: np.ndarray, sd: np.ndarray, truth: np.ndarray, lo: float, hi: float, coverage: float = 0.8
+) -> tuple[str, dict[str, float]]:
+    """The scale whose ``coverage`` interval is narrower (median width) on the odd-numbered faces, its quantile
+    fitted on the even-numbered ones; returns it and each method's median width."""
+    a, b = np.arange(len(truth)) % 2 == 0, np.arange(len(truth)) % 2 == 1
+    widths = {}
+    for m in INTERVAL_METHODS:
+        q = conformal_quantile(conformal_scores(expected[a], truth[a], m, sd[a]), coverage)
+        low, high = conformal_interval(expected[b], q, lo, hi, m, sd[b])
+        widths[m] = round(float(np.median(high - low)), 4)
+    return min(INTERVAL_METHODS, key=lambda m: widths[m]), widths
 
 
 def fit(
@@ -139,13 +182,26 @@ def fit(
             cal["n"][t.name] = int(m.sum())
         elif t.is_numeric:
             vals = np.asarray(t.values)
-            scores = conformal_scores(np.asarray(decoded[t.name]["value"])[m], vals[y[m]])
+            e = np.asarray(decoded[t.name]["value"])[m]
+            sd = spread(np.asarray(decoded[t.name]["probs"])[m], vals, e)
+            truth = vals[y[m]]
+            method, widths = choose_interval_method(e, sd, truth, float(vals[0]), float(vals[-1]))
+            scores = conformal_scores(e, truth, method, sd)
             cal["interval"][t.name] = {
-                "method": INTERVAL_METHOD,
+                "method": method,
                 "q": {str(c): round(conformal_quantile(scores, c), 5) for c in COVERAGES},
+                "chosen_by": {"median_width_80_on_half_of_validation": widths},
             }
             cal["n"][t.name] = int(m.sum())
     return cal
+
+
+def interval_method(cal: Mapping[str, Any] | None, task: str) -> str:
+    """The conformal score a model's calibration of ``task`` was fitted with (older models: sqrt(E))."""
+    m = str(((cal or {}).get("interval") or {}).get(task, {}).get("method", INTERVAL_METHOD))
+    if m not in INTERVAL_METHODS:
+        raise ValueError(f"calibration of {task!r}: unknown interval method {m!r}; known: {list(INTERVAL_METHODS)}")
+    return m
 
 
 def interval_for(cal: Mapping[str, Any] | None, task: str, coverage: float) -> float | None:

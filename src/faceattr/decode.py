@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.calibration import conformal_interval, interval_for
+from faceattr.calibration import conformal_interval, interval_for, interval_method, spread
 from faceattr.formulations import get_formulation, softmax_np
 from faceattr.tasks import Task
 
@@ -58,7 +58,9 @@ def decode_task(
         }
     q = interval_for(calibration, task.name, coverage) if task.is_numeric else None
     if q is not None:
-        low, high = conformal_interval(expected, q, float(v[0]), float(v[-1]))
+        method = interval_method(calibration, task.name)
+        sd = spread(p / np.clip(p.sum(-1, keepdims=True), 1e-12, None), v, expected)
+        low, high = conformal_interval(expected, q, float(v[0]), float(v[-1]), method, sd)
     else:
         low, high = v[quantile_index(p, a)], v[quantile_index(p, 1 - a)]
     return {"probs": p, "value": expected, "index": quantile_index(p, 0.5), "low": low, "high": high}
