@@ -1,7 +1,7 @@
 """Are the printed probabilities and intervals worth what they say? The shipped model on test data it never trained
 on, with and without its calibration (``faceattr fit-calibration``, fitted on its own validation split).
 
-    python benchmarks/calibration.py [--model CKPT] [--utkface DIR] [--fairface DIR]
+    python benchmarks/calibration.py [--model CKPT] [--utkface DIR] [--fairface DIR]   # FairFace: official val
 
 Writes benchmarks/results/calibration.{json,md} and calibration-reliability.png:
 - gender and race: ECE (15 bins, top label), Brier score, mean confidence vs accuracy, reliability diagrams;
@@ -65,12 +65,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(SHIPPED_MODEL))
     ap.add_argument("--utkface", default="../shared/data/utkface")
-    ap.add_argument("--fairface", default="../shared/data/fairface")
+    ap.add_argument(
+        "--fairface",
+        default="data/fairface-official",
+        help="FairFace with the official protocol (test = official val; scripts/get_fairface.py): the shipped model "
+        "trained on official train 1-40,000, which includes all of ../shared/data/fairface",
+    )
     a = ap.parse_args()
     model, meta = load_model(a.model)
     if not meta.calibration:
         raise SystemExit(f"{a.model} has no calibration: run faceattr fit-calibration --checkpoint {a.model}")
-    res: dict = {"model": str(a.model), "calibration": meta.calibration}
+    res: dict = {"model": str(a.model), "calibration": meta.calibration, "data": {"utkface": a.utkface}}
+    res["data"]["fairface"] = a.fairface
     age = meta.tasks[0]
     vals = np.asarray(age.values)
 
@@ -131,7 +137,9 @@ def _markdown(res: dict) -> str:
         "",
         f"`python benchmarks/calibration.py`; model `{Path(res['model']).name}`, calibration fitted on "
         f"{cal['fitted_on']} (n = {cal['n']}): temperatures {cal['temperature']}, conformal quantiles "
-        f"{cal['interval'].get('age', {}).get('q')}. Test splits, never trained on or fitted on.",
+        f"{cal['interval'].get('age', {}).get('q')} (score: {cal['interval'].get('age', {}).get('method')}). "
+        f"Test splits, never trained on or fitted on: UTKFace protocol test (`{res.get('data', {}).get('utkface')}`), "
+        f"FairFace test of `{res.get('data', {}).get('fairface')}` (with the official layout: official val).",
         "",
         "## Class probabilities (ECE: 15 bins, top label)",
         "",

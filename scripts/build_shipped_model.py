@@ -1,13 +1,14 @@
-"""Build the model shipped in src/faceattr/weights/ from a trained run (default: runs/utkface-fairface-mtl/best).
+"""Build the model shipped in src/faceattr/weights/ from a trained run (default:
+runs/utkface-fairface-official-mtl/best, the recipe configs/utkface-fairface-official.yaml).
 
-    python scripts/build_shipped_model.py [--run runs/utkface-fairface-mtl] [--data utkface:../shared/data/utkface]
-                                          [--also fairface:../shared/data/fairface]
+    python scripts/build_shipped_model.py [--run runs/utkface-fairface-official-mtl]
+                                          [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official]
 
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
 file is given, YuNet) alignment templates on the run's own training chips, fits the calibration of the printed
 probabilities and intervals on the run's own validation split (faceattr fit-calibration), evaluates the stored
 weights on the test split of ``--data`` (and of ``--also``, its labels mapped as in the run's config) and writes the
-test metrics into the metadata, and writes the INT8 ONNX model of the runtime install beside it. Every step is a
+test metrics into the metadata, and writes the float32 ONNX model (weights stored as float16, exact) and the INT8 one beside it. Every step is a
 faceattr function; nothing is typed in.
 """
 
@@ -28,9 +29,13 @@ from faceattr.templates import calibrate_checkpoint
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default="runs/utkface-fairface-mtl")
+    ap.add_argument("--run", default="runs/utkface-fairface-official-mtl")
     ap.add_argument("--data", default="utkface:../shared/data/utkface")
-    ap.add_argument("--also", default="fairface:../shared/data/fairface", help="a second test set ('' for none)")
+    ap.add_argument(
+        "--also",
+        default="fairface:data/fairface-official",
+        help="a second test set ('' for none; FairFace: official val)",
+    )
     ap.add_argument("--yunet-model", default="../shared/models/face_detection_yunet.onnx")
     a = ap.parse_args()
     src = Path(a.run) / "best.safetensors"

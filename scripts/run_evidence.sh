@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${FACEATTR_SHARED:-../shared}
+# the shipped model trained on FairFace official train 1-40,000 (all of $S/data/fairface): it is tested on official
+# val, in the folder scripts/get_fairface.py makes
+FF=${FACEATTR_FAIRFACE:-data/fairface-official}
+LM=configs/utkface-fairface-official.yaml
 M=src/faceattr/weights/faceattr-utkface-fairface-mobilenetv2.safetensors
 python benchmarks/edge.py
 python benchmarks/peer.py
@@ -12,16 +16,16 @@ python benchmarks/wide.py --detector yunet-dlib --tta-flip
 python benchmarks/wide.py --detector yunet
 python benchmarks/wide.py --detector yunet --tta-flip
 python benchmarks/wide.py --detector dlib
+python benchmarks/wide.py --detector yuface
+python benchmarks/calibration.py --fairface $FF
 python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
-faceattr -q evaluate --checkpoint $M --data fairface:$S/data/fairface --label-map configs/utkface-fairface.yaml \
-  --out results/eval-fairface-test-shipped >/dev/null
-faceattr -q evaluate --checkpoint $M --data fairface:$S/data/fairface --label-map configs/utkface-fairface.yaml \
-  --tta-flip --out results/eval-fairface-test-shipped-flip >/dev/null
+faceattr -q evaluate --checkpoint $M --data fairface:$FF --label-map $LM --out results/eval-fairface-test-shipped >/dev/null
+faceattr -q evaluate --checkpoint $M --data fairface:$FF --label-map $LM --tta-flip \
+  --out results/eval-fairface-test-shipped-flip >/dev/null
 faceattr -q audit --checkpoint $M --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
-faceattr -q audit --checkpoint $M --data fairface:$S/data/fairface --split test --label-map configs/utkface-fairface.yaml \
-  --out results/audit-fairface-test-shipped
+faceattr -q audit --checkpoint $M --data fairface:$FF --split test --label-map $LM --out results/audit-fairface-test-shipped
 if [ -f runs/utkface-mtl/best.safetensors ]; then  # the UTKFace-only recipe, for comparison
   faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data utkface:$S/data/utkface --out results/eval-utkface-test-utkface-mtl >/dev/null
   faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data fairface:$S/data/fairface \

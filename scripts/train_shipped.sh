@@ -14,5 +14,4 @@ if [ ! -s runs/init/shipped-v1.safetensors ]; then
   done
 fi
 faceattr train -c configs/utkface-fairface-official.yaml --resume "$@"
-python scripts/build_shipped_model.py --run runs/utkface-fairface-official-mtl \
-  --also fairface:data/fairface-official
+python scripts/build_shipped_model.py
