@@ -2,14 +2,14 @@
 runs/utkface-fairface-official-mtl/best, the recipe configs/utkface-fairface-official.yaml).
 
     python scripts/build_shipped_model.py [--run runs/utkface-fairface-official-mtl]
-                                          [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official]
+        [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official]
 
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
 file is given, YuNet) alignment templates on the run's own training chips, fits the calibration of the printed
 probabilities and intervals on the run's own validation split (faceattr fit-calibration), evaluates the stored
 weights on the test split of ``--data`` (and of ``--also``, its labels mapped as in the run's config) and writes the
-test metrics into the metadata, and writes the float32 ONNX model (weights stored as float16, exact) and the INT8 one beside it. Every step is a
-faceattr function; nothing is typed in.
+test metrics into the metadata, and writes the float32 ONNX model (weights stored as float16, exact) and the INT8
+one beside it. Every step is a faceattr function; nothing is typed in.
 """
 
 from __future__ import annotations
