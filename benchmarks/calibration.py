@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,13 @@ def main() -> None:
         help="FairFace with the official protocol (test = official val; scripts/get_fairface.py): the shipped model "
         "trained on official train 1-40,000, which includes all of ../shared/data/fairface",
     )
+    ap.add_argument("--tag", default="", help="suffix of the result file names (another model than the shipped one)")
     a = ap.parse_args()
     model, meta = load_model(a.model)
     if not meta.calibration:
         raise SystemExit(f"{a.model} has no calibration: run faceattr fit-calibration --checkpoint {a.model}")
-    res: dict = {"model": str(a.model), "calibration": meta.calibration, "data": {"utkface": a.utkface}}
+    cmd = " ".join(["python benchmarks/calibration.py", *sys.argv[1:]])
+    res: dict = {"model": str(a.model), "command": cmd, "calibration": meta.calibration, "data": {"utkface": a.utkface}}
     res["data"]["fairface"] = a.fairface
     age = meta.tasks[0]
     vals = np.asarray(age.values)
@@ -116,6 +119,20 @@ def main() -> None:
         bounds.append((lo_b, hi_b))
     glo = np.array([bounds[g][0] for g in groups[ok]])
     ghi = np.array([bounds[g][1] for g in groups[ok]])
+    # do the distribution's expectation, median and mode tell the same story? (a shapeless one: they do not)
+    d = decode_outputs(raw_f, meta.tasks, meta.formulation)["age"]
+    p_f = d["probs"][ok]
+    points = {"expected": d["value"][ok], "median": vals[d["index"][ok]], "mode": vals[p_f.argmax(1)]}
+
+    def group_of(age: np.ndarray) -> np.ndarray:
+        a = np.rint(age)
+        return np.array([next(i for i, (b0, b1) in enumerate(bounds) if x <= b1) for x in a])
+
+    true_g = groups[ok]
+    res["fairface"]["age_group_exact_by_point"] = {k: float((group_of(v) == true_g).mean()) for k, v in points.items()}
+    d_u = decode_outputs(raw, meta.tasks, meta.formulation)["age"]
+    pts_u = {"expected": d_u["value"][m], "median": vals[d_u["index"][m]], "mode": vals[d_u["probs"][m].argmax(1)]}
+    res["utkface"]["age_mae_by_point"] = {k: float(np.abs(v - truth).mean()) for k, v in pts_u.items()}
     for key, cal in (("uncalibrated", None), ("calibrated", meta.calibration)):
         d = decode_outputs(raw_f, meta.tasks, meta.formulation, calibration=cal)["age"]
         lo, hi = d["low"][ok], d["high"][ok]
@@ -124,9 +141,10 @@ def main() -> None:
         res["fairface"][f"age_interval_median_width_{key}"] = float(np.median(hi - lo))
 
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "calibration.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
-    _figure(res, OUT / "calibration-reliability.png")
-    (OUT / "calibration.md").write_text(_markdown(res), encoding="utf-8")
+    name = "calibration" + (f"-{a.tag}" if a.tag else "")
+    (OUT / f"{name}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    _figure(res, OUT / f"{name}-reliability.png")
+    (OUT / f"{name}.md").write_text(_markdown(res), encoding="utf-8")
     print(_markdown(res))
 
 
@@ -135,7 +153,8 @@ def _markdown(res: dict) -> str:
     lines = [
         "# Calibration of the printed probabilities and intervals",
         "",
-        f"`python benchmarks/calibration.py`; model `{Path(res['model']).name}`, calibration fitted on "
+        f"`{res.get('command', 'python benchmarks/calibration.py')}`; model `{Path(res['model']).name}`, "
+        "calibration fitted on "
         f"{cal['fitted_on']} (n = {cal['n']}): temperatures {cal['temperature']}, conformal quantiles "
         f"{cal['interval'].get('age', {}).get('q')} (score: {cal['interval'].get('age', {}).get('method')}). "
         f"Test splits, never trained on or fitted on: UTKFace protocol test (`{res.get('data', {}).get('utkface')}`), "
@@ -197,7 +216,20 @@ def _markdown(res: dict) -> str:
         f"{100 * f['age_interval_overlaps_group_uncalibrated']:.1f} % (median width "
         f"{f['age_interval_median_width_uncalibrated']:.1f} y).",
         "",
+        "## One distribution, three point estimates",
+        "",
+        "| | expected value | median | mode |",
+        "|---|---|---|---|",
     ]
+    if "age_mae_by_point" in res["utkface"]:
+        u = res["utkface"]["age_mae_by_point"]
+        g = f["age_group_exact_by_point"]
+        lines += [
+            f"| UTKFace test: age MAE | {u['expected']:.2f} y | {u['median']:.2f} y | {u['mode']:.2f} y |",
+            f"| FairFace test: age group exact | {100 * g['expected']:.1f} % | {100 * g['median']:.1f} % | "
+            f"{100 * g['mode']:.1f} % |",
+            "",
+        ]
     return "\n".join(lines)
 
 
