@@ -57,7 +57,7 @@ def main() -> None:
     res = [p.predict(im, detect=False).faces[0] for im in imgs]
     ms = (time.perf_counter() - t0) / len(imgs) * 1000
     score(
-        "faceattr (shipped, torch)",
+        "faceattr (shipped, default runtime: ONNX fp32)",
         [r["age"].value for r in res],
         [0 if r["gender"].label == "male" else 1 for r in res],
         ms,
