@@ -9,17 +9,21 @@ import pytest
 from faceattr.calibration import (
     INTERVAL_METHOD,
     INTERVAL_METHOD_SD,
+    apply_class_calibration,
     brier,
+    choose_class_method,
     choose_interval_method,
     conformal_interval,
     conformal_quantile,
     conformal_scores,
     ece,
     fit,
+    fit_bias_temperature,
     fit_temperature,
     interval_method,
     interval_scale,
     softmax_t,
+    source_weights,
     spread,
 )
 from faceattr.decode import decode_task
@@ -72,6 +76,28 @@ def test_conformal_coverage_on_a_known_case():
         lo, hi = conformal_interval(e_new, q, -1e9, 1e9)
         cover = ((a_new >= lo) & (a_new <= hi)).mean()
         assert abs(cover - c) < 0.02, (c, cover)
+
+
+def test_bias_corrected_temperature_recovers_a_known_shift():
+    """Labels drawn from softmax(z / 2 + b): BCTS recovers T = 2 and b (last class at 0); plain temperature cannot
+    fix the priors, so the cross-fitted choice takes the bias; without a shift the biases come out near 0."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 3, (6000, 3))
+    b_true = np.array([0.8, -0.5, 0.0])
+    p = softmax_t(z / 2 + b_true)
+    y = (rng.random(6000)[:, None] > p.cumsum(1)).sum(1)
+    t, b = fit_bias_temperature(z, y)
+    assert t == pytest.approx(2.0, rel=0.08) and b == pytest.approx(b_true, abs=0.1)
+    assert choose_class_method(z, y, None)[0] == "temperature+bias"
+    y0 = (rng.random(6000)[:, None] > softmax_t(z / 2).cumsum(1)).sum(1)
+    t0, b0 = fit_bias_temperature(z, y0, bias=False)
+    assert t0 == pytest.approx(2.0, rel=0.08) and not b0.any()
+    t1, b1 = fit_bias_temperature(z, y0)  # no shift to correct: the biases stay near 0, either choice is the same
+    assert t1 == pytest.approx(2.0, rel=0.08) and np.abs(b1).max() < 0.1
+    # two sources weigh the same whatever their sizes: 1/(2*3) for each of three rows, 1/(2*1) for the one
+    np.testing.assert_allclose(source_weights(np.array(["u", "u", "u", "f"]), 4), [1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    with pytest.raises(ValueError, match="biases"):
+        apply_class_calibration(z[:2], 1.0, [0.1, 0.2])
 
 
 def test_per_face_scale_is_chosen_when_it_is_informative():
@@ -149,6 +175,7 @@ def test_calibrated_outputs_agree_on_torch_and_onnx(tiny_checkpoint, tmp_path):
     meta = json.loads(tiny_checkpoint.with_suffix(".json").read_text())
     meta["calibration"] = {
         "temperature": {"gender": 1.7, "race": 0.8},
+        "bias": {"race": [0.3, -0.2, 0.1, 0.0, 0.0, 0.0, 0.0][: len(meta["tasks"][2]["classes"])]},
         "interval": {"age": {"method": INTERVAL_METHOD, "q": {"0.5": 0.4, "0.8": 1.1, "0.95": 2.0}}},
     }
     ck.with_suffix(".json").write_text(json.dumps(meta))

@@ -4,9 +4,14 @@ Fitted on data the model never trained on (its validation split), stored in the 
 (``ModelMeta.calibration``), applied by :func:`faceattr.decode.decode_outputs` on the torch and the ONNX paths alike.
 Numpy only.
 
-- **Class probabilities**: one temperature per nominal task (Guo et al., "On calibration of modern neural
-  networks", ICML 2017): ``softmax(logits / T)``, T minimising the negative log-likelihood on validation. It never
-  changes the predicted class.
+- **Class probabilities**: per nominal task, temperature scaling (Guo et al., "On calibration of modern neural
+  networks", ICML 2017): ``softmax(logits / T)``, which never changes the predicted class, or bias-corrected
+  temperature scaling (BCTS: Alexandari, Kundaje & Shrikumar, "Maximum likelihood with bias-corrected calibration
+  is hard-to-beat at label shift adaptation", ICML 2020): ``softmax(logits / T + b)`` with one bias per class, which
+  also corrects class priors that differ between the training mix and a test set and so can change a predicted
+  class. Both minimise the negative log-likelihood on validation, each validation *source* (dataset) weighted
+  equally, so that the larger dataset does not set the calibration of the smaller; :func:`fit` keeps the one with the
+  lower mean per-source ECE on validation, cross-fitted (fitted on one half, measured on the other, both ways).
 - **Intervals of a numeric ordinal task** (exact age): split conformal prediction (Vovk et al. 2005; Lei et al.,
   "Distribution-free predictive inference for regression", JASA 2018) with the normalised score
   ``s = |y - E| / sqrt(E)`` (E the expected value: errors grow with age). With ``n`` validation faces,
@@ -62,6 +67,84 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi
             d = a + g * (b - a)
             fd = nll(logits, labels, math.exp(d))
     return float(math.exp((a + b) / 2))
+
+
+CLASS_METHODS = ("temperature", "temperature+bias")
+
+
+def source_weights(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-row weights summing to 1 that give every source (``groups`` value) the same total weight."""
+    if groups is None:
+        return np.full(n, 1.0 / n)
+    groups = np.asarray(groups)
+    _, inv, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / (len(counts) * counts[inv])
+
+
+def fit_bias_temperature(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, bias: bool = True
+) -> tuple[float, np.ndarray]:
+    """T (and, with ``bias``, per-class biases b, the last fixed at 0) minimising the weighted NLL of
+    ``softmax(logits / T + b)``. Needs scipy (installed with the training extra)."""
+    from scipy.optimize import minimize
+
+    z, y = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
+    if z.ndim != 2 or y.shape != (len(z),) or not len(y):
+        raise ValueError(f"need N x K logits and N labels, got {z.shape} and {y.shape}")
+    k = z.shape[1]
+    w = np.full(len(y), 1.0 / len(y)) if weights is None else np.asarray(weights, np.float64)
+    onehot = np.eye(k)[y]
+
+    def loss(x: np.ndarray) -> tuple[float, np.ndarray]:
+        t = math.exp(x[0])
+        b = np.r_[x[1:], 0.0] if bias else np.zeros(k)
+        a = z / t + b
+        a = a - a.max(1, keepdims=True)
+        logp = a - np.log(np.exp(a).sum(1, keepdims=True))
+        g = (np.exp(logp) - onehot) * w[:, None]  # d loss / d a
+        grad_t = float((g * (-z / t)).sum())  # d a / d log T = -z / T
+        grad = np.r_[grad_t, g.sum(0)[:-1]] if bias else np.array([grad_t])
+        return float(-(w * logp[np.arange(len(y)), y]).sum()), grad
+
+    x0 = np.zeros(k if bias else 1)
+    r = minimize(
+        loss, x0, jac=True, method="L-BFGS-B", bounds=[(math.log(0.05), math.log(20.0))] + [(-10, 10)] * (len(x0) - 1)
+    )
+    return float(math.exp(r.x[0])), (np.r_[r.x[1:], 0.0] if bias else np.zeros(k))
+
+
+def apply_class_calibration(
+    logits: np.ndarray, temperature: float = 1.0, bias: Sequence[float] | None = None
+) -> np.ndarray:
+    """Calibrated class probabilities: ``softmax(logits / T + b)``."""
+    z = np.asarray(logits, np.float64) / float(temperature)
+    if bias is not None:
+        b = np.asarray(bias, np.float64)
+        if b.shape != (z.shape[-1],):
+            raise ValueError(f"class calibration: {b.shape[0]} biases for {z.shape[-1]} classes")
+        z = z + b
+    return softmax_t(z)
+
+
+def choose_class_method(
+    logits: np.ndarray, labels: np.ndarray, groups: np.ndarray | None
+) -> tuple[str, dict[str, float]]:
+    """The class calibrator with the lower mean per-source ECE, cross-fitted on validation: fitted on the even rows and
+    measured on the odd ones, and the other way round."""
+    z, y = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
+    g = np.zeros(len(y), int) if groups is None else np.asarray(groups)
+    halves = (np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1)
+    scores = {}
+    for method in CLASS_METHODS:
+        eces = []
+        for fit_m, test_m in (halves, halves[::-1]):
+            t, b = fit_bias_temperature(
+                z[fit_m], y[fit_m], source_weights(g[fit_m], int(fit_m.sum())), method != "temperature"
+            )
+            p = apply_class_calibration(z[test_m], t, b)
+            eces += [ece(p[g[test_m] == s], y[test_m][g[test_m] == s]) for s in np.unique(g[test_m])]
+        scores[method] = round(float(np.mean(eces)), 5)
+    return min(CLASS_METHODS, key=lambda m: scores[m]), scores
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
@@ -166,10 +249,19 @@ def fit(
     labels: Mapping[str, np.ndarray],
     tasks: Sequence[Any],
     source: str,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Fit temperatures (nominal tasks) and conformal quantiles (numeric ordinal tasks) on validation outputs:
-    ``raw`` head outputs, ``decoded`` predictions (uncalibrated), exact ``labels`` (-1 = missing)."""
-    cal: dict[str, Any] = {"fitted_on": source, "temperature": {}, "interval": {}, "n": {}}
+    """Fit the class calibrators (nominal tasks) and conformal quantiles (numeric ordinal tasks) on validation outputs:
+    ``raw`` head outputs, ``decoded`` predictions (uncalibrated), exact ``labels`` (-1 = missing), ``groups`` the
+    source dataset of each row (weighted equally; None: one source)."""
+    cal: dict[str, Any] = {
+        "fitted_on": source,
+        "temperature": {},
+        "bias": {},
+        "class_method": {},
+        "interval": {},
+        "n": {},
+    }
     for t in tasks:
         if t.name not in labels or t.name not in raw:
             continue
@@ -178,7 +270,16 @@ def fit(
         if m.sum() < 20:
             continue
         if t.kind == "nominal":
-            cal["temperature"][t.name] = round(fit_temperature(np.asarray(raw[t.name])[m], y[m]), 5)
+            z, g = np.asarray(raw[t.name])[m], (None if groups is None else np.asarray(groups)[m])
+            method, scores = choose_class_method(z, y[m], g)
+            temp, bias = fit_bias_temperature(z, y[m], source_weights(g, len(z)), method != "temperature")
+            cal["temperature"][t.name] = round(temp, 5)
+            if method != "temperature":
+                cal["bias"][t.name] = [round(float(v), 5) for v in bias]
+            cal["class_method"][t.name] = {
+                "method": method,
+                "chosen_by": {"cross_fitted_mean_ece_per_source_on_validation": scores},
+            }
             cal["n"][t.name] = int(m.sum())
         elif t.is_numeric:
             vals = np.asarray(t.values)

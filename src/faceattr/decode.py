@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.calibration import conformal_interval, interval_for, interval_method, spread
-from faceattr.formulations import get_formulation, softmax_np
+from faceattr.calibration import apply_class_calibration, conformal_interval, interval_for, interval_method, spread
+from faceattr.formulations import get_formulation
 from faceattr.tasks import Task
 
 
@@ -41,7 +41,7 @@ def decode_task(
     out = np.asarray(out)
     if task.kind == "nominal":
         temp = float(((calibration or {}).get("temperature") or {}).get(task.name, 1.0))
-        p = softmax_np(out, temp)
+        p = apply_class_calibration(out, temp, ((calibration or {}).get("bias") or {}).get(task.name))
         return {"probs": p, "index": p.argmax(-1)}
     p = ordinal_probs(out, formulation, task.num_classes)
     v = np.asarray(task.values)

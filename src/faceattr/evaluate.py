@@ -270,6 +270,7 @@ def fit_calibration(
 
     model, meta = load_model(checkpoint)
     tasks = meta.tasks
+    groups = None  # the source dataset of each validation row, weighted equally
     if data:
         cfg, _, labels, ds = split_data(data, split, meta, label_map=label_map)
         source = f"{cfg.dataset}:{cfg.root} ({split})"
@@ -282,11 +283,13 @@ def fit_calibration(
         _, val = load_train_val(dcfg, seed=0)
         ds = make_tensor_dataset(val, dcfg.image_size, Path(dcfg.cache_dir) if dcfg.cache_dir else None, False)
         labels = ds.exact_labels()
+        if "source" in val.frame.columns:
+            groups = val.frame["source"].to_numpy()
         names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
         source = " + ".join(names) + " validation split (the checkpoint's own)"
     raw = predict_outputs(model, ds, 256, meta.mean, meta.std)
     before = decode_outputs(raw, tasks, meta.formulation)
-    cal = calib.fit(raw, before, labels, tasks, source)
+    cal = calib.fit(raw, before, labels, tasks, source, groups)
     after = decode_outputs(raw, tasks, meta.formulation, calibration=cal)
     report: dict[str, Any] = {"calibration": cal, "before": {}, "after": {}}
     for key, dec in (("before", before), ("after", after)):

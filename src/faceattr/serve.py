@@ -392,6 +392,7 @@ class Service:
             "calibration": {
                 "fitted_on": calib.get("fitted_on"),
                 "temperature": calib.get("temperature"),
+                "bias": calib.get("bias") or {},
                 "interval_coverage": self.predictor.coverage,
             },
             "limits": {
