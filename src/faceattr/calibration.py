@@ -114,7 +114,7 @@ def fit_bias_temperature(
 
 
 def apply_class_calibration(
-    logits: np.ndarray, temperature: float = 1.0, bias: Sequence[float] | None = None
+    logits: np.ndarray, temperature: float = 1.0, bias: Sequence[float] | np.ndarray | None = None
 ) -> np.ndarray:
     """Calibrated class probabilities: ``softmax(logits / T + b)``."""
     z = np.asarray(logits, np.float64) / float(temperature)
@@ -271,14 +271,14 @@ def fit(
             continue
         if t.kind == "nominal":
             z, g = np.asarray(raw[t.name])[m], (None if groups is None else np.asarray(groups)[m])
-            method, scores = choose_class_method(z, y[m], g)
+            method, ece_cv = choose_class_method(z, y[m], g)
             temp, bias = fit_bias_temperature(z, y[m], source_weights(g, len(z)), method != "temperature")
             cal["temperature"][t.name] = round(temp, 5)
             if method != "temperature":
                 cal["bias"][t.name] = [round(float(v), 5) for v in bias]
             cal["class_method"][t.name] = {
                 "method": method,
-                "chosen_by": {"cross_fitted_mean_ece_per_source_on_validation": scores},
+                "chosen_by": {"cross_fitted_mean_ece_per_source_on_validation": ece_cv},
             }
             cal["n"][t.name] = int(m.sum())
         elif t.is_numeric:
