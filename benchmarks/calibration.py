@@ -155,7 +155,9 @@ def _markdown(res: dict) -> str:
         "",
         f"`{res.get('command', 'python benchmarks/calibration.py')}`; model `{Path(res['model']).name}`, "
         "calibration fitted on "
-        f"{cal['fitted_on']} (n = {cal['n']}): temperatures {cal['temperature']}, conformal quantiles "
+        f"{cal['fitted_on']} (n = {cal['n']}): class calibrators "
+        f"{ {t: v['method'] for t, v in (cal.get('class_method') or {}).items()} }, temperatures {cal['temperature']}, "
+        f"class biases {cal.get('bias') or {}}, conformal quantiles "
         f"{cal['interval'].get('age', {}).get('q')} (score: {cal['interval'].get('age', {}).get('method')}). "
         f"Test splits, never trained on or fitted on: UTKFace protocol test (`{res.get('data', {}).get('utkface')}`), "
         f"FairFace test of `{res.get('data', {}).get('fairface')}` (with the official layout: official val).",
