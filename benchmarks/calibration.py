@@ -28,7 +28,7 @@ from faceattr.decode import decode_outputs
 from faceattr.evaluate import align_labels, config_label_map
 from faceattr.inference import predict_outputs
 from faceattr.predict import SHIPPED_MODEL
-from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING
+from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
 
 OUT = Path(__file__).resolve().parent / "results"
 BANDS = ((1, 12), (13, 19), (20, 39), (40, 59), (60, 116))
@@ -124,12 +124,10 @@ def main() -> None:
     p_f = d["probs"][ok]
     points = {"expected": d["value"][ok], "median": vals[d["index"][ok]], "mode": vals[p_f.argmax(1)]}
 
-    def group_of(age: np.ndarray) -> np.ndarray:
-        a = np.rint(age)
-        return np.array([next(i for i, (b0, b1) in enumerate(bounds) if x <= b1) for x in a])
-
     true_g = groups[ok]
-    res["fairface"]["age_group_exact_by_point"] = {k: float((group_of(v) == true_g).mean()) for k, v in points.items()}
+    res["fairface"]["age_group_exact_by_point"] = {
+        k: float((np.array([age_to_group(a) for a in v]) == true_g).mean()) for k, v in points.items()
+    }
     d_u = decode_outputs(raw, meta.tasks, meta.formulation)["age"]
     pts_u = {"expected": d_u["value"][m], "median": vals[d_u["index"][m]], "mode": vals[d_u["probs"][m].argmax(1)]}
     res["utkface"]["age_mae_by_point"] = {k: float(np.abs(v - truth).mean()) for k, v in pts_u.items()}

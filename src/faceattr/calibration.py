@@ -2,7 +2,7 @@
 
 Fitted on data the model never trained on (its validation split), stored in the model's metadata
 (``ModelMeta.calibration``), applied by :func:`faceattr.decode.decode_outputs` on the torch and the ONNX paths alike.
-Numpy only.
+Applying it is numpy only; fitting the class calibrators also needs scipy (the training extra).
 
 - **Class probabilities**: per nominal task, temperature scaling (Guo et al., "On calibration of modern neural
   networks", ICML 2017): ``softmax(logits / T)``, which never changes the predicted class, or bias-corrected
@@ -43,30 +43,9 @@ INTERVAL_METHOD_SD = "split-conformal |y - E| / sd"
 INTERVAL_METHODS = (INTERVAL_METHOD, INTERVAL_METHOD_SD)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    p = softmax_t(logits, temperature)
-    return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, None)).mean())
-
-
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
-    """The temperature minimising the NLL (golden-section search on log T; the NLL is convex in 1/T)."""
-    logits, labels = np.asarray(logits, np.float64), np.asarray(labels, np.int64)
-    if logits.ndim != 2 or labels.shape != (len(logits),) or not len(labels):
-        raise ValueError(f"need N x K logits and N labels, got {logits.shape} and {labels.shape}")
-    a, b = math.log(lo), math.log(hi)
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
-    for _ in range(80):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = nll(logits, labels, math.exp(c))
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = nll(logits, labels, math.exp(d))
-    return float(math.exp((a + b) / 2))
+    """The temperature minimising the NLL (plain temperature scaling: :func:`fit_bias_temperature` without biases)."""
+    return fit_bias_temperature(logits, labels, bias=False, t_range=(lo, hi))[0]
 
 
 CLASS_METHODS = ("temperature", "temperature+bias")
@@ -82,7 +61,11 @@ def source_weights(groups: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def fit_bias_temperature(
-    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, bias: bool = True
+    logits: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+    bias: bool = True,
+    t_range: tuple[float, float] = (0.05, 20.0),
 ) -> tuple[float, np.ndarray]:
     """T (and, with ``bias``, per-class biases b, the last fixed at 0) minimising the weighted NLL of
     ``softmax(logits / T + b)``. Needs scipy (installed with the training extra)."""
@@ -108,7 +91,11 @@ def fit_bias_temperature(
 
     x0 = np.zeros(k if bias else 1)
     r = minimize(
-        loss, x0, jac=True, method="L-BFGS-B", bounds=[(math.log(0.05), math.log(20.0))] + [(-10, 10)] * (len(x0) - 1)
+        loss,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=[(math.log(t_range[0]), math.log(t_range[1]))] + [(-10, 10)] * (len(x0) - 1),
     )
     return float(math.exp(r.x[0])), (np.r_[r.x[1:], 0.0] if bias else np.zeros(k))
 

@@ -12,7 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.calibration import apply_class_calibration, conformal_interval, interval_for, interval_method, spread
+from faceattr.calibration import (
+    INTERVAL_METHOD_SD,
+    apply_class_calibration,
+    conformal_interval,
+    interval_for,
+    interval_method,
+    spread,
+)
 from faceattr.formulations import get_formulation
 from faceattr.tasks import Task
 
@@ -59,7 +66,12 @@ def decode_task(
     q = interval_for(calibration, task.name, coverage) if task.is_numeric else None
     if q is not None:
         method = interval_method(calibration, task.name)
-        sd = spread(p / np.clip(p.sum(-1, keepdims=True), 1e-12, None), v, expected)
+        # the face's own spread, only for the score that is scaled by it (per call on the prediction path)
+        sd = (
+            spread(p / np.clip(p.sum(-1, keepdims=True), 1e-12, None), v, expected)
+            if method == INTERVAL_METHOD_SD
+            else None
+        )
         low, high = conformal_interval(expected, q, float(v[0]), float(v[-1]), method, sd)
     else:
         low, high = v[quantile_index(p, a)], v[quantile_index(p, 1 - a)]
