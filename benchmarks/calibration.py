@@ -1,7 +1,8 @@
-"""Are the printed probabilities and intervals worth what they say? The shipped model on test data it never trained
-on, with and without its calibration (``faceattr fit-calibration``, fitted on its own validation split).
+"""Are the printed probabilities and intervals worth what they say? The shipped model on its default path (INT8
+ONNX + flip TTA, what ``faceattr predict`` runs) on test data it never trained on, with and without its calibration
+(``faceattr fit-calibration``, fitted on its own validation split).
 
-    python benchmarks/calibration.py [--model CKPT] [--utkface DIR] [--fairface DIR]   # FairFace: official val
+    python benchmarks/calibration.py [--model CKPT|ONNX] [--no-tta-flip] [--utkface DIR] [--fairface DIR]
 
 Writes benchmarks/results/calibration.{json,md} and calibration-reliability.png:
 - gender and race: ECE (15 bins, top label), Brier score, mean confidence vs accuracy, reliability diagrams;
@@ -20,26 +21,25 @@ from pathlib import Path
 import numpy as np
 
 from faceattr.calibration import COVERAGES, brier, ece, reliability
-from faceattr.checkpoint import load_model
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.sources import load_split
 from faceattr.data.spec import parse_data_spec
 from faceattr.decode import decode_outputs
-from faceattr.evaluate import align_labels, config_label_map
-from faceattr.inference import predict_outputs
-from faceattr.predict import SHIPPED_MODEL
+from faceattr.evaluate import align_labels, config_label_map, open_model, parse_label_map
+from faceattr.predict import SHIPPED_INT8
 from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
 
 OUT = Path(__file__).resolve().parent / "results"
+SHIPPED_CONFIG = "configs/utkface-fairface-official.yaml"  # the shipped model's recipe (its FairFace label map)
 BANDS = ((1, 12), (13, 19), (20, 39), (40, 59), (60, 116))
 
 
-def _outputs(model, meta, spec: str, label_map=None):
+def _outputs(outputs, meta, spec: str, tta_flip: bool, label_map=None):
     cfg = dataclasses.replace(parse_data_spec(spec), image_size=meta.input_size)
     table = load_split(cfg, "test")
     labels = align_labels(table, meta.tasks, label_map)
     ds = make_tensor_dataset(table, cfg.image_size, None, False)
-    return predict_outputs(model, ds, 256, meta.mean, meta.std), labels, table
+    return outputs(ds, 256, tta_flip), labels, table
 
 
 def _classes(meta, raw, labels, name: str) -> dict:
@@ -64,7 +64,13 @@ def _classes(meta, raw, labels, name: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(SHIPPED_MODEL))
+    ap.add_argument("--model", default=str(SHIPPED_INT8), help="checkpoint or .onnx (default: the shipped INT8 ONNX)")
+    ap.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average each face with its mirror image (default: on, as faceattr predict with the shipped model)",
+    )
     ap.add_argument("--utkface", default="../shared/data/utkface")
     ap.add_argument(
         "--fairface",
@@ -72,18 +78,26 @@ def main() -> None:
         help="FairFace with the official protocol (test = official val; scripts/get_fairface.py): the shipped model "
         "trained on official train 1-40,000, which includes all of ../shared/data/fairface",
     )
+    ap.add_argument(
+        "--label-map",
+        help="FairFace's labels onto the model's (as for faceattr evaluate; default: the model's training config, "
+        f"or {SHIPPED_CONFIG} for the shipped ONNX files)",
+    )
     ap.add_argument("--tag", default="", help="suffix of the result file names (another model than the shipped one)")
     a = ap.parse_args()
-    model, meta = load_model(a.model)
+    meta, outputs = open_model(a.model)
+    if a.label_map is None and not meta.extra.get("config") and Path(a.model).parent == SHIPPED_INT8.parent:
+        a.label_map = SHIPPED_CONFIG
     if not meta.calibration:
         raise SystemExit(f"{a.model} has no calibration: run faceattr fit-calibration --checkpoint {a.model}")
     cmd = " ".join(["python benchmarks/calibration.py", *sys.argv[1:]])
-    res: dict = {"model": str(a.model), "command": cmd, "calibration": meta.calibration, "data": {"utkface": a.utkface}}
+    res: dict = {"model": str(a.model), "tta_flip": a.tta_flip, "command": cmd, "calibration": meta.calibration}
+    res["data"] = {"utkface": a.utkface}
     res["data"]["fairface"] = a.fairface
     age = meta.tasks[0]
     vals = np.asarray(age.values)
 
-    raw, labels, _ = _outputs(model, meta, f"utkface:{a.utkface}")
+    raw, labels, _ = _outputs(outputs, meta, f"utkface:{a.utkface}", a.tta_flip)
     res["utkface"] = {"classes": _classes(meta, raw, labels, "utkface"), "age": {}}
     y = labels["age"]
     m = y != MISSING
@@ -108,8 +122,13 @@ def main() -> None:
         p_le2 = d["probs"][m][:, :2].sum(1)  # levels 1 and 2 years
         res["utkface"]["age"][key] = {"intervals": rows, "median_p_age_le_2_for_adults": float(np.median(p_le2[adult]))}
 
-    lm = config_label_map(meta.extra["config"], "fairface") if meta.extra.get("config") else None
-    raw_f, labels_f, table_f = _outputs(model, meta, f"fairface:{a.fairface}", lm)
+    if a.label_map:
+        lm = parse_label_map(a.label_map, "fairface")
+    elif meta.extra.get("config"):
+        lm = config_label_map(meta.extra["config"], "fairface")
+    else:  # an ONNX file carries no training config: FairFace's seven races would match no class of the model
+        raise SystemExit(f"{a.model} has no training config: give --label-map (e.g. {SHIPPED_CONFIG})")
+    raw_f, labels_f, table_f = _outputs(outputs, meta, f"fairface:{a.fairface}", a.tta_flip, lm)
     res["fairface"] = {"classes": _classes(meta, raw_f, labels_f, "fairface")}
     groups = table_f.frame["age"].to_numpy()  # the FairFace age-group index of each face
     ok = groups != MISSING
@@ -140,8 +159,9 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     name = "calibration" + (f"-{a.tag}" if a.tag else "")
+    res["figure"] = f"{name}-reliability.png"
     (OUT / f"{name}.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
-    _figure(res, OUT / f"{name}-reliability.png")
+    _figure(res, OUT / res["figure"])
     (OUT / f"{name}.md").write_text(_markdown(res), encoding="utf-8")
     print(_markdown(res))
 
@@ -151,8 +171,8 @@ def _markdown(res: dict) -> str:
     lines = [
         "# Calibration of the printed probabilities and intervals",
         "",
-        f"`{res.get('command', 'python benchmarks/calibration.py')}`; model `{Path(res['model']).name}`, "
-        "calibration fitted on "
+        f"`{res.get('command', 'python benchmarks/calibration.py')}`; model `{Path(res['model']).name}`"
+        f"{' with flip TTA' if res.get('tta_flip') else ''}, calibration fitted on "
         f"{cal['fitted_on']} (n = {cal['n']}): class calibrators "
         f"{ {t: v['method'] for t, v in (cal.get('class_method') or {}).items()} }, temperatures {cal['temperature']}, "
         f"class biases {cal.get('bias') or {}}, conformal quantiles "
@@ -178,7 +198,7 @@ def _markdown(res: dict) -> str:
     lines += [
         "",
         "(FairFace race: its seven races folded into the model's five, as in the model's config.) "
-        "Reliability diagrams: `calibration-reliability.png`.",
+        f"Reliability diagrams: `{res.get('figure', 'calibration-reliability.png')}`.",
         "",
         "## Age intervals, UTKFace test",
         "",

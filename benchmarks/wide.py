@@ -1,6 +1,8 @@
 """Photos with background and other people: the FairFace wide-margin set (540 photos, 448 px).
 
-    python benchmarks/wide.py [--detector dlib|yunet] [--limit N]
+    python benchmarks/wide.py [--detector yuface|dlib|yunet|yunet-dlib] [--runtime R] [--no-tta-flip] [--limit N]
+
+The default (``--detector yuface``, ``--runtime auto``, flip TTA on) is ``faceattr predict``'s default path.
 
 For each wide photo the labelled face is the detected face nearest the centre; it counts as found when that
 face's centre lies within 15 % of the side from the photo's centre. Its prediction (shipped model, detection +
@@ -33,9 +35,15 @@ RACE_FOLD = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--detector", default="dlib")
+    ap.add_argument("--detector", default="yuface")
+    ap.add_argument("--runtime", default="auto", help="for the shipped model: auto (INT8 ONNX) | onnx | torch")
     ap.add_argument("--limit", type=int)
-    ap.add_argument("--tta-flip", action="store_true", help="average each face with its mirror image")
+    ap.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image (default: as faceattr predict: on for the shipped model)",
+    )
     ap.add_argument("--model", help="a faceattr checkpoint or ONNX file (default: the shipped model)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     a = ap.parse_args()
@@ -52,6 +60,7 @@ def main() -> None:
     p = Predictor.load(
         a.model,
         threads=2,
+        runtime=a.runtime,
         detector=a.detector,
         yunet_model=str(yunet) if a.detector.startswith("yunet") else None,
         tta_flip=a.tta_flip,
@@ -145,14 +154,20 @@ def main() -> None:
             "## Accuracy of the wide-photo predictions against the labels\n\n" + md_table(acc, list(acc[0])),
         ]
     )
-    name = f"wide-{p.detector.name}" + ("-flip" if a.tta_flip else "") + (f"-{a.tag}" if a.tag else "")
+    name = (
+        f"wide-{p.detector.name}"
+        + (f"-{a.runtime}" if a.runtime != "auto" else "")
+        + {None: "", True: "-flip", False: "-noflip"}[a.tta_flip]
+        + (f"-{a.tag}" if a.tag else "")
+    )
     df.to_csv(RESULTS / f"{name}-rows.csv", index=False)  # one row per photo, to look at the disagreements
     write(
         name,
         {"detection": det, "agreement": agree, "accuracy": acc},
         md,
         f"python benchmarks/wide.py --detector {a.detector}"
-        + (" --tta-flip" if a.tta_flip else "")
+        + (f" --runtime {a.runtime}" if a.runtime != "auto" else "")
+        + {None: "", True: " --tta-flip", False: " --no-tta-flip"}[a.tta_flip]
         + (f" --limit {a.limit}" if a.limit else "")
         + (f" --model {a.model}" if a.model else "")
         + (f" --tag {a.tag}" if a.tag else ""),

@@ -47,3 +47,26 @@ def test_evaluate_with_label_map_on_real_fairface(tiny_checkpoint, fairface_dir)
     assert m["race"]["n"] == 40 and 0 <= m["race"]["accuracy"] <= 1  # every face counts once the races are folded
     plain = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40)
     assert plain["metrics"]["overall"]["race"]["n"] < 40
+
+
+def test_an_onnx_model_is_evaluated_as_predict_runs_it(tiny_checkpoint, synth_utk, tmp_path):
+    """`faceattr evaluate --checkpoint m.onnx [--tta-flip]` measures the ONNX path (the shipped default is INT8 ONNX
+    with flip TTA): same faces, the torch checkpoint's metrics; flip changes them; the report shows the calibration
+    figures (ECE, Brier, interval width)."""
+    from faceattr.evaluate import report_markdown
+    from faceattr.export import export_onnx
+
+    onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    data = f"utkface:{synth_utk}"
+    for flip in (False, True):
+        t = evaluate_checkpoint(tiny_checkpoint, data, "test", tta_flip=flip)["metrics"]["overall"]
+        o = evaluate_checkpoint(onnx_path, data, "test", tta_flip=flip)["metrics"]["overall"]
+        assert o["age"]["mae"] == pytest.approx(t["age"]["mae"], abs=1e-3)
+        for task in ("gender", "race"):
+            assert o[task]["accuracy"] == t[task]["accuracy"]
+            assert o[task]["ece"] == pytest.approx(t[task]["ece"], abs=1e-4)
+    plain = evaluate_checkpoint(onnx_path, data, "test")
+    flipped = evaluate_checkpoint(onnx_path, data, "test", tta_flip=True)
+    assert plain["metrics"]["overall"]["age"]["mae"] != flipped["metrics"]["overall"]["age"]["mae"]
+    md = report_markdown(flipped)
+    assert "flip test-time augmentation" in md and "| gender |" in md and "ECE %" in md and "median width" in md

@@ -214,7 +214,7 @@ def test_microbatcher_batches_concurrent_requests_and_keeps_answers(predictor, r
     want = [predictor.predict_chips(c) for c in chips]
     mb = MicroBatcher(predictor, wait_ms=200, max_faces=64)
     try:
-        futs = [mb.submit(c, False) for c in chips]
+        futs = [mb.submit(c, predictor.tta_flip) for c in chips]
         got = [f.result(30) for f in futs]
     finally:
         mb.stop()

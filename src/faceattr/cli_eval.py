@@ -7,8 +7,13 @@ import json
 
 
 def _add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset split")
-    p.add_argument("--checkpoint", required=True, help="checkpoint (.safetensors with its .json, or a run folder)")
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint or ONNX model on a dataset split")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint (.safetensors with its .json, or a run folder) or .onnx file (float32 or INT8, run by "
+        "onnxruntime as faceattr predict runs it)",
+    )
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")

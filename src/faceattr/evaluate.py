@@ -1,14 +1,15 @@
-"""``faceattr evaluate``: a checkpoint on a dataset split -> metrics as JSON and a markdown report."""
+"""``faceattr evaluate``: a checkpoint or ONNX model on a dataset split -> metrics as JSON and a markdown report."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from faceattr.checkpoint import CheckpointError, load_model
 from faceattr.config import DataConfig
@@ -90,6 +91,23 @@ def split_data(
     return cfg, table, labels, ds
 
 
+def open_model(
+    checkpoint: str | Path, device: str = "cpu"
+) -> tuple[ModelMeta, Callable[[TensorDataset, int, bool], dict[str, np.ndarray]]]:
+    """A torch checkpoint or an ONNX file (``.onnx``: float32 or INT8, run by onnxruntime as the Predictor runs
+    it), ready to run on a dataset: (its metadata, ``outputs(images, batch_size, tta_flip)`` -> raw outputs)."""
+    from faceattr.inference import onnx_outputs, predict_outputs
+
+    if str(checkpoint).endswith(".onnx"):
+        from faceattr.predict import OnnxBackend
+
+        backend = OnnxBackend(checkpoint, torch.get_num_threads())
+        return backend.meta, lambda ds, bs, flip: onnx_outputs(backend, ds, bs, flip)
+    model, meta = load_model(checkpoint)
+    model = model.to(device)
+    return meta, lambda ds, bs, flip: predict_outputs(model, ds, bs, meta.mean, meta.std, flip)
+
+
 def checkpoint_predictions(
     checkpoint: str | Path,
     data: str | DataConfig,
@@ -103,12 +121,10 @@ def checkpoint_predictions(
 ) -> tuple[tuple[Task, ...], DataConfig, SampleTable, dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Load a checkpoint, run it on a dataset split (on ``device``): (tasks, data config, samples, labels,
     decoded predictions)."""
-    from faceattr.inference import predict_outputs
-
-    model, meta = load_model(checkpoint)
+    meta, outputs = open_model(checkpoint, device)
     tasks = meta.tasks
     cfg, table, labels, ds = split_data(data, split, meta, limit, label_map, progress)
-    raw = predict_outputs(model.to(device), ds, batch_size, meta.mean, meta.std, tta_flip)
+    raw = outputs(ds, batch_size, tta_flip)
     preds = decode_outputs(raw, tasks, meta.formulation, calibration=meta.calibration)
     return tasks, cfg, table, labels, preds
 
@@ -201,10 +217,27 @@ def report_markdown(res: dict[str, Any]) -> str:
                 "",
             ]
         if "interval_coverage" in tm:
+            width = tm.get("interval_width_median")
             out += [
-                f"{tname}: the 80 % interval contains the true value for {_pct(tm['interval_coverage'])} % of faces.",
+                f"{tname}: the 80 % interval contains the true value for {_pct(tm['interval_coverage'])} % of faces"
+                + (f" (median width {width:.1f})." if width is not None else "."),
                 "",
             ]
+    cal = [(t, tm) for t, tm in m["overall"].items() if "ece" in tm]
+    if cal:
+        out += [
+            "## Are the printed probabilities worth what they say?",
+            "",
+            "| task | n | accuracy % | mean confidence % | ECE % (15 bins, top label) | Brier |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {t} | {tm['n']} | {_pct(tm['accuracy'])} | "
+                f"{_pct(tm['mean_confidence']) if 'mean_confidence' in tm else ''} | {100 * tm['ece']:.2f} | "
+                f"{tm['brier']:.4f} |"
+                for t, tm in cal
+            ),
+            "",
+        ]
     for key in [k for k in m if k.startswith("by_")]:
         rows = [(g, _row_metrics(gm)) for g, gm in m[key].items()]
         out += [f"## By {key[3:]}", "", markdown_table(rows, key[3:]), ""]

@@ -1,9 +1,11 @@
 """Inference on batches of face chips: one path for training-time validation, ``faceattr evaluate``, audit, the
-claims grid; the :class:`~faceattr.predict.Predictor` shares its flip TTA (:mod:`faceattr.tta`)."""
+claims grid (torch), and its twin for ONNX models (``faceattr evaluate`` of an exported or the shipped default
+model); the :class:`~faceattr.predict.Predictor` shares their flip TTA (:mod:`faceattr.tta`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +14,9 @@ from torch import nn
 from faceattr.data.dataset import TensorDataset
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from faceattr.tta import mirrored_mean
+
+if TYPE_CHECKING:
+    from faceattr.predict import OnnxBackend
 
 
 @torch.inference_mode()
@@ -30,7 +35,25 @@ def predict_outputs(
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
         xb = normalize(x.to(device), mean, std)
-        o = mirrored_mean(model, xb, lambda t: torch.flip(t, dims=[3])) if tta_flip else model(xb)
+        o = mirrored_mean(model, xb, lambda t: torch.flip(t, dims=[3]), torch.cat) if tta_flip else model(xb)
         for k, v in o.items():
             outs.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def onnx_outputs(
+    backend: OnnxBackend, data: TensorDataset, batch_size: int = 256, tta_flip: bool = False
+) -> dict[str, np.ndarray]:
+    """Raw outputs of an ONNX model (:class:`~faceattr.predict.OnnxBackend`) for every image, preprocessed as the
+    Predictor does (the model's own mean/std, numpy); ``tta_flip`` as for :func:`predict_outputs`."""
+    outs: dict[str, list[np.ndarray]] = {}
+    for x, _ in data.batches(batch_size, shuffle=False):
+        xb = backend.meta.normalize(x.numpy())
+        o = (
+            mirrored_mean(backend.run, xb, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
+            if tta_flip
+            else backend.run(xb)
+        )
+        for k, v in o.items():
+            outs.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}

@@ -32,6 +32,7 @@ SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors
 SHIPPED_INT8 = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.int8.onnx"  # the same weights, INT8 for onnxruntime
 SHIPPED_ONNX = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.onnx"  # the same weights, float32 ONNX
 RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
+DEFAULT_RUNTIME = "onnx-int8"  # what "auto" means for the shipped model (with flip TTA: from_pretrained)
 
 
 class ModelFormatError(FaceattrError, ValueError):
@@ -175,7 +176,7 @@ class Predictor:
         coverage: float = 0.8,
         batch_size: int = 32,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        tta_flip: bool = False,
+        tta_flip: bool | None = None,
         min_score: float | None = None,
     ) -> None:
         check(
@@ -199,7 +200,9 @@ class Predictor:
             not fitted or any(abs(float(k) - coverage) < 1e-9 for k in fitted),
             f"this model's intervals are calibrated for coverage {sorted(fitted)}, not {coverage}",
         )
-        self.tta_flip = tta_flip  # average each face's outputs with its mirror image (2x the inference)
+        # average each face's outputs with its mirror image (both in one batch); None: off, except for the shipped
+        # model (from_pretrained), whose default path it is
+        self.tta_flip = bool(tta_flip)
         self._detector_spec = (detector, yunet_model)
         self.min_score = min_score
         self._detector: Detector | None = detector if not isinstance(detector, str) else None
@@ -224,13 +227,19 @@ class Predictor:
     def from_pretrained(cls, threads: int | None = None, runtime: str = "auto", **kw: Any) -> Predictor:
         """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace).
 
-        ``runtime``: ``onnx`` (the default, ``auto``: the float32 ONNX export run by onnxruntime: the torch model's
-        outputs within 1e-5, ~4x faster per face, and no torch needed), ``torch`` (the float16 checkpoint, run in
-        float32) or ``onnx-int8`` (quantized: measured cost on UTKFace test +0.07 y MAE, -0.5 pt gender, -0.6 pt
-        race; fastest). Grad-CAM (``faceattr explain``, the service's heat-maps) uses the torch checkpoint."""
+        The default path (``runtime="auto"``, ``tta_flip`` unset) is the INT8 ONNX model run by onnxruntime with
+        flip test-time augmentation (each face and its mirror image in one batch): faster than the float32 model
+        without flip and more accurate (``benchmarks/results/default-path.md``, the README's results); its
+        probabilities and intervals are measured on that path (``benchmarks/results/calibration.md``).
+
+        ``runtime``: ``onnx-int8`` (= ``auto``), ``onnx`` (the float32 export: the torch model's outputs within
+        1e-5, no torch needed) or ``torch`` (the float16 checkpoint, run in float32); ``tta_flip=False`` halves the
+        network's work. Grad-CAM (``faceattr explain``, the service's heat-maps) uses the torch checkpoint."""
         check(runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if runtime == "auto":
-            runtime = "onnx"
+            runtime = DEFAULT_RUNTIME
+        if kw.get("tta_flip") is None:
+            kw["tta_flip"] = True
         path = {"torch": SHIPPED_MODEL, "onnx": SHIPPED_ONNX, "onnx-int8": SHIPPED_INT8}[runtime]
         if not path.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
@@ -280,7 +289,7 @@ class Predictor:
             if flip:
                 from faceattr.tta import mirrored_mean
 
-                raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]))
+                raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
             else:
                 raw = self.backend.run(x)
             dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage, self.meta.calibration)
