@@ -9,6 +9,7 @@ S=${FACEATTR_SHARED:-../shared}
 FF=${FACEATTR_FAIRFACE:-data/fairface-official}
 LM=configs/utkface-fairface-official.yaml
 M=src/faceattr/weights/faceattr-utkface-fairface-mobilenetv2.safetensors
+D=src/faceattr/weights/faceattr-utkface-fairface-mobilenetv2.int8.onnx  # the default path: with --tta-flip
 python benchmarks/edge.py
 python benchmarks/peer.py
 python benchmarks/wide.py --detector yunet-dlib
@@ -17,7 +18,13 @@ python benchmarks/wide.py --detector yunet
 python benchmarks/wide.py --detector yunet --tta-flip
 python benchmarks/wide.py --detector dlib
 python benchmarks/wide.py --detector yuface
+python benchmarks/wide.py --detector yuface --runtime onnx --no-tta-flip
 python benchmarks/calibration.py --fairface $FF
+python benchmarks/calibration.py --fairface $FF --model $M --no-tta-flip --tag float32-noflip
+python benchmarks/default_path.py --n 150
+faceattr -q evaluate --checkpoint $D --tta-flip --data utkface:$S/data/utkface --out results/eval-utkface-test-default >/dev/null
+faceattr -q evaluate --checkpoint $D --tta-flip --data fairface:$FF --label-map $LM \
+  --out results/eval-fairface-test-shipped-default >/dev/null
 python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
