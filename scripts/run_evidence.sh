@@ -25,6 +25,9 @@ python benchmarks/default_path.py --n 150
 faceattr -q evaluate --checkpoint $D --tta-flip --data utkface:$S/data/utkface --out results/eval-utkface-test-default >/dev/null
 faceattr -q evaluate --checkpoint $D --tta-flip --data fairface:$FF --label-map $LM \
   --out results/eval-fairface-test-shipped-default >/dev/null
+faceattr -q evaluate --checkpoint $D --data utkface:$S/data/utkface --out results/eval-utkface-test-int8-noflip >/dev/null
+faceattr -q evaluate --checkpoint $D --data fairface:$FF --label-map $LM \
+  --out results/eval-fairface-test-shipped-int8-noflip >/dev/null
 python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null
