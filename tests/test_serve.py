@@ -106,6 +106,7 @@ def test_health_model_page_and_docs(api):
     assert [t["enabled"] for t in m["tasks"]] == [True, True, False]
     assert "UTKFace" in m["licence"] and m["weights_origin"] and m["test_metrics"]
     assert m["calibration"]["temperature"]["gender"] > 0
+    assert m["tta_flip"] is True and m["runtime"] == "onnxruntime-int8"  # the shipped model's default path
     page = api.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert api.get("/static/app.js").status_code == 200 and api.get("/static/style.css").status_code == 200

@@ -93,6 +93,8 @@ def test_page_end_to_end(server, browser, predictor, tmp_path):
     page.goto(server + "/")
     page.wait_for_selector("input.task", state="attached")
     assert page.locator("input.task").count() == 3
+    page.wait_for_function("document.querySelector('#model').textContent.length > 0")
+    assert page.locator("#tta").is_checked()  # the page starts from the service's default path (flip TTA on)
     page.set_input_files("#files", str(photo))
     page.wait_for_selector(".face-card", timeout=60_000)
     cards = page.locator(".face-card")

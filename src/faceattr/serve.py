@@ -380,6 +380,7 @@ class Service:
         return {
             "faceattr_version": __version__,
             "runtime": getattr(self.predictor.backend, "name", ""),
+            "tta_flip": self.predictor.tta_flip,  # the default of /v1/analyze's tta_flip (the measured default path)
             "architecture": meta.architecture.name,
             "input_size": meta.input_size,
             "tasks": tasks,

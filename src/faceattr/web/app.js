@@ -18,11 +18,12 @@ async function loadModel() {
     if (!r.ok) throw new Error(m.error ? m.error.message : r.statusText);
     state.tasks = m.tasks.filter((t) => t.enabled).map((t) => t.name);
     state.explain = m.explain;
+    $("#tta").checked = Boolean(m.tta_flip); // the service's default path (the shipped model's: on)
     $("#tasks").innerHTML = state.tasks
       .map((t) => `<label><input type="checkbox" class="task" value="${t}" checked> ${t}</label>`).join(" ");
     const cov = Math.round(100 * m.calibration.interval_coverage);
     $("#model").textContent = `faceattr ${m.faceattr_version} · ${m.architecture} ${m.input_size} px · ${m.runtime}` +
-      ` · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
+      `${m.tta_flip ? " + mirror TTA" : ""} · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
   } catch (err) {
     showError("Cannot reach the model: " + err.message);
   }
