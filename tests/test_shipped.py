@@ -48,3 +48,14 @@ def test_readme_main_job_runs_on_the_bundled_example(capsys):
     assert lo <= face["age"]["value"] <= hi
     assert abs(sum(face["gender"]["probabilities"].values()) - 1) < 1e-3
     assert set(face["race"]["probabilities"]) == {"White", "Black", "Asian", "Indian", "Others"}
+
+
+def test_evaluate_without_a_checkpoint_measures_predicts_default_path(utk_dir, tmp_path, capsys):
+    """`faceattr evaluate --data ...` with no --checkpoint judges what `faceattr predict` runs: the shipped INT8
+    model with flip TTA; --no-tta-flip turns the flip off."""
+    assert cli(["-q", "evaluate", "--data", f"utkface:{UTK}", "--limit", "60", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["checkpoint"].endswith(".int8.onnx") and res["tta_flip"] is True and res["n"] == 60
+    assert res["metrics"]["overall"]["gender"]["accuracy"] > 0.8
+    assert cli(["-q", "evaluate", "--data", f"utkface:{UTK}", "--limit", "60", "--json", "--no-tta-flip"]) == 0
+    assert json.loads(capsys.readouterr().out)["tta_flip"] is False

@@ -10,14 +10,20 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint or ONNX model on a dataset split")
     p.add_argument(
         "--checkpoint",
-        required=True,
         help="checkpoint (.safetensors with its .json, or a run folder) or .onnx file (float32 or INT8, run by "
-        "onnxruntime as faceattr predict runs it)",
+        "onnxruntime as faceattr predict runs it); default: the shipped model on faceattr predict's default path "
+        "(INT8 ONNX with flip TTA)",
     )
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
-    p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped face")
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image (default: on for the shipped model, as faceattr predict; off "
+        "for --checkpoint)",
+    )
     p.add_argument(
         "--label-map",
         help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "
@@ -30,14 +36,15 @@ def _add(sub: argparse._SubParsersAction) -> None:
 def _run(a: argparse.Namespace) -> int:
     from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
     from faceattr.exceptions import check
+    from faceattr.predict import SHIPPED_INT8
     from faceattr.safeio import OutputPlan, atomic_output
 
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
-    out = OutputPlan([a.checkpoint]).claim_dir(a.out, "--out") if a.out else None
+    checkpoint = a.checkpoint or str(SHIPPED_INT8)
+    flip = a.tta_flip if a.tta_flip is not None else a.checkpoint is None
+    out = OutputPlan([checkpoint]).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
-    res = evaluate_checkpoint(
-        a.checkpoint, a.data, a.split, a.limit, tta_flip=a.tta_flip, progress=not a.quiet, label_map=lm
-    )
+    res = evaluate_checkpoint(checkpoint, a.data, a.split, a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm)
     md = report_markdown(res)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
