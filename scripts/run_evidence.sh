@@ -34,8 +34,9 @@ faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip -
 faceattr -q evaluate --checkpoint $M --data fairface:$FF --label-map $LM --out results/eval-fairface-test-shipped >/dev/null
 faceattr -q evaluate --checkpoint $M --data fairface:$FF --label-map $LM --tta-flip \
   --out results/eval-fairface-test-shipped-flip >/dev/null
-faceattr -q audit --checkpoint $M --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
-faceattr -q audit --checkpoint $M --data fairface:$FF --split test --label-map $LM --out results/audit-fairface-test-shipped
+# the shipped model's audits on the default path (no --checkpoint: INT8 + flip TTA, as faceattr predict)
+faceattr -q audit --data utkface:$S/data/utkface --split test --out results/audit-utkface-test
+faceattr -q audit --data fairface:$FF --split test --label-map $LM --out results/audit-fairface-test-shipped
 if [ -f runs/utkface-mtl/best.safetensors ]; then  # the UTKFace-only recipe, for comparison
   faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data utkface:$S/data/utkface --out results/eval-utkface-test-utkface-mtl >/dev/null
   faceattr -q evaluate --checkpoint runs/utkface-mtl/best.safetensors --data fairface:$S/data/fairface \

@@ -59,3 +59,11 @@ def test_evaluate_without_a_checkpoint_measures_predicts_default_path(utk_dir, t
     assert res["metrics"]["overall"]["gender"]["accuracy"] > 0.8
     assert cli(["-q", "evaluate", "--data", f"utkface:{UTK}", "--limit", "60", "--json", "--no-tta-flip"]) == 0
     assert json.loads(capsys.readouterr().out)["tta_flip"] is False
+
+
+def test_audit_without_a_checkpoint_audits_predicts_default_path(utk_dir, tmp_path, capsys):
+    out = tmp_path / "audit"
+    assert cli(["-q", "audit", "--data", f"utkface:{UTK}", "--limit", "40", "--n-boot", "10", "--out", str(out)]) == 0
+    res = json.loads((out / "audit.json").read_text())
+    assert res["checkpoint"].endswith(".int8.onnx") and res["tta_flip"] is True
+    assert "with flip TTA" in (out / "report.md").read_text()

@@ -31,11 +31,14 @@ def face_table(
     split: str = "test",
     limit: int | None = None,
     label_map: dict[str, dict[str, Any]] | None = None,
+    tta_flip: bool = False,
 ) -> pd.DataFrame:
     """One row per face: true and predicted attributes, the age error, and the audit's group columns."""
     from faceattr.evaluate import checkpoint_predictions
 
-    tasks, _, _, labels, preds = checkpoint_predictions(checkpoint, data, split, limit, label_map=label_map)
+    tasks, _, _, labels, preds = checkpoint_predictions(
+        checkpoint, data, split, limit, tta_flip=tta_flip, label_map=label_map
+    )
     return build_face_table(tasks, preds, labels)
 
 

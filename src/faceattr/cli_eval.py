@@ -36,11 +36,11 @@ def _add(sub: argparse._SubParsersAction) -> None:
 def _run(a: argparse.Namespace) -> int:
     from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
     from faceattr.exceptions import check
-    from faceattr.predict import SHIPPED_INT8
+    from faceattr.predict import SHIPPED_INT8, shown_path
     from faceattr.safeio import OutputPlan, atomic_output
 
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
-    checkpoint = a.checkpoint or str(SHIPPED_INT8)
+    checkpoint = a.checkpoint or shown_path(SHIPPED_INT8)
     flip = a.tta_flip if a.tta_flip is not None else a.checkpoint is None
     out = OutputPlan([checkpoint]).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])

@@ -101,10 +101,19 @@ def _run_claims(a: argparse.Namespace) -> int:
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="bias audit: metrics per race, gender and age band with bootstrap CIs")
-    p.add_argument("--checkpoint", help="checkpoint (default: the shipped model)")
+    p.add_argument(
+        "--checkpoint",
+        help="checkpoint or .onnx file (default: the shipped model on faceattr predict's default path, INT8 + flip)",
+    )
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int)
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image (default: on for the shipped model, off for --checkpoint)",
+    )
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--label-map", help="map the data's labels onto the model's (see faceattr evaluate --label-map)")
     p.add_argument("--out", required=True, help="folder for report.md, audit.json and the plots")
@@ -114,17 +123,19 @@ def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.audit import audit_table, face_table, write_audit
     from faceattr.evaluate import parse_label_map
     from faceattr.exceptions import check
-    from faceattr.predict import SHIPPED_MODEL
+    from faceattr.predict import SHIPPED_INT8, shown_path
     from faceattr.safeio import OutputPlan
 
     check(a.n_boot >= 10, f"--n-boot must be at least 10 (500 is the default), got {a.n_boot}")
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
-    ckpt = a.checkpoint or SHIPPED_MODEL
+    ckpt = a.checkpoint or shown_path(SHIPPED_INT8)
+    flip = a.tta_flip if a.tta_flip is not None else a.checkpoint is None
     OutputPlan([ckpt]).claim_dir(a.out, "--out")
-    df = face_table(ckpt, a.data, a.split, a.limit, parse_label_map(a.label_map, a.data.split(":", 1)[0]))
+    lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
+    df = face_table(ckpt, a.data, a.split, a.limit, lm, tta_flip=flip)
     res = audit_table(df, n_boot=a.n_boot)
-    res.update({"checkpoint": str(ckpt), "data": a.data, "split": a.split, "n_boot": a.n_boot})
-    paths = write_audit(res, a.out, f"`{ckpt}` on `{a.data}` ({a.split})")
+    res.update({"checkpoint": str(ckpt), "tta_flip": flip, "data": a.data, "split": a.split, "n_boot": a.n_boot})
+    paths = write_audit(res, a.out, f"`{ckpt}`{' with flip TTA' if flip else ''} on `{a.data}` ({a.split})")
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 

@@ -35,6 +35,15 @@ RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
 DEFAULT_RUNTIME = "onnx-int8"  # what "auto" means for the shipped model (with flip TTA: from_pretrained)
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it (reports written in a checkout name the
+    shipped model ``src/faceattr/weights/...``, not one machine's absolute path), else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 class ModelFormatError(FaceattrError, ValueError):
     """A model file that faceattr cannot use (wrong format, missing metadata)."""
 
