@@ -129,7 +129,27 @@ def test_training_time_compares_seeds_trained_on_the_same_device():
         "single-race": {0: run(70, "gpu")},
     }
     c = cost(SimpleNamespace(by=by))  # type: ignore[arg-type]
-    assert c is not None and c["train_seconds"] == {"mtl": 100.0, "stl_sum": 200.0, "ratio": 0.5}
+    assert c is not None and c["train_seconds"] == {
+        "mtl": 100.0,
+        "stl_sum": 200.0,
+        "ratio": 0.5,
+        "seeds": [0],
+        "device": "gpu",
+    }
+    # seeds with all four on the shared CPU as well: the accelerator's seed alone is compared
+    for e, secs in (("mtl", 7000), ("single-age", 1500), ("single-gender", 1200), ("single-race", 1000)):
+        by[e][1] = run(secs, "cpu")
+    c = cost(SimpleNamespace(by=by))  # type: ignore[arg-type]
+    assert c is not None and c["train_seconds"]["seeds"] == [0] and c["train_seconds"]["ratio"] == 0.5
+    for e in by:
+        by[e].pop(0)
+    c = cost(SimpleNamespace(by=by))  # type: ignore[arg-type]  # CPU only: compared, and the report says where
+    assert c is not None and c["train_seconds"]["device"] == "cpu" and c["train_seconds"]["ratio"] == 7000 / 3700
+    by["mtl"][0] = run(100, "gpu")
+    for e in ("single-age", "single-gender", "single-race"):
+        by[e][0] = run(60, "gpu")
+    for e in by:
+        by[e].pop(1)
     assert c["gflops"]["ratio"] == pytest.approx(1 / 3)
     by["mtl"][0] = run(100, "cpu")  # no seed with all four on one device: no time ratio at all
     assert "train_seconds" not in cost(SimpleNamespace(by=by))  # type: ignore[arg-type, operator]
