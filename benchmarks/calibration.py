@@ -25,12 +25,11 @@ from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.sources import load_split
 from faceattr.data.spec import parse_data_spec
 from faceattr.decode import decode_outputs
-from faceattr.evaluate import align_labels, config_label_map, open_model, parse_label_map
-from faceattr.predict import SHIPPED_INT8
+from faceattr.evaluate import align_labels, model_label_map, open_model, parse_label_map
+from faceattr.predict import shipped_or
 from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
 
 OUT = Path(__file__).resolve().parent / "results"
-SHIPPED_CONFIG = "configs/utkface-fairface-official.yaml"  # the shipped model's recipe (its FairFace label map)
 BANDS = ((1, 12), (13, 19), (20, 39), (40, 59), (60, 116))
 
 
@@ -64,12 +63,12 @@ def _classes(meta, raw, labels, name: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(SHIPPED_INT8), help="checkpoint or .onnx (default: the shipped INT8 ONNX)")
+    ap.add_argument("--model", help="checkpoint or .onnx (default: the shipped model on the default path)")
     ap.add_argument(
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="average each face with its mirror image (default: on, as faceattr predict with the shipped model)",
+        default=None,
+        help="average each face with its mirror image (default: on for the shipped model, as faceattr predict)",
     )
     ap.add_argument("--utkface", default="../shared/data/utkface")
     ap.add_argument(
@@ -80,14 +79,13 @@ def main() -> None:
     )
     ap.add_argument(
         "--label-map",
-        help="FairFace's labels onto the model's (as for faceattr evaluate; default: the model's training config, "
-        f"or {SHIPPED_CONFIG} for the shipped ONNX files)",
+        help="FairFace's labels onto the model's (as for faceattr evaluate; default: the one the model was trained "
+        "with, from its metadata)",
     )
     ap.add_argument("--tag", default="", help="suffix of the result file names (another model than the shipped one)")
     a = ap.parse_args()
+    a.model, a.tta_flip = shipped_or(a.model, a.tta_flip)
     meta, outputs = open_model(a.model)
-    if a.label_map is None and not meta.extra.get("config") and Path(a.model).parent == SHIPPED_INT8.parent:
-        a.label_map = SHIPPED_CONFIG
     if not meta.calibration:
         raise SystemExit(f"{a.model} has no calibration: run faceattr fit-calibration --checkpoint {a.model}")
     cmd = " ".join(["python benchmarks/calibration.py", *sys.argv[1:]])
@@ -122,12 +120,7 @@ def main() -> None:
         p_le2 = d["probs"][m][:, :2].sum(1)  # levels 1 and 2 years
         res["utkface"]["age"][key] = {"intervals": rows, "median_p_age_le_2_for_adults": float(np.median(p_le2[adult]))}
 
-    if a.label_map:
-        lm = parse_label_map(a.label_map, "fairface")
-    elif meta.extra.get("config"):
-        lm = config_label_map(meta.extra["config"], "fairface")
-    else:  # an ONNX file carries no training config: FairFace's seven races would match no class of the model
-        raise SystemExit(f"{a.model} has no training config: give --label-map (e.g. {SHIPPED_CONFIG})")
+    lm = parse_label_map(a.label_map, "fairface") if a.label_map else model_label_map(meta, "fairface")
     raw_f, labels_f, table_f = _outputs(outputs, meta, f"fairface:{a.fairface}", a.tta_flip, lm)
     res["fairface"] = {"classes": _classes(meta, raw_f, labels_f, "fairface")}
     groups = table_f.frame["age"].to_numpy()  # the FairFace age-group index of each face

@@ -67,3 +67,14 @@ def test_audit_without_a_checkpoint_audits_predicts_default_path(utk_dir, tmp_pa
     res = json.loads((out / "audit.json").read_text())
     assert res["checkpoint"].endswith(".int8.onnx") and res["tta_flip"] is True
     assert "with flip TTA" in (out / "report.md").read_text()
+
+
+def test_the_shipped_onnx_files_know_their_fairface_label_map():
+    """An ONNX file carries the data protocol instead of the training config; both give the same FairFace map."""
+    from faceattr.evaluate import model_label_map
+    from faceattr.predict import SHIPPED_INT8, OnnxBackend
+
+    fold = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
+    assert model_label_map(read_meta(SHIPPED_MODEL), "fairface") == {"race": fold}
+    assert model_label_map(OnnxBackend(SHIPPED_INT8).meta, "fairface") == {"race": fold}
+    assert model_label_map(OnnxBackend(SHIPPED_INT8).meta, "utkface") is None

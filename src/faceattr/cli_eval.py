@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from faceattr.cli_predict import add_tta_flip_arg
+
 
 def _add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint or ONNX model on a dataset split")
@@ -17,13 +19,7 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
-    p.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="average each face with its mirror image (default: on for the shipped model, as faceattr predict; off "
-        "for --checkpoint)",
-    )
+    add_tta_flip_arg(p, "--checkpoint")
     p.add_argument(
         "--label-map",
         help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "
@@ -36,12 +32,11 @@ def _add(sub: argparse._SubParsersAction) -> None:
 def _run(a: argparse.Namespace) -> int:
     from faceattr.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
     from faceattr.exceptions import check
-    from faceattr.predict import SHIPPED_INT8, shown_path
+    from faceattr.predict import shipped_or
     from faceattr.safeio import OutputPlan, atomic_output
 
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
-    checkpoint = a.checkpoint or shown_path(SHIPPED_INT8)
-    flip = a.tta_flip if a.tta_flip is not None else a.checkpoint is None
+    checkpoint, flip = shipped_or(a.checkpoint, a.tta_flip)
     out = OutputPlan([checkpoint]).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
     res = evaluate_checkpoint(checkpoint, a.data, a.split, a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from faceattr.cli_predict import add_tta_flip_arg
+
 
 def _add_ablate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="run an ablation grid (restartable) and write its tables and plots")
@@ -108,12 +110,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int)
-    p.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="average each face with its mirror image (default: on for the shipped model, off for --checkpoint)",
-    )
+    add_tta_flip_arg(p, "--checkpoint")
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--label-map", help="map the data's labels onto the model's (see faceattr evaluate --label-map)")
     p.add_argument("--out", required=True, help="folder for report.md, audit.json and the plots")
@@ -123,13 +120,12 @@ def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.audit import audit_table, face_table, write_audit
     from faceattr.evaluate import parse_label_map
     from faceattr.exceptions import check
-    from faceattr.predict import SHIPPED_INT8, shown_path
+    from faceattr.predict import shipped_or
     from faceattr.safeio import OutputPlan
 
     check(a.n_boot >= 10, f"--n-boot must be at least 10 (500 is the default), got {a.n_boot}")
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
-    ckpt = a.checkpoint or shown_path(SHIPPED_INT8)
-    flip = a.tta_flip if a.tta_flip is not None else a.checkpoint is None
+    ckpt, flip = shipped_or(a.checkpoint, a.tta_flip)
     OutputPlan([ckpt]).claim_dir(a.out, "--out")
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
     df = face_table(ckpt, a.data, a.split, a.limit, lm, tta_flip=flip)

@@ -23,6 +23,17 @@ def example_photo() -> Path:
     return p
 
 
+def add_tta_flip_arg(p: argparse.ArgumentParser, model_option: str) -> None:
+    """``--tta-flip/--no-tta-flip``, unset by default (:func:`faceattr.predict.shipped_or` resolves it)."""
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each face with its mirror image, both in one batch (default: on for the shipped model, its "
+        f"measured default path; off for {model_option})",
+    )
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -56,13 +67,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--tta-flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="average each face with its mirror image, both in one batch (default: on for the shipped model, its "
-        "measured default path; off for --model)",
-    )
+    add_tta_flip_arg(p, "--model")
     p.add_argument(
         "--min-score",
         type=float,

@@ -260,6 +260,13 @@ def config_label_map(config: dict[str, Any], dataset: str | None = None) -> dict
     return maps[0] if maps else None
 
 
+def model_label_map(meta: ModelMeta, dataset: str) -> dict[str, dict[str, Any]] | None:
+    """The label map the model was trained with for ``dataset``: from its training config, or from the data
+    protocol an exported (ONNX) model carries instead of the config."""
+    data = (meta.extra.get("config") or {}).get("data") or meta.extra.get("data_protocol") or {}
+    return config_label_map({"data": data}, dataset)
+
+
 def parse_label_map(value: str | None, dataset: str | None = None) -> dict[str, dict[str, Any]]:
     """``--label-map``: a YAML/JSON mapping ``{task: {label: model label}}``, or an experiment config whose
     ``data.extra`` entry for ``dataset`` holds one (e.g. configs/utkface-fairface.yaml)."""

@@ -13,7 +13,7 @@ from torch import nn
 
 from faceattr.data.dataset import TensorDataset
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
-from faceattr.tta import mirrored_mean
+from faceattr.tta import mirrored_mean, run_numpy
 
 if TYPE_CHECKING:
     from faceattr.predict import OnnxBackend
@@ -48,12 +48,7 @@ def onnx_outputs(
     Predictor does (the model's own mean/std, numpy); ``tta_flip`` as for :func:`predict_outputs`."""
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
-        xb = backend.meta.normalize(x.numpy())
-        o = (
-            mirrored_mean(backend.run, xb, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
-            if tta_flip
-            else backend.run(xb)
-        )
+        o = run_numpy(backend.run, backend.meta.normalize(x.numpy()), tta_flip)
         for k, v in o.items():
             outs.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}

@@ -24,6 +24,7 @@ from faceattr.exceptions import FaceattrError, check
 from faceattr.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
 from faceattr.meta import MetaError, ModelMeta
 from faceattr.tasks import Task
+from faceattr.tta import run_numpy
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ SHIPPED_MODEL = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.safetensors
 SHIPPED_INT8 = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.int8.onnx"  # the same weights, INT8 for onnxruntime
 SHIPPED_ONNX = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.onnx"  # the same weights, float32 ONNX
 RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
-DEFAULT_RUNTIME = "onnx-int8"  # what "auto" means for the shipped model (with flip TTA: from_pretrained)
+DEFAULT_RUNTIME = "onnx-int8"  # what "auto" means for the shipped model
+DEFAULT_TTA_FLIP = True  # the shipped model's default path also averages each face with its mirror image
 
 
 def shown_path(path: Path) -> str:
@@ -42,6 +44,15 @@ def shown_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def shipped_or(model: str | None, tta_flip: bool | None) -> tuple[str, bool]:
+    """A command's ``--checkpoint``/``--model`` and ``--tta-flip/--no-tta-flip`` (None: not given) -> (model file,
+    flip): none given means the shipped model on ``faceattr predict``'s default path (INT8 ONNX + flip); a user's
+    own model gets flip only when asked (its calibration was fitted and measured without it)."""
+    if model is None:
+        return shown_path(SHIPPED_INT8), DEFAULT_TTA_FLIP if tta_flip is None else tta_flip
+    return model, bool(tta_flip)
 
 
 class ModelFormatError(FaceattrError, ValueError):
@@ -248,7 +259,7 @@ class Predictor:
         if runtime == "auto":
             runtime = DEFAULT_RUNTIME
         if kw.get("tta_flip") is None:
-            kw["tta_flip"] = True
+            kw["tta_flip"] = DEFAULT_TTA_FLIP
         path = {"torch": SHIPPED_MODEL, "onnx": SHIPPED_ONNX, "onnx-int8": SHIPPED_INT8}[runtime]
         if not path.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
@@ -295,12 +306,7 @@ class Predictor:
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
             x = self.preprocess(chips[s : s + self.batch_size])
-            if flip:
-                from faceattr.tta import mirrored_mean
-
-                raw = mirrored_mean(self.backend.run, x, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
-            else:
-                raw = self.backend.run(x)
+            raw = run_numpy(self.backend.run, x, flip)
             dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage, self.meta.calibration)
             for i in range(len(next(iter(raw.values())))):
                 results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import numpy as np
+
 X = TypeVar("X")
 
 
@@ -22,3 +24,11 @@ def mirrored_mean(
     n = len(x)  # type: ignore[arg-type]
     both = run(concat([x, flip(x)]))
     return {k: (v[:n] + v[n:]) / 2 for k, v in both.items()}
+
+
+def run_numpy(run: Callable[[np.ndarray], Mapping[str, Any]], x: np.ndarray, flip: bool) -> dict[str, Any]:
+    """``run(x)`` for a numpy N x C x H x W batch, or with ``flip`` the mean over it and its mirror image (the
+    Predictor's and the ONNX evaluation's one path)."""
+    if not flip:
+        return dict(run(x))
+    return mirrored_mean(run, x, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
