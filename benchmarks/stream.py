@@ -2,6 +2,9 @@
 
     python benchmarks/stream.py [--n 10000] [--model M] [--detector dlib] [--no-detect]
 
+Without ``--model``/``--detector`` it runs the default path (`faceattr predict` without flags: the shipped INT8
+model with flip TTA, the default detector), the path users get.
+
 The folder is made of symbolic links to the first N UTKFace images (in a temporary directory: the data is
 not copied). The CLI runs as a child process; its VmRSS is read from /proc every ``--every`` result lines.
 Flat means: the growth from the first sample after warm-up to the last is small against the total.
@@ -32,7 +35,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--model")
-    ap.add_argument("--detector", default="dlib")
+    ap.add_argument("--detector", help="default: the CLI's default detector")
     ap.add_argument("--no-detect", action="store_true")
     a = ap.parse_args()
     src = SHARED / "data" / "utkface" / "UTKFace"
@@ -42,7 +45,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, f in enumerate(files):
             os.symlink(f, Path(tmp) / f"{i:05d}_{f.name}")
-        cmd = [sys.executable, "-m", "faceattr", "-q", "predict", tmp, "--detector", a.detector, "--threads", "2"]
+        cmd = [sys.executable, "-m", "faceattr", "-q", "predict", tmp, "--threads", "2"]
+        cmd += ["--detector", a.detector] if a.detector else []
         cmd += (["--model", a.model] if a.model else []) + (["--no-detect"] if a.no_detect else [])
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -84,7 +88,8 @@ def main() -> None:
         + md_table(samples, list(samples[0]))
     )
     cmd_s = (
-        f"python benchmarks/stream.py --n {a.n} --detector {a.detector}"
+        f"python benchmarks/stream.py --n {a.n}"
+        + (f" --detector {a.detector}" if a.detector else "")
         + (" --no-detect" if a.no_detect else "")
         + (f" --model {a.model}" if a.model else "")
     )
