@@ -25,22 +25,25 @@ from faceattr.checkpoint import load_model
 from faceattr.evaluate import split_data
 from faceattr.inference import normalize
 from faceattr.models.mtl import MultiTaskNet
-
-DEFAULT_MODEL = "src/faceattr/weights/faceattr-utkface-fairface-mobilenetv2.safetensors"
+from faceattr.predict import SHIPPED_MODEL, shown_path
+from faceattr.tta import mirrored_mean
 
 
 def branch_features(model: MultiTaskNet, meta: Any, data: str, split: str, limit: int | None) -> dict[str, Any]:
     """Flip-averaged race-branch features, the shipped head's logits and the race labels of one split."""
     _, _, labels, ds = split_data(data, split, meta, limit)
+    branch, head = model.branches["race"], cast(torch.nn.Module, model.heads["race"])
+
+    def race(x: torch.Tensor) -> dict[str, torch.Tensor]:  # the trunk and the race branch only
+        return {"f": torch.flatten(model.pool(branch(model.forward_shared(x))), 1)}
+
     feats: list[np.ndarray] = []
     with torch.inference_mode():
         for x, _ in ds.batches(256, shuffle=False):
             xb = normalize(x, meta.mean, meta.std)
-            f = model.forward_features(xb)["race"] + model.forward_features(torch.flip(xb, dims=[3]))["race"]
-            feats.append((f / 2).numpy())
-    feat = np.concatenate(feats)
-    with torch.inference_mode():
-        logits = cast(torch.nn.Module, model.heads["race"])(torch.from_numpy(feat)).numpy()
+            feats.append(mirrored_mean(race, xb, lambda t: torch.flip(t, dims=[3]), torch.cat)["f"].numpy())
+        feat = np.concatenate(feats)
+        logits = head(torch.from_numpy(feat)).numpy()
     keep = labels["race"] >= 0
     return {"x": feat[keep], "y": labels["race"][keep], "head": logits[keep].argmax(1)}
 
@@ -58,7 +61,7 @@ def main() -> None:
     from sklearn.model_selection import cross_val_score
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", default=shown_path(SHIPPED_MODEL))
     ap.add_argument("--train-limit", type=int, default=6000, help="UTKFace train faces to re-fit on (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", default="144,160", help="other input sizes to feed the same network, on val")
@@ -74,7 +77,7 @@ def main() -> None:
     grid = (0.01, 0.03, 0.1, 0.3, 1.0)
     rows = [
         {"race head": "shipped (UTKFace + FairFace, trained end to end)", "fitted on": "-", "C": "-"}
-        | {"val " + k: v for k, v in scores(val["head"], val["y"], classes).items() if k == "accuracy"}
+        | {"val accuracy": scores(val["head"], val["y"], classes)["accuracy"]}
         | scores(test["head"], test["y"], classes)
     ]
     # 1) fitted on validation, C by 5-fold cross-validation there
@@ -119,9 +122,8 @@ def main() -> None:
         + f"\n\n## The same network fed larger chips (trained at {meta.input_size} px; UTKFace val, shipped head)\n\n"
         + md_table(by_size, ["input px", "val race accuracy"])
     )
-    cmd = "python benchmarks/race_probe.py" + (f" --model {a.model}" if a.model != DEFAULT_MODEL else "")
-    cmd += f" --train-limit {a.train_limit}" if a.train_limit != 6000 else ""
-    cmd += f" --sizes {a.sizes}" if a.sizes != "144,160" else ""
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k != "threads" and v != ap.get_default(k)]
+    cmd = " ".join(["python benchmarks/race_probe.py", *changed])
     write("race-probe", {"rows": rows, "cv_val": cv, "by_input_size": by_size}, md, cmd)
 
 
