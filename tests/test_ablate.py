@@ -72,6 +72,12 @@ def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
         "gender_index",
         "gender_p",
     } <= set(rows.columns)
+    # running one seed (--seeds 1) reports every finished seed of the grid, not only the one just run
+    from faceattr.cli import main
+
+    (tmp_path / "results" / "ablation.md").unlink()
+    assert main(["ablate", "-c", str(tmp_path / "grid.yaml"), "--seeds", "1", "--report-only"]) == 0
+    assert "| mtl | 2 |" in (tmp_path / "results" / "ablation.md").read_text()
     import shutil
 
     shutil.rmtree(tmp_path / "runs")

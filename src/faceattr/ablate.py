@@ -366,11 +366,13 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
 def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, Path]:
     import csv
 
+    from faceattr.safeio import atomic_output, atomic_write_bytes
+
     table = summarise(ab, results)
     out = Path(ab.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     # CSV: one row per experiment, mean and std columns
-    with open(out / "ablation.csv", "w", newline="") as f:
+    with atomic_output(out / "ablation.csv") as f:
         cols = ["experiment", "seeds", *[f"{m}_{s}" for m in [*METRICS, *COST] for s in ("mean", "std")]]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -380,7 +382,7 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
                 if m in row:
                     d[f"{m}_mean"], d[f"{m}_std"] = (round(v, 6) for v in row[m])
             w.writerow(d)
-    (out / "runs.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    atomic_write_bytes(out / "runs.json", json.dumps(results, indent=1).encode())
     # markdown
     any_r = results[0] if results else {}
     lines = [
@@ -415,7 +417,7 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
             )
         lines.append("")
     lines += ["## What the numbers say", "", *verdicts(ab, table), ""]
-    (out / "ablation.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_bytes(out / "ablation.md", "\n".join(lines).encode())
     paths = {"markdown": out / "ablation.md", "csv": out / "ablation.csv"}
     paths.update(_plots(ab, table, out))
     return paths
@@ -453,9 +455,15 @@ def _plots(ab: AblationConfig, table: dict[str, Any], out: Path) -> dict[str, Pa
         lo = min(table[n][m][0] - table[n][m][1] for n in xs)
         hi = max(table[n][m][0] + table[n][m][1] for n in xs)
         ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
-    fig.suptitle(f"{ab.name}: mean ± std over {len(ab.seeds)} seeds")
+    fig.suptitle(f"{ab.name}: mean ± std over up to {len(ab.seeds)} seeds")
     fig.tight_layout()
+    import io
+
+    from faceattr.safeio import atomic_write_bytes
+
     p = out / "ablation.png"
-    fig.savefig(p, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(p, buf.getvalue())
     plt.close(fig)
     return {"plot": p}

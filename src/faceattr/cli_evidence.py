@@ -65,6 +65,12 @@ def _run_ablate(a: argparse.Namespace) -> int:
         ab = dataclasses.replace(ab, budget={**ab.budget, **sets})
     if not a.report_only:
         run_grid(ab, a.only, progress=not a.quiet, jobs=a.jobs, stop_after_s=a.stop_after)
+    if a.seeds:
+        # --seeds chooses what runs now; the report still covers every seed of the grid that has finished
+        import dataclasses
+
+        grid_seeds = load_ablation(a.config, {k: v for k, v in over.items() if k != "seeds"}).seeds
+        ab = dataclasses.replace(ab, seeds=tuple(sorted({*grid_seeds, *ab.seeds})))
     results = kept_results(ab)
     paths = write_report(ab, results)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
