@@ -12,6 +12,7 @@ fewer images and epochs); without it the same grid runs at the base recipe's ful
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from typing import Any
 import yaml
 
 from faceattr.config import ConfigError, load_config
+from faceattr.safeio import atomic_output, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -366,8 +368,6 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
 def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, Path]:
     import csv
 
-    from faceattr.safeio import atomic_output, atomic_write_bytes
-
     table = summarise(ab, results)
     out = Path(ab.results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -457,10 +457,6 @@ def _plots(ab: AblationConfig, table: dict[str, Any], out: Path) -> dict[str, Pa
         ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
     fig.suptitle(f"{ab.name}: mean ± std over up to {len(ab.seeds)} seeds")
     fig.tight_layout()
-    import io
-
-    from faceattr.safeio import atomic_write_bytes
-
     p = out / "ablation.png"
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from faceattr.cli_predict import add_tta_flip_arg
@@ -50,8 +51,6 @@ def _run_ablate(a: argparse.Namespace) -> int:
         raise ConfigError("--jobs must be at least 1")
     ab = load_ablation(a.config, over)
     if a.set:
-        import dataclasses
-
         from faceattr.config import apply_overrides
 
         sets: dict = {}
@@ -67,8 +66,6 @@ def _run_ablate(a: argparse.Namespace) -> int:
         run_grid(ab, a.only, progress=not a.quiet, jobs=a.jobs, stop_after_s=a.stop_after)
     if a.seeds:
         # --seeds chooses what runs now; the report still covers every seed of the grid that has finished
-        import dataclasses
-
         grid_seeds = load_ablation(a.config, {k: v for k, v in over.items() if k != "seeds"}).seeds
         ab = dataclasses.replace(ab, seeds=tuple(sorted({*grid_seeds, *ab.seeds})))
     results = kept_results(ab)
