@@ -7,10 +7,12 @@ folder (keyed by the files, their sizes and mtimes, and ``S``). Augmentation the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -92,13 +94,26 @@ def build_image_cache(
         log.warning("%d unreadable images skipped, e.g. %s", len(errors), errors[0])
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = f_img.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        np.save(f_ok, ok)
-        os.replace(tmp, f_img)
+        # the mask first, then the images (their presence is what readers check), each under a temporary name
+        # of its own: two processes building the same cache at once (two training lanes) must not collide
+        _save_npy_atomic(f_ok, ok)
+        _save_npy_atomic(f_img, images)
     except OSError as e:
         log.warning("could not write image cache in %s (%s); continuing without it", cache_dir, e)
     return images, ok, errors
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` to a unique temporary file beside ``path``, renamed onto it when complete."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass
