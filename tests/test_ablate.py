@@ -83,6 +83,14 @@ def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
     shutil.rmtree(tmp_path / "runs")
     assert len(run_grid(ab)) == 4
     assert not (tmp_path / "runs").exists()
+    # a grid whose runs are recorded only in the committed report's runs.json (no runs/ folder, no out_dir): a
+    # report rewritten on a new machine keeps every row, and nothing is run again
+    shutil.rmtree(tmp_path / "results" / "runs")
+    assert main(["ablate", "-c", str(tmp_path / "grid.yaml"), "--report-only"]) == 0
+    assert len(json.loads((tmp_path / "results" / "runs.json").read_text())) == 4
+    assert "| mtl | 2 |" in (tmp_path / "results" / "ablation.md").read_text()
+    assert len(run_grid(ab)) == 4
+    assert not (tmp_path / "runs").exists()
 
 
 def test_jobs_order_and_seeds_for(tmp_path):

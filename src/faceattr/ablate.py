@@ -225,14 +225,33 @@ def _run_one_quiet(args: tuple[AblationConfig, str, int]) -> dict[str, Any]:
     return run_one(*args)
 
 
+def _reported_runs(ab: AblationConfig) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows of the committed report's ``runs.json`` (a grid from before runs were kept one by one has no
+    ``runs/`` folder: its report's rows are its only record)."""
+    p = Path(ab.results_dir) / "runs.json"
+    if not p.is_file():
+        return {}
+    try:
+        rows = json.loads(p.read_text())
+        return {(str(r["experiment"]), int(r["seed"])): r for r in rows}
+    except (ValueError, TypeError, KeyError) as e:
+        log.warning("%s unreadable (%s): not used", p, e)
+        return {}
+
+
 def kept_results(ab: AblationConfig) -> list[dict[str, Any]]:
-    """Every finished run of the grid found in ``results_dir/runs`` (committed) or ``out_dir``."""
+    """Every finished run of the grid found in ``results_dir/runs`` (committed), ``out_dir``, or the committed
+    report's ``runs.json``, in that order: a report written on a machine that lacks the runs keeps their rows."""
     out = []
+    reported = _reported_runs(ab)
     for e, s in ab.jobs():
         for p in (ab.kept_dir(e, s) / "result.json", Path(ab.out_dir) / e / f"seed-{s}" / "result.json"):
             if p.is_file():
                 out.append(json.loads(p.read_text()))
                 break
+        else:
+            if (e, s) in reported:
+                out.append(reported[(e, s)])
     return out
 
 
@@ -249,7 +268,8 @@ def run_grid(
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-    todo = [j for j in ab.jobs(only) if not (ab.kept_dir(*j) / "result.json").is_file()]
+    reported = _reported_runs(ab)
+    todo = [j for j in ab.jobs(only) if not (ab.kept_dir(*j) / "result.json").is_file() and j not in reported]
     t0 = time.perf_counter()
     longest = 0.0
 
@@ -324,7 +344,7 @@ def _fmt(m: str, ms: tuple[float, float]) -> str:
 
 def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
     """Plain statements on the method's claims, from the numbers: a difference counts when it exceeds the
-    larger of the two standard deviations over seeds; otherwise it is called inconclusive."""
+    larger of the two standard deviations over seeds; otherwise "not clearly different"."""
     out: list[str] = []
     ref = table.get(ab.reference)
 
@@ -333,7 +353,7 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
         better = (ma > mb) if METRICS[m] else (ma < mb)
         margin = abs(ma - mb)
         noise = max(sa, sb)
-        word = ("better" if better else "worse") if margin > noise else "no clearly different"
+        word = ("better" if better else "worse") if margin > noise else "not clearly different"
         return f"{word} ({_fmt(m, (ma, sa))} vs {_fmt(m, (mb, sb))})"
 
     if ref is None:
