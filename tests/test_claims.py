@@ -153,3 +153,27 @@ def test_training_time_compares_seeds_trained_on_the_same_device():
     assert c["gflops"]["ratio"] == pytest.approx(1 / 3)
     by["mtl"][0] = run(100, "cpu")  # no seed with all four on one device: no time ratio at all
     assert "train_seconds" not in cost(SimpleNamespace(by=by))  # type: ignore[arg-type, operator]
+
+
+def test_device_effect_per_arm():
+    from types import SimpleNamespace
+
+    from faceattr.claims import device_effect
+
+    def run(race: float, dev: str) -> dict:
+        return {"metrics": {"race_accuracy": race}, "device_name": dev}
+
+    tasks = {t.name: t for t in utkface_tasks()}
+    by = {
+        "mtl": {0: run(0.60, "gpu"), 1: run(0.62, "cpu"), 2: run(0.64, "cpu")},  # gpu - cpu = -3 points
+        "single-race": {0: run(0.62, "gpu"), 1: run(0.63, "cpu")},  # -1 point
+        "share-k3": {0: run(0.50, "gpu")},  # one device only: not counted
+    }
+    d = device_effect(SimpleNamespace(by=by, tasks=tasks))  # type: ignore[arg-type]
+    assert set(d) == {"race_accuracy"}
+    assert d["race_accuracy"]["arms"] == 2
+    assert d["race_accuracy"]["mean"] == pytest.approx(-2.0)
+    assert (d["race_accuracy"]["min"], d["race_accuracy"]["max"]) == (pytest.approx(-3.0), pytest.approx(-1.0))
+    by["mtl"] = {1: run(0.62, "cpu")}
+    by["single-race"] = {1: run(0.63, "cpu")}
+    assert device_effect(SimpleNamespace(by=by, tasks=tasks)) == {}  # type: ignore[arg-type]

@@ -249,6 +249,38 @@ def cost(grid: Grid) -> dict[str, Any] | None:
     return out
 
 
+def device_effect(grid: Grid) -> dict[str, Any]:
+    """How runs trained on an accelerator differ from the same arms' runs trained on the CPU.
+
+    For every headline metric, over the arms that have seeds on both: the mean over arms of (mean of the arm's
+    accelerator seeds - mean of its CPU seeds), in the metric's units (points for accuracies, years for MAE), with
+    the arms' range. Comparisons pair runs of the same seed, hence of the same device, so this does not bias a
+    verdict; it does widen the seed-to-seed spread the rule compares a difference with."""
+    metrics = _metrics_for(list(grid.tasks.values()))
+    out: dict[str, Any] = {}
+    for m in metrics.values():
+        diffs = []
+        for runs in grid.by.values():
+            acc: list[float] = []
+            cpu: list[float] = []
+            for r in runs.values():
+                v = r["metrics"].get(m.name)
+                if v is not None:
+                    (cpu if str(r.get("device_name", "cpu")).lower() == "cpu" else acc).append(float(v))
+            if acc and cpu:
+                diffs.append(statistics.fmean(acc) - statistics.fmean(cpu))
+        if diffs:
+            scale = 1.0 if m.name.endswith("_mae") else 100.0
+            out[m.name] = {
+                "label": m.label,
+                "mean": statistics.fmean(diffs) * scale,
+                "min": min(diffs) * scale,
+                "max": max(diffs) * scale,
+                "arms": len(diffs),
+            }
+    return out
+
+
 def inference_timing(base_config: str, repeats: int = 20) -> dict[str, Any]:
     """Forward time per face on this machine's CPU, MTL vs the three STL networks, measured in one run (untrained
     networks: the time does not depend on the weights)."""
@@ -429,6 +461,22 @@ def write_claims(
                     if b.startswith("batch")
                 )
                 + ".",
+                "",
+            ]
+        dev = device_effect(grid)
+        g["device_effect"] = dev
+        if dev:
+            accel = sorted({str(r.get("device_name")) for r in grid.results} - {"cpu", "None"})
+            lines += [
+                f"Runs by device: {', '.join(accel)} against this CPU. Accelerator seeds minus CPU seeds of the same "
+                "arm, averaged over the arms trained on both (range over arms): "
+                + "; ".join(
+                    f"{v['label']} {_fmt(v['mean'], k.endswith('_mae'))} ({_fmt(v['min'], k.endswith('_mae'))} to "
+                    f"{_fmt(v['max'], k.endswith('_mae'))}, {v['arms']} arms)"
+                    for k, v in dev.items()
+                )
+                + ". Verdicts pair runs of the same seed, so of the same device; the seed-to-seed spread that the "
+                "rule compares a difference with includes this difference.",
                 "",
             ]
         cp = curves_plot(grid, out.parent / f"{ab.name}-curves.png")
