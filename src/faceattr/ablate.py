@@ -335,11 +335,12 @@ def summarise(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, An
     return table
 
 
-def _fmt(m: str, ms: tuple[float, float]) -> str:
+def _fmt(m: str, ms: tuple[float, float], seeds: int = 2) -> str:
+    """mean ± std over seeds; one seed has no spread to show, so its mean stands alone."""
     mean, sd = ms
     if m == "age_mae":
-        return f"{mean:.2f} ± {sd:.2f}"
-    return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+        return f"{mean:.2f}" + (f" ± {sd:.2f}" if seeds > 1 else "")
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if seeds > 1 else "")
 
 
 def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
@@ -354,7 +355,10 @@ def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
         margin = abs(ma - mb)
         noise = max(sa, sb)
         word = ("better" if better else "worse") if margin > noise else "not clearly different"
-        return f"{word} ({_fmt(m, (ma, sa))} vs {_fmt(m, (mb, sb))})"
+        na, nb = table[a]["seeds"], table[b]["seeds"]
+        one = [e for e, n in ((a, na), (b, nb)) if n == 1]
+        note = f"; one seed of {' and '.join(f'`{e}`' for e in one)}, spread not measured" if one else ""
+        return f"{word} ({_fmt(m, (ma, sa), na)} vs {_fmt(m, (mb, sb), nb)}{note})"
 
     if ref is None:
         return out
@@ -428,7 +432,7 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
         ]
         for n in names:
             r = table[n]
-            cells = [(_fmt(m, r[m]) if m in r else "") for m in ms]
+            cells = [(_fmt(m, r[m], r["seeds"]) if m in r else "") for m in ms]
             lines.append(
                 f"| {n} | {r['seeds']} | {'+'.join(r['tasks'])} | "
                 + " | ".join(cells)
