@@ -177,3 +177,16 @@ def test_device_effect_per_arm():
     by["mtl"] = {1: run(0.62, "cpu")}
     by["single-race"] = {1: run(0.63, "cpu")}
     assert device_effect(SimpleNamespace(by=by, tasks=tasks)) == {}  # type: ignore[arg-type]
+
+
+def test_claims_output_that_is_an_input_is_refused(tmp_path, capsys):
+    from faceattr.cli import main
+
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text("name: g\n")
+    assert main(["claims", "-c", str(cfg), "--out", str(cfg)]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert cfg.read_text() == "name: g\n"
+    assert main(["claims", "-c", str(cfg), "--out", str(tmp_path / "claims.json")]) == 2  # .md and .json collide
+    assert "written twice" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"]

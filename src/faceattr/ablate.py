@@ -12,7 +12,6 @@ fewer images and epochs); without it the same grid runs at the base recipe's ful
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -25,7 +24,7 @@ from typing import Any
 import yaml
 
 from faceattr.config import ConfigError, load_config
-from faceattr.safeio import atomic_output, atomic_write_bytes
+from faceattr.safeio import atomic_output, atomic_write_bytes, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -482,8 +481,6 @@ def _plots(ab: AblationConfig, table: dict[str, Any], out: Path) -> dict[str, Pa
     fig.suptitle(f"{ab.name}: mean ± std over up to {len(ab.seeds)} seeds")
     fig.tight_layout()
     p = out / "ablation.png"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    atomic_write_bytes(p, buf.getvalue())
+    save_figure(fig, p, dpi=110)
     plt.close(fig)
     return {"plot": p}

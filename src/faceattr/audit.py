@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faceattr.safeio import atomic_write_text, save_figure
 from faceattr.tasks import MISSING
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def _fmt(m: str, v: float) -> str:
 def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "audit.json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+    atomic_write_text(out / "audit.json", json.dumps(res, indent=1))
     lines = [
         f"# Bias audit: {title}",
         "",
@@ -246,7 +247,7 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
         for lab, row in zip(labels, c["matrix"]):
             lines.append(f"| {lab} | " + " | ".join(str(v) for v in row[: len(labels)]) + " |")
         lines.append("")
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(out / "report.md", "\n".join(lines))
     paths = {"report": out / "report.md", "json": out / "audit.json"}
     paths.update(_plots(res, out))
     return paths
@@ -274,7 +275,7 @@ def _plots(res: dict[str, Any], out: Path) -> dict[str, Path]:
         fig.suptitle(f"by {feat} (95 % bootstrap CI; dashed: overall)")
         fig.tight_layout()
         p = out / f"{feat}.png"
-        fig.savefig(p, dpi=100)
+        save_figure(fig, p, dpi=100)
         plt.close(fig)
         paths[feat] = p
     return paths

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.ablate import PREDICTIONS_FILE, AblationConfig, kept_results, load_ablation
+from faceattr.safeio import atomic_write_text, save_figure
 from faceattr.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -368,7 +369,7 @@ def curves_plot(grid: Grid, path: Path) -> Path | None:
     fig.legend(list(handles.values()), list(handles), fontsize=8, loc="center right")
     fig.suptitle(f"{grid.ab.name}: validation curves of every finished run (line style = seed)")
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -491,8 +492,8 @@ def write_claims(
             ]
         report["grids"][ab.name] = g
     lines += _table_ii(report)
-    out.write_text("\n".join(lines), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    atomic_write_text(out, "\n".join(lines))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1, default=str))
     return report
 
 

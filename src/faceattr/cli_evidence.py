@@ -94,6 +94,11 @@ def _run_claims(a: argparse.Namespace) -> int:
 
     if a.n_boot < 100:
         raise ConfigError("--n-boot must be at least 100")
+    from faceattr.safeio import OutputPlan
+
+    plan = OutputPlan(a.config)  # checked before anything is judged or written
+    out = plan.claim_file(a.out, "--out")
+    plan.claim_file(out.with_suffix(".json"), "--out's JSON")
     report = write_claims(a.config, a.out, a.n_boot, timing=not a.no_timing)
     for name, g in report["grids"].items():
         for r in g["comparisons"]:

@@ -120,7 +120,9 @@ def average_figure(mean_face: np.ndarray, maps: dict[str, np.ndarray], n: int, o
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=120)
+    from faceattr.safeio import save_figure
+
+    save_figure(fig, out_path, dpi=120)
     plt.close(fig)
 
 

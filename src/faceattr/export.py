@@ -268,10 +268,10 @@ def build_tensorrt_engine(onnx_path: str | Path, out: str | Path, fp16: bool = T
     if engine is None:
         raise ExportError("TensorRT failed to build the engine")
     out = Path(out)
-    from faceattr.safeio import atomic_write_bytes
+    from faceattr.safeio import atomic_write_bytes, atomic_write_text
 
     atomic_write_bytes(out, bytes(engine))
-    out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(meta))
     return out
 
 

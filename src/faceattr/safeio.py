@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from faceattr.exceptions import FaceattrError
 
@@ -127,6 +127,22 @@ def atomic_output(
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_output(path, "wb") as f:
         f.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text written whole under a temporary name, then renamed onto ``path``."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """A matplotlib figure rendered in memory (format from the suffix) and written atomically."""
+    import io
+
+    p = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=p.suffix.lstrip(".") or "png", dpi=dpi)
+    atomic_write_bytes(p, buf.getvalue())
+    return p
 
 
 def unique_names(files: list[Path], suffix: str) -> dict[Path, Path]:

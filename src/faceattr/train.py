@@ -43,6 +43,7 @@ from faceattr.loss.weighting import LossWeighting
 from faceattr.meta import Architecture, ModelMeta
 from faceattr.metrics import compute_metrics, headline, selection_score
 from faceattr.models import count_parameters, create_model
+from faceattr.safeio import atomic_output
 from faceattr.tasks import MISSING, Task
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ def _append_log(path: Path, row: dict[str, Any]) -> None:
     fields: list[str] = list(LOG_FIELDS_FIRST)
     for r in rows:
         fields += [k for k in r if k not in fields]
-    with open(path, "w", newline="") as f:
+    with atomic_output(path) as f:  # an interrupted write leaves the epochs logged so far, not half a file
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
