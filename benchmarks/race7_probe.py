@@ -35,14 +35,12 @@ def features(model: MultiTaskNet, meta: Any, data: str, split: str, limit: int |
     """Flip-averaged pooled features of every branch, the shipped race head's 5-class argmax, 7-class labels."""
     _, table, labels, ds = split_data(data, split, meta, limit, label_map=lm)
     names = list(model.task_names)
-
-    def branches(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return model.forward_features(x)
-
     feats: dict[str, list[np.ndarray]] = {t: [] for t in names}
     with torch.inference_mode():
         for x, _ in ds.batches(256, shuffle=False):
-            f = mirrored_mean(branches, normalize(x, meta.mean, meta.std), lambda t: torch.flip(t, dims=[3]), torch.cat)
+            f = mirrored_mean(
+                model.forward_features, normalize(x, meta.mean, meta.std), lambda t: torch.flip(t, dims=[3]), torch.cat
+            )
             for t in names:
                 feats[t].append(f[t].numpy())
         out = {t: np.concatenate(v) for t, v in feats.items()}

@@ -334,7 +334,7 @@ def summarise(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, An
     return table
 
 
-def _fmt(m: str, ms: tuple[float, float], seeds: int = 2) -> str:
+def _fmt(m: str, ms: tuple[float, float], seeds: int) -> str:
     """mean ± std over seeds; one seed has no spread to show, so its mean stands alone."""
     mean, sd = ms
     if m == "age_mae":

@@ -229,7 +229,7 @@ def cost(grid: Grid) -> dict[str, Any] | None:
         for seed in set.intersection(*(set(grid.by[e]) for e in exps))
         if len({grid.by[e][seed].get("device_name") for e in exps}) == 1
     ]
-    accel = [seed for seed in same if str(grid.by["mtl"][seed].get("device_name", "cpu")).lower() != "cpu"]
+    accel = [seed for seed in same if not _on_cpu(grid.by["mtl"][seed])]
     same = accel or same
 
     def mean(exp: str, key: str, seeds: Any = None) -> float:
@@ -250,6 +250,11 @@ def cost(grid: Grid) -> dict[str, Any] | None:
     return out
 
 
+def _on_cpu(run: dict[str, Any]) -> bool:
+    """Whether a finished run was trained on the CPU (runs from before ``device_name`` was recorded were)."""
+    return str(run.get("device_name", "cpu")).lower() == "cpu"
+
+
 def device_effect(grid: Grid) -> dict[str, Any]:
     """How runs trained on an accelerator differ from the same arms' runs trained on the CPU.
 
@@ -267,7 +272,7 @@ def device_effect(grid: Grid) -> dict[str, Any]:
             for r in runs.values():
                 v = r["metrics"].get(m.name)
                 if v is not None:
-                    (cpu if str(r.get("device_name", "cpu")).lower() == "cpu" else acc).append(float(v))
+                    (cpu if _on_cpu(r) else acc).append(float(v))
             if acc and cpu:
                 diffs.append(statistics.fmean(acc) - statistics.fmean(cpu))
         if diffs:
@@ -467,7 +472,7 @@ def write_claims(
         dev = device_effect(grid)
         g["device_effect"] = dev
         if dev:
-            accel = sorted({str(r.get("device_name")) for r in grid.results} - {"cpu", "None"})
+            accel = sorted({str(r["device_name"]) for r in grid.results if not _on_cpu(r)})
             lines += [
                 f"Runs by device: {', '.join(accel)} against this CPU. Accelerator seeds minus CPU seeds of the same "
                 "arm, averaged over the arms trained on both (range over arms): "
