@@ -110,7 +110,8 @@ def test_jobs_order_and_seeds_for(tmp_path):
         )
     )
     ab = load_ablation(p)
-    assert ab.jobs() == [("mtl", 0), ("single-age", 0), ("age-corn", 0), ("mtl", 1), ("single-age", 1)]
+    # every seed of the full arms first (their answers complete first), then the one-seed arms
+    assert ab.jobs() == [("mtl", 0), ("single-age", 0), ("mtl", 1), ("single-age", 1), ("age-corn", 0)]
     assert ab.jobs(["age-corn"]) == [("age-corn", 0)]
     p.write_text(
         yaml.safe_dump(

@@ -57,12 +57,16 @@ class AblationConfig:
     seeds_for: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def jobs(self, only: list[str] | None = None) -> list[tuple[str, int]]:
-        """(experiment, seed) pairs, seed-major, experiments in the YAML's order (put the important first)."""
+        """(experiment, seed) pairs in the order they run: first every seed of the arms that take the grid's seeds,
+        seed-major, then the arms ``seeds_for`` gives fewer seeds (the one-seed arms), seed-major; experiments in the
+        YAML's order within each. A grid spread over many machines thus completes its main answers (put those arms
+        first in the YAML) before it starts the arms that are shown by one curve each."""
+        wanted = [e for e in self.experiments if not only or e in only]
         out = []
-        for s in sorted({s for e in self.experiments for s in self.seeds_for.get(e, self.seeds)}):
-            out += [
-                (e, s) for e in self.experiments if (not only or e in only) and s in self.seeds_for.get(e, self.seeds)
-            ]
+        for reduced in (False, True):
+            arms = [e for e in wanted if (e in self.seeds_for and set(self.seeds_for[e]) != set(self.seeds)) == reduced]
+            for s in sorted({s for e in arms for s in self.seeds_for.get(e, self.seeds)}):
+                out += [(e, s) for e in arms if s in self.seeds_for.get(e, self.seeds)]
         return out
 
     def kept_dir(self, exp: str, seed: int) -> Path:
