@@ -24,7 +24,14 @@ import torch
 
 from conftest import REPO, tiny_config
 
-TOL = 1e-4  # relative L2 distance between the two runs' updates (float32 sums in another order: ~1e-6)
+# Relative L2 distance between the two runs' updates, per part of the network. float32 sums in another order differ
+# at ~1e-6, but batch norm over 8-16 noise images amplifies them (its backward subtracts nearly equal means), step on
+# step: after 3 steps the trainable weights of 1 x 16 and 2 x 8 differ by up to 1.8 % of their update on an AVX2 CPU
+# (0.006 % after one step), the batch-norm statistics by 0.01 %. The bugs this guards against are far larger: without
+# synchronised batch norm 66 %, a gradient summed instead of averaged 100 %, a per-shard mean over missing labels
+# ~10-30 % of that task's branch.
+TOL_WEIGHTS = 5e-2
+TOL_STATS = 1e-3
 
 
 def _free_port() -> int:
@@ -89,16 +96,24 @@ def test_two_processes_compute_one_batch(tmp_path):
     from faceattr.models import create_model
     from faceattr.tasks import utkface_tasks
 
-    w0 = create_model("mobilenet_v2", utkface_tasks(), shared_stages=5, dropout=0.0, pretrained=True).state_dict()
-    keys = [k for k, v in a["model"].items() if v.is_floating_point()]
-    diff = sum(float(((a["model"][k] - b["model"][k]) ** 2).sum()) for k in keys) ** 0.5
-    step = sum(float(((a["model"][k] - w0[k]) ** 2).sum()) for k in keys) ** 0.5
-    assert step > 1e-3  # it trained
-    assert diff / step < TOL, f"weights differ by {diff / step:.2e} of the update"
+    m0 = create_model("mobilenet_v2", utkface_tasks(), shared_stages=5, dropout=0.0, pretrained=True)
+    w0 = m0.state_dict()
+    trainable = {k for k, _ in m0.named_parameters()}
+    parts = {"shared.": TOL_WEIGHTS, "branches.age": TOL_WEIGHTS, "branches.gender": TOL_WEIGHTS}
+    parts |= {"branches.race": TOL_WEIGHTS, "heads.": TOL_WEIGHTS, "statistics": TOL_STATS}
+    for part, tol in parts.items():
+        if part == "statistics":  # batch norm's running means and variances
+            keys = [k for k, v in a["model"].items() if v.is_floating_point() and k not in trainable]
+        else:
+            keys = [k for k in trainable if k.startswith(part)]
+        diff = sum(float(((a["model"][k] - b["model"][k]) ** 2).sum()) for k in keys) ** 0.5
+        step = sum(float(((a["model"][k] - w0[k]) ** 2).sum()) for k in keys) ** 0.5
+        assert keys and step > 1e-5, part  # it trained
+        assert diff / step < tol, f"{part}: the two runs differ by {diff / step:.2e} of the update"
     lv_a, lv_b = a["weighting"]["log_vars"], b["weighting"]["log_vars"]
-    assert torch.allclose(lv_a, lv_b, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(lv_a, lv_b, rtol=5e-4, atol=1e-7)  # measured: 5e-5
     for k in ("train_loss", "loss_age", "loss_gender", "loss_race"):
-        assert a["row"][k] == pytest.approx(b["row"][k], rel=1e-5), k
+        assert a["row"][k] == pytest.approx(b["row"][k], rel=2e-4), k  # measured: 2e-5
 
 
 def _torchrun_cmd(tmp_path: Path, *args: str) -> list[str]:
