@@ -42,7 +42,7 @@ def main() -> None:
     import cv2
 
     from faceattr.image import load_image
-    from faceattr.predict import Predictor
+    from faceattr.predict import Predictor, default_runtime
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=150)
@@ -54,14 +54,15 @@ def main() -> None:
     g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
     sets = {"200 px (UTKFace)": small, "640 px (group photos)": g640}
     estimators: list[tuple[str, Callable[[np.ndarray], int]]] = []
-    for label, rt, flip in (
-        ("faceattr default (onnx int8 + flip TTA, yuface)", "auto", None),
-        ("faceattr --no-tta-flip (onnx int8)", "auto", False),
-        ("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False),
-        ("faceattr --runtime torch", "torch", None),
-    ):
+    kinds = [("faceattr default", "auto", None), ("faceattr --no-tta-flip", "auto", False)]
+    if default_runtime() != "onnx-int8":  # no VNNI here: "auto" is the float32 model, so time INT8 by name too
+        kinds.append(("faceattr --runtime onnx-int8", "onnx-int8", None))
+    kinds += [("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False)]
+    kinds += [("faceattr --runtime torch", "torch", None)]
+    for label, rt, flip in kinds:
         p = Predictor.from_pretrained(threads=2, runtime=rt, tta_flip=flip)
-        estimators.append((f"{label}", lambda im, p=p: len(p.predict(im).faces)))
+        ran = f"{p.backend.name}{' + flip TTA' if p.tta_flip else ''}, yuface"
+        estimators.append((f"{label} ({ran})", lambda im, p=p: len(p.predict(im).faces)))
     if a.model:
         cand = Predictor.load(a.model, threads=2, tta_flip=True)
         estimators.append((f"candidate {a.model} (+ flip TTA, yuface)", lambda im, p=cand: len(p.predict(im).faces)))

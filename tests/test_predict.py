@@ -252,14 +252,39 @@ def test_float32_onnx_agrees_with_torch():
         assert a[t].probabilities == pytest.approx(b[t].probabilities, abs=1e-4)
 
 
-def test_default_path_is_int8_with_flip_and_close_to_float32():
-    """No flag: the INT8 ONNX model with flip TTA (the fastest and, measured, the most accurate path); its answers
-    stay close to the float32 model's on the example photo. A user's own model gets no flip unless asked."""
+def test_int8_is_exact_only_where_its_kernels_do_not_saturate():
+    from faceattr.predict import int8_is_exact
+
+    assert int8_is_exact("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    assert int8_is_exact("AMD64", frozenset({"avx2", "avx_vnni"}))
+    assert not int8_is_exact("x86_64", frozenset({"avx", "avx2", "fma"}))  # AVX2 only: u8 x s8 pairs saturate
+    assert not int8_is_exact("x86_64", frozenset({"avx2", "avx512f", "avx512bw"}))  # AVX-512 without VNNI
+    assert not int8_is_exact("x86_64", None)  # flags unknown: take the exact path
+    assert int8_is_exact("aarch64", None) and int8_is_exact("arm64", frozenset())
+
+
+def test_default_path_is_int8_with_flip_and_close_to_float32(monkeypatch, caplog):
+    """No flag: the INT8 ONNX model with flip TTA (the fastest and, measured, the most accurate path) where
+    onnxruntime's INT8 kernels are exact; its answers stay close to the float32 model's on the example photo. On a
+    CPU without VNNI the default is the float32 model, said in the log. A user's own model gets no flip unless asked."""
+    import faceattr.predict as fp
     from faceattr.cli_predict import example_photo
 
-    default, fp32 = Predictor.from_pretrained(), Predictor.from_pretrained(runtime="onnx")
+    monkeypatch.setattr(fp, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(fp.platform, "machine", lambda: "x86_64")
+    with caplog.at_level("DEBUG", logger="faceattr.predict"):
+        fallback = Predictor.from_pretrained()
+    assert fallback.backend.name == "onnxruntime" and fallback.tta_flip and "VNNI" in caplog.text
+    assert fp.shipped_or(None, None) == (fp.shown_path(fp.SHIPPED_ONNX), True)
+    monkeypatch.setattr(fp, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    default = Predictor.from_pretrained()
     assert default.backend.name == "onnxruntime-int8" and default.tta_flip
+    assert fp.shipped_or(None, None) == (fp.shown_path(fp.SHIPPED_INT8), True)
     assert not Predictor.from_pretrained(tta_flip=False).tta_flip
+    monkeypatch.undo()
+    if not fp.int8_is_exact(fp.platform.machine(), fp.cpu_flags()):
+        pytest.skip("this CPU has no VNNI: the INT8 model's answers are not the measured ones here (the README)")
+    fp32 = Predictor.from_pretrained(runtime="onnx")
     a, b = default.predict(example_photo()).faces[0], fp32.predict(example_photo()).faces[0]
     assert a.box == b.box
     assert abs(a["age"].value - b["age"].value) < 1.5

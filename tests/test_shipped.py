@@ -8,7 +8,7 @@ import pytest
 from conftest import UTK
 from faceattr.checkpoint import read_meta
 from faceattr.cli import main as cli
-from faceattr.predict import SHIPPED_MODEL, Predictor
+from faceattr.predict import SHIPPED_MODEL, Predictor, default_runtime, shipped_path, shown_path
 
 
 def test_shipped_file_and_metadata():
@@ -55,7 +55,8 @@ def test_evaluate_without_a_checkpoint_measures_predicts_default_path(utk_dir, t
     model with flip TTA; --no-tta-flip turns the flip off."""
     assert cli(["-q", "evaluate", "--data", f"utkface:{UTK}", "--limit", "60", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["checkpoint"].endswith(".int8.onnx") and res["tta_flip"] is True and res["n"] == 60
+    assert res["checkpoint"] == shown_path(shipped_path(default_runtime()))
+    assert res["tta_flip"] is True and res["n"] == 60
     assert res["metrics"]["overall"]["gender"]["accuracy"] > 0.8
     assert cli(["-q", "evaluate", "--data", f"utkface:{UTK}", "--limit", "60", "--json", "--no-tta-flip"]) == 0
     assert json.loads(capsys.readouterr().out)["tta_flip"] is False
@@ -65,7 +66,7 @@ def test_audit_without_a_checkpoint_audits_predicts_default_path(utk_dir, tmp_pa
     out = tmp_path / "audit"
     assert cli(["-q", "audit", "--data", f"utkface:{UTK}", "--limit", "40", "--n-boot", "10", "--out", str(out)]) == 0
     res = json.loads((out / "audit.json").read_text())
-    assert res["checkpoint"].endswith(".int8.onnx") and res["tta_flip"] is True
+    assert res["checkpoint"] == shown_path(shipped_path(default_runtime())) and res["tta_flip"] is True
     assert "with flip TTA" in (out / "report.md").read_text()
 
 
