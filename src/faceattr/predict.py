@@ -90,7 +90,8 @@ def shown_path(path: Path) -> str:
 
 def shipped_or(model: str | None, tta_flip: bool | None) -> tuple[str, bool]:
     """A command's ``--checkpoint``/``--model`` and ``--tta-flip/--no-tta-flip`` (None: not given) -> (model file,
-    flip): none given means the shipped model on ``faceattr predict``'s default path (INT8 ONNX + flip); a user's
+    flip): none given means the shipped model on ``faceattr predict``'s default path (INT8 ONNX + flip, float32
+    where INT8 is not exact: :func:`default_runtime`); a user's
     own model gets flip only when asked (its calibration was fitted and measured without it)."""
     if model is None:
         return shown_path(shipped_path(default_runtime())), DEFAULT_TTA_FLIP if tta_flip is None else tta_flip
