@@ -28,8 +28,8 @@ from conftest import REPO, tiny_config
 # at ~1e-6, but batch norm over 8-16 noise images amplifies them (its backward subtracts nearly equal means), step on
 # step: after 3 steps the trainable weights of 1 x 16 and 2 x 8 differ by up to 1.8 % of their update on an AVX2 CPU
 # (0.006 % after one step), the batch-norm statistics by 0.01 %. The bugs this guards against are far larger: without
-# synchronised batch norm 66 %, a gradient summed instead of averaged 100 %, a per-shard mean over missing labels
-# ~10-30 % of that task's branch.
+# synchronised batch norm the trunk's gap is 190 %, a gradient summed instead of averaged 100 %, a per-shard mean
+# over missing labels ~10-30 % of that task's branch.
 TOL_WEIGHTS = 5e-2
 TOL_STATS = 1e-3
 

@@ -64,7 +64,7 @@ class AblationConfig:
         wanted = [e for e in self.experiments if not only or e in only]
         out = []
         for reduced in (False, True):
-            arms = [e for e in wanted if (e in self.seeds_for and set(self.seeds_for[e]) != set(self.seeds)) == reduced]
+            arms = [e for e in wanted if (set(self.seeds_for.get(e, self.seeds)) != set(self.seeds)) == reduced]
             for s in sorted({s for e in arms for s in self.seeds_for.get(e, self.seeds)}):
                 out += [(e, s) for e in arms if s in self.seeds_for.get(e, self.seeds)]
         return out

@@ -12,7 +12,8 @@
   never stops on a bad file.
 - **Throughput**: decoding, detection and alignment run in a pool of ``workers`` processes (each with its own
   detector), the network in this process on batches of faces from many photos; the shipped model runs on the INT8
-  ONNX runtime by default (:meth:`faceattr.predict.Predictor.from_pretrained`, ``runtime="onnx-int8"``).
+  ONNX runtime by default (:meth:`faceattr.predict.Predictor.from_pretrained`, ``runtime="auto"``: float32 on a
+  CPU without VNNI, where INT8 drifts).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def run_batch(
     max_pixels: int = 64_000_000,
     min_score: float | None = None,
     batch_size: int = 64,
-    runtime: str = "onnx-int8",
+    runtime: str = "auto",
     threads: int | None = None,
     path_column: str = "path",
     progress: bool = False,
@@ -203,7 +204,7 @@ def run_batch(
         raise UsageError(f"no photos in {list(inputs)}")
     out_dir = OutputPlan(files).claim_dir(out, "--out")
     pred = Predictor.load(model, threads, runtime=runtime, batch_size=batch_size, max_pixels=max_pixels)
-    model_name = Path(str(model)).name if model else f"shipped ({pred.backend.name})"
+    model_name = _model_name(model, pred)
     job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
     if detect:  # the detector and its template exist, before anything is written
         from faceattr.detect import create_detector
@@ -285,17 +286,22 @@ def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
         yield buf
 
 
+def _model_name(model: str | Path | None, pred: Any) -> str:
+    """The ``model`` column: a user's model file's name, or the shipped model with the backend that ran it."""
+    return Path(str(model)).name if model else f"shipped ({pred.backend.name})"
+
+
 # ---- Ray Data --------------------------------------------------------------------------------------------------
 class RayPredictor:
     """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
     loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
 
-    def __init__(self, job: Job, model: str | None, runtime: str, model_name: str, batch_size: int) -> None:
+    def __init__(self, job: Job, model: str | None, runtime: str, batch_size: int) -> None:
         from faceattr.predict import Predictor
 
         _init_worker(job)
         self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
-        self.model_name = model_name
+        self.model_name = _model_name(model, self.pred)  # this actor's: "auto" resolves on the actor's own CPU
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
@@ -321,7 +327,7 @@ def run_batch_ray(
     yunet_model: str | None = None,
     max_pixels: int = 64_000_000,
     min_score: float | None = None,
-    runtime: str = "onnx-int8",
+    runtime: str = "auto",
     path_column: str = "path",
     address: str | None = None,
     cpus_per_actor: float = 1.0,
@@ -349,7 +355,7 @@ def run_batch_ray(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
     pred = Predictor.load(model, 1, runtime=runtime)
-    model_name = Path(str(model)).name if model else f"shipped ({pred.backend.name})"
+    model_name = _model_name(model, pred)
     job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
     present = [f for f in files if Path(f).is_file()]
     missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
@@ -375,7 +381,6 @@ def run_batch_ray(
                 "job": job,
                 "model": str(model) if model else None,
                 "runtime": runtime,
-                "model_name": model_name,
                 "batch_size": 64,
             },
             batch_size=batch_photos,

@@ -296,9 +296,9 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint or .onnx file (default: the shipped model on --runtime)")
     p.add_argument(
         "--runtime",
-        choices=["onnx", "torch", "onnx-int8"],
-        default="onnx-int8",
-        help="for the shipped model (default: onnx-int8, the fast one)",
+        choices=["auto", "onnx", "torch", "onnx-int8"],
+        default="auto",
+        help="for the shipped model (default: auto, as faceattr predict: INT8, or float32 on a CPU without VNNI)",
     )
     p.add_argument("--shard-size", type=int, default=1000, help="photos per output file")
     p.add_argument("--shard", default="0/1", help="I/M: run only the shards k with k %% M == I (machine I of M)")

@@ -6,6 +6,7 @@ preprocessing and decoding are numpy, the metadata comes from the ONNX file itse
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -40,8 +41,9 @@ INT8_EXACT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # x86 int
 X86 = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
 
+@functools.cache
 def cpu_flags() -> frozenset[str] | None:
-    """This CPU's feature flags as Linux lists them in /proc/cpuinfo; None where they cannot be read."""
+    """This CPU's feature flags as Linux lists them in /proc/cpuinfo (read once); None where they cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
