@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -367,7 +368,11 @@ def run_batch_ray(
         # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
         # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
         io_args = {"num_cpus": 0}
-        ds = ray.data.read_binary_files(present, include_paths=True, ray_remote_args=io_args)
+        # newer Ray takes the read's resources as named parameters (ray_remote_args there is deprecated, to be
+        # removed in Ray 2.64); older Ray (>= 2.9 is supported) knows only ray_remote_args
+        read_named = "num_cpus" in inspect.signature(ray.data.read_binary_files).parameters
+        read_args = io_args if read_named else {"ray_remote_args": io_args}
+        ds = ray.data.read_binary_files(present, include_paths=True, **read_args)
         by_key = {str(Path(f).resolve()): f for f in present}
         ds = ds.map(
             lambda r: {
