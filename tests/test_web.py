@@ -1,5 +1,6 @@
 """The web page in a real browser: headless Chromium (Debian's ``chromium``, driven by Playwright) against a live
-``faceattr serve`` on loopback. Screenshots go to ``results/web-*.png``.
+``faceattr serve`` on loopback. Screenshots go to the test's temporary folder; ``FACEATTR_SCREENSHOTS=results``
+refreshes the README's ``results/web-*.png`` (a plain test run leaves the tracked files alone).
 
 ``.ci/run`` installs Chromium; where no browser can be had the test skips and says why."""
 
@@ -85,7 +86,7 @@ def test_page_end_to_end(server, browser, predictor, tmp_path):
     photo = group_photo()
     expected = predictor.predict(str(photo)).to_dict()["num_faces"]
     assert expected >= 1
-    out = REPO / "results"
+    out = REPO / os.environ["FACEATTR_SCREENSHOTS"] if os.environ.get("FACEATTR_SCREENSHOTS") else tmp_path
     out.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     errors: list[str] = []
