@@ -42,7 +42,7 @@ def main() -> None:
     import cv2
 
     from faceattr.image import load_image
-    from faceattr.predict import Predictor, default_runtime
+    from faceattr.predict import DEFAULT_RUNTIME, Predictor, default_runtime
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=150)
@@ -55,7 +55,7 @@ def main() -> None:
     sets = {"200 px (UTKFace)": small, "640 px (group photos)": g640}
     estimators: list[tuple[str, Callable[[np.ndarray], int]]] = []
     kinds = [("faceattr default", "auto", None), ("faceattr --no-tta-flip", "auto", False)]
-    if default_runtime() != "onnx-int8":  # no VNNI here: "auto" is the float32 model, so time INT8 by name too
+    if default_runtime() != DEFAULT_RUNTIME:  # no VNNI here: "auto" is the float32 model, so time INT8 by name too
         kinds.append(("faceattr --runtime onnx-int8", "onnx-int8", None))
     kinds += [("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False)]
     kinds += [("faceattr --runtime torch", "torch", None)]

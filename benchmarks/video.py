@@ -149,7 +149,7 @@ def score(tracks_file: Path, truth: list, ages: list[int]) -> dict:
 
 def run(clip: Path, out: Path, detect_every: int, yunet: Path, rho: float) -> dict:
     cmd = [sys.executable, "-m", "faceattr", "-q", "video", str(clip), "--tracks", str(out / "tracks.jsonl")]
-    cmd += ["--out", str(out / "annotated.mp4"), "--runtime", "onnx-int8", "--yunet-model", str(yunet)]
+    cmd += ["--out", str(out / "annotated.mp4"), "--yunet-model", str(yunet)]
     cmd += ["--detect-every", str(detect_every), "--rho", str(rho)]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})

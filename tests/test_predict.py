@@ -263,6 +263,12 @@ def test_int8_is_exact_only_where_its_kernels_do_not_saturate():
     assert int8_is_exact("aarch64", None) and int8_is_exact("arm64", frozenset())
 
 
+def test_cli_runtime_choices_are_the_librarys():
+    from faceattr import cli_predict, predict
+
+    assert cli_predict.RUNTIMES == predict.RUNTIMES
+
+
 def test_default_path_is_int8_with_flip_and_close_to_float32(monkeypatch, caplog):
     """No flag: the INT8 ONNX model with flip TTA (the fastest and, measured, the most accurate path) where
     onnxruntime's INT8 kernels are exact; its answers stay close to the float32 model's on the example photo. On a

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 log = logging.getLogger("faceattr")
+# faceattr.predict.RUNTIMES, spelled out so that parsing (and --help) does not import numpy and OpenCV
+RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
 
 
 def example_photo() -> Path:
@@ -42,10 +44,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for inference")
     p.add_argument(
         "--runtime",
-        choices=["auto", "onnx", "torch", "onnx-int8"],
+        choices=RUNTIMES,
         default="auto",
-        help="for the shipped model: onnx-int8 (= auto: INT8 onnxruntime, the fastest; measured with flip TTA), "
-        "onnx (float32 onnxruntime: the torch model's outputs) or torch",
+        help="for the shipped model: auto (default: onnx-int8 where the CPU has int8 dot products, VNNI on x86, "
+        "else onnx; measured with flip TTA), onnx-int8 (INT8 onnxruntime), onnx (float32 onnxruntime: the torch "
+        "model's outputs) or torch",
     )
 
 
@@ -296,7 +299,7 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="checkpoint or .onnx file (default: the shipped model on --runtime)")
     p.add_argument(
         "--runtime",
-        choices=["auto", "onnx", "torch", "onnx-int8"],
+        choices=RUNTIMES,
         default="auto",
         help="for the shipped model (default: auto, as faceattr predict: INT8, or float32 on a CPU without VNNI)",
     )
