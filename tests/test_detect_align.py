@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,3 +193,47 @@ def test_yuface_does_not_leak_and_matches_its_binding():
     for _ in range(500):
         det._raw(small)
     assert proc.memory_info().rss - before < 4 * 2**20  # the binding: +18 MB for 500 calls
+
+
+def test_passive_openmp_is_scoped_and_respects_the_user(monkeypatch):
+    from faceattr.detect import passive_openmp
+
+    for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(v, raising=False)
+    with passive_openmp():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    with pytest.raises(RuntimeError), passive_openmp():  # restored on an error too
+        raise RuntimeError
+    assert "OMP_WAIT_POLICY" not in os.environ
+    for var, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "300000")):
+        monkeypatch.setenv(var, value)
+        with passive_openmp():
+            assert os.environ[var] == value and (var == "OMP_WAIT_POLICY" or "OMP_WAIT_POLICY" not in os.environ)
+        assert os.environ[var] == value
+        monkeypatch.delenv(var)
+
+
+YUFACE_OPENMP = (
+    "import os\nfrom faceattr.detect import create_detector\n"
+    "create_detector('yuface')\nprint(os.environ.get('OMP_WAIT_POLICY'))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("user", "spincount", "left"),
+    [
+        ({}, "0", "None"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000", "ACTIVE"),
+        ({"GOMP_SPINCOUNT": "300000"}, "300000", "None"),
+    ],
+)
+def test_yuface_openmp_pool_does_not_spin_unless_the_user_asks(user, spincount, left):
+    """libgomp inside the yuface wheel prints the settings it loaded with (OMP_DISPLAY_ENV); with nothing set its
+    idle threads must not busy-wait (spin count 0), a user's own setting wins, and the environment is left as found."""
+    pytest.importorskip("yuface")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(user, OMP_DISPLAY_ENV="VERBOSE")
+    res = subprocess.run([sys.executable, "-c", YUFACE_OPENMP], env=env, capture_output=True, text=True, check=True)
+    assert f"GOMP_SPINCOUNT = '{spincount}'" in res.stderr
+    assert res.stdout.strip() == left

@@ -25,7 +25,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -268,6 +269,30 @@ class YuNetDetector:
         return faces
 
 
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@contextmanager
+def passive_openmp() -> Iterator[None]:
+    """Within the block, ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it or ``GOMP_SPINCOUNT``); afterwards the
+    environment is as it was.
+
+    libfacedetection runs its layers on a GNU OpenMP pool of its own (the ``yuface`` wheel bundles libgomp), which
+    reads its wait policy once, when it is loaded. By default libgomp's idle threads busy-wait after every parallel
+    region: they take the cores from onnxruntime's threads that run the network right after detection, and on a
+    busy machine (another job, a training run, the service's other requests) a spinning pool makes detection
+    erratic. ``benchmarks/openmp_wait.py`` measures both, idle and under load. Only a libgomp loaded inside the
+    block is affected: torch's (its own copy) is not. The environment is process-wide, so the change is brief."""
+    if any(v in os.environ for v in OPENMP_WAIT_VARIABLES):
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
 class YuFaceDetector:
     """YuNet compiled into libfacedetection (PyPI ``yuface``): no model file, five landmarks like OpenCV's YuNet.
 
@@ -281,7 +306,8 @@ class YuFaceDetector:
 
     def __init__(self, min_score: float = 0.6, max_side: int = 960) -> None:
         try:
-            import yuface
+            with passive_openmp():  # the package's own libgomp is loaded (and reads its settings) here
+                import yuface
         except ImportError as e:
             raise DetectorUnavailable("the yuface detector needs the 'yuface' package: pip install yuface") from e
         self.min_score, self.max_side = min_score, max_side
@@ -292,7 +318,8 @@ class YuFaceDetector:
         if lib_path.is_file():
             import ctypes
 
-            fn = ctypes.CDLL(str(lib_path))._Z14facedetect_cnnPhS_iii  # facedetect_cnn(buffer, bgr, w, h, step)
+            with passive_openmp():
+                fn = ctypes.CDLL(str(lib_path))._Z14facedetect_cnnPhS_iii  # facedetect_cnn(buf, bgr, w, h, step)
             fn.restype = ctypes.POINTER(ctypes.c_int)
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
             self._cnn = fn
