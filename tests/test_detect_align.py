@@ -237,3 +237,24 @@ def test_yuface_openmp_pool_does_not_spin_unless_the_user_asks(user, spincount, 
     res = subprocess.run([sys.executable, "-c", YUFACE_OPENMP], env=env, capture_output=True, text=True, check=True)
     assert f"GOMP_SPINCOUNT = '{spincount}'" in res.stderr
     assert res.stdout.strip() == left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's LD_DEBUG")
+def test_yuface_uses_its_own_openmp_even_after_torch(tmp_path):
+    """torch puts its libgomp (spinning by default) in the process's global symbol scope; libfacedetection's
+    OpenMP calls must still go to the libgomp of the yuface wheel, which faceattr loaded with the passive policy."""
+    pytest.importorskip("yuface")
+    code = (
+        "import numpy as np, torch\nfrom faceattr.detect import create_detector\n"
+        "create_detector('yuface').detect(np.zeros((64, 64, 3), np.uint8))\n"
+    )
+    env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(tmp_path / "ld")}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    lines = [
+        line
+        for f in tmp_path.glob("ld.*")
+        for line in f.read_text(errors="replace").splitlines()
+        if "libfacedetection.so " in line and "`GOMP_parallel'" in line
+    ]
+    assert lines, "no binding of libfacedetection's GOMP_parallel was logged"
+    assert all("yuface.libs/libgomp" in line for line in lines), lines

@@ -305,26 +305,31 @@ class YuFaceDetector:
     BUFFER = 0x9000  # libfacedetection's DETECT_BUFFER_SIZE: a count, then 16 int16 per face
 
     def __init__(self, min_score: float = 0.6, max_side: int = 960) -> None:
-        try:
-            with passive_openmp():  # the package's own libgomp is loaded (and reads its settings) here
-                import yuface
-        except ImportError as e:
-            raise DetectorUnavailable("the yuface detector needs the 'yuface' package: pip install yuface") from e
+        spec = importlib.util.find_spec("yuface")
+        if spec is None or spec.origin is None:
+            raise DetectorUnavailable("the yuface detector needs the 'yuface' package: pip install yuface")
         self.min_score, self.max_side = min_score, max_side
-        version = getattr(yuface, "__version__", "") or _dist_version("yuface")
+        version = _dist_version("yuface")
         self.origin = f"yuface {version} (libfacedetection YuNet, BSD-3-Clause; weights compiled into the package)"
         self._cnn: Any = None
-        lib_path = Path(yuface.__file__).parent / "libfacedetection.so"
+        lib_path = Path(spec.origin).parent / "libfacedetection.so"
         if lib_path.is_file():
             import ctypes
 
+            # RTLD_DEEPBIND: the library's OpenMP calls go to the libgomp of its own wheel, loaded here with the
+            # passive wait policy, even where torch (imported before) has put its libgomp, spinning by default, in
+            # the process's global scope and would otherwise receive them
+            mode = ctypes.DEFAULT_MODE | getattr(os, "RTLD_DEEPBIND", 0)
             with passive_openmp():
-                fn = ctypes.CDLL(str(lib_path))._Z14facedetect_cnnPhS_iii  # facedetect_cnn(buf, bgr, w, h, step)
+                lib = ctypes.CDLL(str(lib_path), mode=mode)
+            fn = lib._Z14facedetect_cnnPhS_iii  # facedetect_cnn(buffer, bgr, w, h, step)
             fn.restype = ctypes.POINTER(ctypes.c_int)
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
             self._cnn = fn
         else:
             log.warning("yuface: %s not found; using its Python binding, which leaks 36 KB per photo", lib_path)
+            with passive_openmp():
+                import yuface
             self._binding = yuface.c_detect
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
