@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -270,6 +271,7 @@ class YuNetDetector:
 
 
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_OPENMP_ENV_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -282,15 +284,17 @@ def passive_openmp() -> Iterator[None]:
     region: they take the cores from onnxruntime's threads that run the network right after detection, and on a
     busy machine (another job, a training run, the service's other requests) a spinning pool makes detection
     erratic. ``benchmarks/openmp_wait.py`` measures both, idle and under load. Only a libgomp loaded inside the
-    block is affected: torch's (its own copy) is not. The environment is process-wide, so the change is brief."""
-    if any(v in os.environ for v in OPENMP_WAIT_VARIABLES):
-        yield
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_WAIT_POLICY", None)
+    block is affected: torch's (its own copy) is not, nor yuface's if something imported ``yuface`` before. The
+    environment is process-wide, so the change is brief and made under a lock (two detectors built at once)."""
+    with _OPENMP_ENV_LOCK:
+        if any(v in os.environ for v in OPENMP_WAIT_VARIABLES):
+            yield
+            return
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            yield
+        finally:
+            os.environ.pop("OMP_WAIT_POLICY", None)
 
 
 class YuFaceDetector:
@@ -320,16 +324,22 @@ class YuFaceDetector:
             # passive wait policy, even where torch (imported before) has put its libgomp, spinning by default, in
             # the process's global scope and would otherwise receive them
             mode = ctypes.DEFAULT_MODE | getattr(os, "RTLD_DEEPBIND", 0)
-            with passive_openmp():
-                lib = ctypes.CDLL(str(lib_path), mode=mode)
+            try:
+                with passive_openmp():
+                    lib = ctypes.CDLL(str(lib_path), mode=mode)
+            except OSError as e:
+                raise DetectorUnavailable(f"yuface's {lib_path.name} does not load here: {e}") from e
             fn = lib._Z14facedetect_cnnPhS_iii  # facedetect_cnn(buffer, bgr, w, h, step)
             fn.restype = ctypes.POINTER(ctypes.c_int)
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
             self._cnn = fn
         else:
             log.warning("yuface: %s not found; using its Python binding, which leaks 36 KB per photo", lib_path)
-            with passive_openmp():
-                import yuface
+            try:
+                with passive_openmp():
+                    import yuface
+            except ImportError as e:
+                raise DetectorUnavailable(f"the yuface package is installed but does not load: {e}") from e
             self._binding = yuface.c_detect
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
