@@ -1,13 +1,14 @@
 """The default detector's OpenMP wait policy: libgomp's default (idle threads busy-wait, GOMP_SPINCOUNT=300000)
-against what faceattr now sets when it loads the ``yuface`` package (OMP_WAIT_POLICY=PASSIVE), on the default path,
-on an idle machine and on one busy with another job.
+against what faceattr now sets when it loads yuface's libfacedetection (OMP_WAIT_POLICY=PASSIVE), and two short
+spins between them (GOMP_SPINCOUNT 10,000 and 1,000), on the default path, on an idle machine and on one busy with
+another job.
 
     python benchmarks/openmp_wait.py [--n 100] [--rounds 3] [--tag T]
 
 Each arm runs in a fresh process (libgomp reads its settings once, when loaded): ``Predictor.from_pretrained(
 threads=2)`` on the first N UTKFace photos (200 x 200) and the six group photos resized to 640 px wide, timing
 detection (``faces_and_chips``) and the network (``predict_chips``) of each photo after three warm-up photos. The
-arms alternate ``--rounds`` times so that drift on a shared machine falls on both. "busy": two other processes
+arms alternate ``--rounds`` times so that drift on a shared machine falls on all of them. "busy": two other processes
 multiply matrices for the whole measurement (another job on the same 2 cores). Medians over all rounds' photos.
 Writes benchmarks/results/openmp-wait[-TAG].{json,md}.
 """
@@ -44,7 +45,7 @@ def worker(n: int) -> None:
     groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
     g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
     p = Predictor.from_pretrained(threads=2)
-    out = {"backend": p.backend.name, "spin": os.environ.get("GOMP_SPINCOUNT", "")}
+    out: dict[str, object] = {"backend": p.backend.name}
     for name, photos in (("200 px (UTKFace)", small), ("640 px (group photos)", g640)):
         det, net = [], []
         for i, rgb in enumerate(photos[:3] + photos):
@@ -94,7 +95,6 @@ def main() -> None:
                 for arm, extra in ARMS.items():
                     out = run_arm(extra, a.n)
                     backend = out.pop("backend")
-                    out.pop("spin")
                     for sname, parts in out.items():
                         acc = samples.setdefault((arm, sname), {"detect": [], "network": []})
                         for k in acc:
