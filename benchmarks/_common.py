@@ -47,6 +47,19 @@ def machine() -> dict[str, Any]:
     return d
 
 
+def default_path_photos(n: int) -> dict[str, list[Any]]:
+    """The default-path benchmarks' photo sets: the first ``n`` UTKFace photos (200 x 200, one face each) and the six
+    group photos resized to 640 px wide (RGB arrays)."""
+    import cv2
+
+    from faceattr.image import load_image
+
+    small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[:n]]
+    groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
+    g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
+    return {"200 px (UTKFace)": small, "640 px (group photos)": g640}
+
+
 def md_table(rows: Sequence[dict[str, Any]], cols: Sequence[str]) -> str:
     out = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     for r in rows:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from _common import SHARED, md_table, write
+from _common import default_path_photos, md_table, write
 
 
 def _time_interleaved(
@@ -48,9 +48,6 @@ def _time_interleaved(
 
 
 def main() -> None:
-    import cv2
-
-    from faceattr.image import load_image
     from faceattr.predict import DEFAULT_RUNTIME, Predictor, default_runtime
 
     ap = argparse.ArgumentParser()
@@ -58,10 +55,7 @@ def main() -> None:
     ap.add_argument("--model", help="a candidate model (.onnx or checkpoint), run with flip TTA like the default")
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     a = ap.parse_args()
-    small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[: a.n]]
-    groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
-    g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
-    sets = {"200 px (UTKFace)": small, "640 px (group photos)": g640}
+    sets = default_path_photos(a.n)
     estimators: list[tuple[str, Callable[[np.ndarray], int]]] = []
     kinds = [("faceattr default", "auto", None), ("faceattr --no-tta-flip", "auto", False)]
     if default_runtime() != DEFAULT_RUNTIME:  # no VNNI here: "auto" is the float32 model, so time INT8 by name too

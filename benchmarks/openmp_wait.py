@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from _common import SHARED, md_table, write
+from _common import default_path_photos, md_table, write
 
 ARMS = {
     "libgomp default (spin)": {"GOMP_SPINCOUNT": "300000"},  # what libgomp does when nothing is set
@@ -36,17 +36,12 @@ LOAD = "import numpy as np\na = np.random.rand(400, 400)\nwhile True:\n    a = n
 
 
 def worker(n: int) -> None:
-    import cv2
-
-    from faceattr.image import load_image
     from faceattr.predict import Predictor
 
-    small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[:n]]
-    groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]
-    g640 = [cv2.resize(g, (640, round(640 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_AREA) for g in groups]
+    sets = default_path_photos(n)
     p = Predictor.from_pretrained(threads=2)
     out: dict[str, object] = {"backend": p.backend.name}
-    for name, photos in (("200 px (UTKFace)", small), ("640 px (group photos)", g640)):
+    for name, photos in sets.items():
         det, net = [], []
         for i, rgb in enumerate(photos[:3] + photos):
             t0 = time.perf_counter()
@@ -63,7 +58,9 @@ def worker(n: int) -> None:
 
 
 def run_arm(env_extra: dict[str, str], n: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    from faceattr.detect import OPENMP_WAIT_VARIABLES
+
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     env.update(env_extra)
     res = subprocess.run(
         [sys.executable, __file__, "--worker", "--n", str(n)], env=env, capture_output=True, text=True, check=True

@@ -196,9 +196,9 @@ def test_yuface_does_not_leak_and_matches_its_binding():
 
 
 def test_passive_openmp_is_scoped_and_respects_the_user(monkeypatch):
-    from faceattr.detect import passive_openmp
+    from faceattr.detect import OPENMP_WAIT_VARIABLES, passive_openmp
 
-    for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for v in OPENMP_WAIT_VARIABLES:
         monkeypatch.delenv(v, raising=False)
     with passive_openmp():
         assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
@@ -231,8 +231,10 @@ YUFACE_OPENMP = (
 def test_yuface_openmp_pool_does_not_spin_unless_the_user_asks(user, spincount, left):
     """libgomp inside the yuface wheel prints the settings it loaded with (OMP_DISPLAY_ENV); with nothing set its
     idle threads must not busy-wait (spin count 0), a user's own setting wins, and the environment is left as found."""
+    from faceattr.detect import OPENMP_WAIT_VARIABLES
+
     pytest.importorskip("yuface")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     env.update(user, OMP_DISPLAY_ENV="VERBOSE")
     res = subprocess.run([sys.executable, "-c", YUFACE_OPENMP], env=env, capture_output=True, text=True, check=True)
     assert f"GOMP_SPINCOUNT = '{spincount}'" in res.stderr

@@ -81,9 +81,9 @@ _WORKER: dict[str, Any] = {}  # per worker process: its own detector (dlib/OpenC
 
 def _init_worker(job: Job) -> None:
     # one core per worker: yuface's OpenMP reads this when it loads (below, in this fresh process); left at its
-    # default it would start a spinning thread per core in every worker and the workers would fight for the cores
+    # default it would start a thread per core in every worker and the workers would fight for the cores (its idle
+    # threads do not spin: the detector loads it with the passive wait policy, faceattr.detect.passive_openmp)
     os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import cv2
 
     cv2.setNumThreads(1)
