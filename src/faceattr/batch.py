@@ -82,7 +82,7 @@ _WORKER: dict[str, Any] = {}  # per worker process: its own detector (dlib/OpenC
 def _init_worker(job: Job) -> None:
     # one core per worker: yuface's OpenMP reads this when it loads (below, in this fresh process); left at its
     # default it would start a thread per core in every worker and the workers would fight for the cores (its idle
-    # threads do not spin: the detector loads it with the passive wait policy, faceattr.detect.passive_openmp)
+    # threads spin only briefly: the detector loads it so, faceattr.detect.brief_spin_openmp)
     os.environ["OMP_NUM_THREADS"] = "1"
     import cv2
 

@@ -271,30 +271,36 @@ class YuNetDetector:
 
 
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# how long yuface's idle OpenMP threads busy-wait before they sleep: libgomp's GOMP_SPINCOUNT, ~100,000 per ms (its
+# default is 300,000, ~3 ms); benchmarks/openmp_wait.py chose the value
+DETECTOR_SPINCOUNT = 10000
 _OPENMP_ENV_LOCK = threading.Lock()
 
 
 @contextmanager
-def passive_openmp() -> Iterator[None]:
-    """Within the block, ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it or ``GOMP_SPINCOUNT``); afterwards the
-    environment is as it was.
+def brief_spin_openmp() -> Iterator[None]:
+    """Within the block, ``GOMP_SPINCOUNT`` = :data:`DETECTOR_SPINCOUNT` (unless the user set it or
+    ``OMP_WAIT_POLICY``); afterwards the environment is as it was.
 
     libfacedetection runs its layers on a GNU OpenMP pool of its own (the ``yuface`` wheel bundles libgomp), which
-    reads its wait policy once, when it is loaded. By default libgomp's idle threads busy-wait after every parallel
-    region: they take the cores from onnxruntime's threads that run the network right after detection, and on a
-    busy machine (another job, a training run, the service's other requests) a spinning pool makes detection
-    erratic. ``benchmarks/openmp_wait.py`` measures both, idle and under load. Only a libgomp loaded inside the
-    block is affected: torch's (its own copy) is not, nor yuface's if something imported ``yuface`` before. The
-    environment is process-wide, so the change is brief and made under a lock (two detectors built at once)."""
+    reads its wait policy once, when it is loaded. Left at libgomp's default, its idle threads busy-wait ~3 ms after
+    every parallel region: after the last one they take the cores from onnxruntime's threads that run the network
+    right after detection, and on a busy machine (another job, a training run, the service's other requests) a
+    spinning pool makes detection erratic. Not spinning at all (``OMP_WAIT_POLICY=PASSIVE``) costs a sleep and a
+    wake-up between each two of the detector's layers: detection took 1.8-2.6x as long on an idle Intel Xeon. A spin of
+    ~0.1 ms bridges the gaps between layers and is over before the network starts. ``benchmarks/openmp_wait.py``
+    measures the policies, idle and under load. Only a libgomp loaded inside the block is affected: torch's (its own
+    copy) is not, nor yuface's if something imported ``yuface`` before. The environment is process-wide, so the
+    change is brief and made under a lock (two detectors built at once)."""
     with _OPENMP_ENV_LOCK:
         if any(v in os.environ for v in OPENMP_WAIT_VARIABLES):
             yield
             return
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = str(DETECTOR_SPINCOUNT)
         try:
             yield
         finally:
-            os.environ.pop("OMP_WAIT_POLICY", None)
+            os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 class YuFaceDetector:
@@ -320,12 +326,12 @@ class YuFaceDetector:
         if lib_path.is_file():
             import ctypes
 
-            # RTLD_DEEPBIND: the library's OpenMP calls go to the libgomp of its own wheel, loaded here with the
-            # passive wait policy, even where torch (imported before) has put its libgomp, spinning by default, in
-            # the process's global scope and would otherwise receive them
+            # RTLD_DEEPBIND: the library's OpenMP calls go to the libgomp of its own wheel, loaded here with a brief
+            # spin, even where torch (imported before) has put its libgomp, spinning ~3 ms by default, in the
+            # process's global scope and would otherwise receive them
             mode = ctypes.DEFAULT_MODE | getattr(os, "RTLD_DEEPBIND", 0)
             try:
-                with passive_openmp():
+                with brief_spin_openmp():
                     lib = ctypes.CDLL(str(lib_path), mode=mode)
             except OSError as e:
                 raise DetectorUnavailable(f"yuface's {lib_path.name} does not load here: {e}") from e
@@ -336,7 +342,7 @@ class YuFaceDetector:
         else:
             log.warning("yuface: %s not found; using its Python binding, which leaks 36 KB per photo", lib_path)
             try:
-                with passive_openmp():
+                with brief_spin_openmp():
                     import yuface
             except ImportError as e:
                 raise DetectorUnavailable(f"the yuface package is installed but does not load: {e}") from e
