@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from _common import default_path_photos, md_table, write
-from faceattr.detect import DETECTOR_SPINCOUNT
+from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
 
 FACEATTR = f"faceattr (GOMP_SPINCOUNT={DETECTOR_SPINCOUNT})"
 
@@ -62,8 +62,6 @@ def worker(n: int) -> None:
 
 
 def run_arm(env_extra: dict[str, str], n: int) -> dict:
-    from faceattr.detect import OPENMP_WAIT_VARIABLES
-
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     env.update(env_extra)
     res = subprocess.run(

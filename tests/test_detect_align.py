@@ -8,7 +8,7 @@ import pytest
 
 from conftest import DATA, YUNET, a_face_path, need
 from faceattr.align import align_face, nearest_to_center, similarity_transform
-from faceattr.detect import DetectorUnavailable, create_detector
+from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES, DetectorUnavailable, create_detector
 from faceattr.image import load_image
 
 
@@ -196,7 +196,7 @@ def test_yuface_does_not_leak_and_matches_its_binding():
 
 
 def test_brief_spin_openmp_is_scoped_and_respects_the_user(monkeypatch):
-    from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES, brief_spin_openmp
+    from faceattr.detect import brief_spin_openmp
 
     for v in OPENMP_WAIT_VARIABLES:
         monkeypatch.delenv(v, raising=False)
@@ -223,7 +223,7 @@ YUFACE_OPENMP = (
 @pytest.mark.parametrize(
     ("user", "spincount", "left"),
     [
-        ({}, "10000", "None"),
+        ({}, str(DETECTOR_SPINCOUNT), "None"),
         ({"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000", "None"),
         ({"OMP_WAIT_POLICY": "PASSIVE"}, "0", "None"),
         ({"GOMP_SPINCOUNT": "300000"}, "300000", "300000"),
@@ -233,11 +233,7 @@ def test_yuface_openmp_pool_spins_briefly_unless_the_user_asks(user, spincount, 
     """libgomp inside the yuface wheel prints the settings it loaded with (OMP_DISPLAY_ENV); with nothing set its
     idle threads busy-wait only briefly (faceattr's spin count, not libgomp's 300,000), a user's own setting wins,
     and the environment is left as found."""
-    from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
-
     pytest.importorskip("yuface")
-    if not user:
-        assert spincount == str(DETECTOR_SPINCOUNT)
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     env.update(user, OMP_DISPLAY_ENV="VERBOSE")
     res = subprocess.run([sys.executable, "-c", YUFACE_OPENMP], env=env, capture_output=True, text=True, check=True)
