@@ -2,9 +2,9 @@
 
     python benchmarks/race_dlib_probe.py [--model M] [--train-limit 0] [--jitters 0]
 
-The only pretrained networks this offline machine has are MobileNetV2 (ImageNet, what faceattr is built on) and the
-face networks inside the installed wheels: MTCNN (detection) and dlib's face-recognition ResNet (29 layers, a
-128-d identity embedding trained on ~3 million faces; `face-recognition-models`, MIT package licence). Identity
+The only pretrained networks within reach offline are MobileNetV2 (ImageNet, what faceattr is built on) and the
+face networks inside registry wheels: MTCNN (small detectors, `facenet-pytorch`) and dlib's face-recognition ResNet
+(29 layers, a 128-d identity embedding trained on ~3 million faces; `face-recognition-models`, MIT package licence). Identity
 embeddings carry race, so before a larger backbone or a second network is worth anything, this measures the
 bound a linear head gets from them: multinomial logistic regressions fitted with UTKFace labels on (a) the shipped
 model's flip-averaged race-branch features (as ``race_probe.py``), (b) dlib's embedding of the same face (dlib HOG
