@@ -2,13 +2,13 @@
 
     python benchmarks/race_dlib_probe.py [--model M] [--train-limit 0] [--jitters 0]
 
-The only pretrained networks within reach offline are MobileNetV2 (ImageNet, what faceattr is built on) and the
-face networks inside registry wheels: MTCNN (small detectors, `facenet-pytorch`) and dlib's face-recognition ResNet
-(29 layers, a 128-d identity embedding trained on ~3 million faces; `face-recognition-models`, MIT package licence). Identity
-embeddings carry race, so before a larger backbone or a second network is worth anything, this measures the
+The only pretrained networks within reach offline are MobileNetV2 (ImageNet, what faceattr is built on) and the face
+networks inside registry wheels: MTCNN (small detectors, `facenet-pytorch`) and dlib's face-recognition ResNet (29
+layers, a 128-d identity embedding trained on ~3 million faces; `face-recognition-models`, MIT package licence).
+Identity embeddings carry race, so before a larger backbone or a second network is worth anything, this measures the
 bound a linear head gets from them: multinomial logistic regressions fitted with UTKFace labels on (a) the shipped
-model's flip-averaged race-branch features (as ``race_probe.py``), (b) dlib's embedding of the same face (dlib HOG
-+ 5-point landmarks, dlib's own 150 px chip; the photo's centre when HOG finds no face), (c) both, standardised.
+model's flip-averaged race-branch features (as ``race_probe.py``), (b) dlib's embedding of the same face (dlib HOG +
+5-point landmarks, dlib's own 150 px chip; the photo's centre when HOG finds no face), (c) both, standardised.
 Fitted on UTKFace validation (regularisation by 5-fold cross-validation there; ``--train-limit N`` fits on N train
 faces instead, C chosen on validation); reported on **test** with a paired bootstrap of (c) minus (a). The cost of
 the second network is timed in the same run, photo by photo in turns with ``Predictor.from_pretrained()`` (the
