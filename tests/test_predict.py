@@ -280,8 +280,11 @@ def test_default_path_is_int8_with_flip_and_close_to_float32(monkeypatch, caplog
     monkeypatch.setattr(fp.platform, "machine", lambda: "x86_64")
     with caplog.at_level("DEBUG", logger="faceattr.predict"):
         fallback = Predictor.from_pretrained()
-    assert fallback.backend.name == "onnxruntime" and fallback.tta_flip and "VNNI" in caplog.text
-    assert fp.shipped_or(None, None) == (fp.shown_path(fp.SHIPPED_ONNX), True)
+    assert fallback.backend.name == "onnxruntime" and "VNNI" in caplog.text
+    gated = {"gender": fp.FALLBACK_FLIP_BELOW}  # there only the gender-uncertain faces get their mirror image
+    assert fallback.tta_flip == gated and fp.shipped_or(None, None) == (fp.shown_path(fp.SHIPPED_ONNX), gated)
+    assert fp.shipped_or(None, True) == (fp.shown_path(fp.SHIPPED_ONNX), True)  # --tta-flip: every face
+    assert Predictor.from_pretrained(runtime="onnx").tta_flip is True  # the float32 model by name: full flip
     monkeypatch.setattr(fp, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     default = Predictor.from_pretrained()
     assert default.backend.name == "onnxruntime-int8" and default.tta_flip

@@ -21,7 +21,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from faceattr.cli_predict import example_photo  # noqa: E402
-from faceattr.predict import Predictor, default_runtime  # noqa: E402
+from faceattr.predict import Predictor, default_runtime, default_tta_flip  # noqa: E402
 from faceattr.serve import MicroBatcher, ServeSettings, create_app  # noqa: E402
 
 
@@ -107,7 +107,8 @@ def test_health_model_page_and_docs(api):
     assert "UTKFace" in m["licence"] and m["weights_origin"] and m["test_metrics"]
     assert m["calibration"]["temperature"]["gender"] > 0
     default = "onnxruntime-int8" if default_runtime() == "onnx-int8" else "onnxruntime"  # float32 without VNNI
-    assert m["tta_flip"] is True and m["runtime"] == default  # the shipped model's default path on this CPU
+    assert m["tta_flip"] == default_tta_flip(default_runtime())  # true; {"gender": 0.8} on the float32 fallback
+    assert m["runtime"] == default  # the shipped model's default path on this CPU
     page = api.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert api.get("/static/app.js").status_code == 200 and api.get("/static/style.css").status_code == 200

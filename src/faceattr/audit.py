@@ -18,6 +18,7 @@ import pandas as pd
 
 from faceattr.safeio import atomic_write_text, save_figure
 from faceattr.tasks import MISSING
+from faceattr.tta import FlipMode
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def face_table(
     split: str = "test",
     limit: int | None = None,
     label_map: dict[str, dict[str, Any]] | None = None,
-    tta_flip: bool = False,
+    tta_flip: FlipMode = False,
 ) -> pd.DataFrame:
     """One row per face: true and predicted attributes, the age error, and the audit's group columns."""
     from faceattr.evaluate import checkpoint_predictions

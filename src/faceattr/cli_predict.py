@@ -31,8 +31,9 @@ def add_tta_flip_arg(p: argparse.ArgumentParser, model_option: str) -> None:
         "--tta-flip",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="average each face with its mirror image, both in one batch (default: on for the shipped model, its "
-        f"measured default path; off for {model_option})",
+        help="average every face with its mirror image, both in one batch (default: on for the shipped model, its "
+        "measured default path, where on a CPU without VNNI only the faces whose gender is uncertain get it; off "
+        f"for {model_option})",
     )
 
 

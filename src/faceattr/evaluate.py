@@ -22,6 +22,7 @@ from faceattr.decode import decode_outputs
 from faceattr.meta import ModelMeta
 from faceattr.metrics import compute_metrics
 from faceattr.tasks import MISSING, Task
+from faceattr.tta import FlipMode, flip_words
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def split_data(
 
 def open_model(
     checkpoint: str | Path, device: str = "cpu"
-) -> tuple[ModelMeta, Callable[[TensorDataset, int, bool], dict[str, np.ndarray]]]:
+) -> tuple[ModelMeta, Callable[[TensorDataset, int, FlipMode], dict[str, np.ndarray]]]:
     """A torch checkpoint or an ONNX file (``.onnx``: float32 or INT8, run by onnxruntime as the Predictor runs
     it), ready to run on a dataset: (its metadata, ``outputs(images, batch_size, tta_flip)`` -> raw outputs)."""
     from faceattr.inference import onnx_outputs, predict_outputs
@@ -105,7 +106,9 @@ def open_model(
         return backend.meta, lambda ds, bs, flip: onnx_outputs(backend, ds, bs, flip)
     model, meta = load_model(checkpoint)
     model = model.to(device)
-    return meta, lambda ds, bs, flip: predict_outputs(model, ds, bs, meta.mean, meta.std, flip)
+    return meta, lambda ds, bs, flip: predict_outputs(
+        model, ds, bs, meta.mean, meta.std, flip, meta.tasks, meta.calibration
+    )
 
 
 def checkpoint_predictions(
@@ -114,7 +117,7 @@ def checkpoint_predictions(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
-    tta_flip: bool = False,
+    tta_flip: FlipMode = False,
     progress: bool = False,
     label_map: dict[str, dict[str, Any]] | None = None,
     device: str = "cpu",
@@ -135,7 +138,7 @@ def evaluate_checkpoint(
     split: str = "test",
     limit: int | None = None,
     batch_size: int = 256,
-    tta_flip: bool = False,
+    tta_flip: FlipMode = False,
     progress: bool = False,
     label_map: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -198,8 +201,7 @@ def report_markdown(res: dict[str, Any]) -> str:
     out = [
         f"# Evaluation of `{res['checkpoint']}`",
         "",
-        f"Data: `{res['data']}`, split **{res['split']}**, {res['n']} faces"
-        f"{' (flip test-time augmentation)' if res.get('tta_flip') else ''}.",
+        f"Data: `{res['data']}`, split **{res['split']}**, {res['n']} faces{flip_words(res.get('tta_flip', False))}.",
         "",
         "## Overall",
         "",

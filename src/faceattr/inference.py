@@ -4,8 +4,8 @@ model); the :class:`~faceattr.predict.Predictor` shares their flip TTA (:mod:`fa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,7 +13,8 @@ from torch import nn
 
 from faceattr.data.dataset import TensorDataset
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
-from faceattr.tta import mirrored_mean, run_numpy
+from faceattr.tasks import Task
+from faceattr.tta import FlipMode, gated_mean, mirrored_mean, run_numpy
 
 if TYPE_CHECKING:
     from faceattr.predict import OnnxBackend
@@ -26,29 +27,49 @@ def predict_outputs(
     batch_size: int = 256,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    tta_flip: bool = False,
+    tta_flip: FlipMode = False,
+    tasks: Sequence[Task] = (),
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Raw head outputs for every image (on the model's device, in float32); ``tta_flip`` averages them with the
-    mirrored image's."""
+    mirrored image's (for every face, or with thresholds for the uncertain ones: :mod:`faceattr.tta`, which needs
+    the model's ``tasks`` and ``calibration``)."""
     model.eval()
     device = next(model.parameters()).device
+
+    def mirror(t: torch.Tensor) -> torch.Tensor:
+        return torch.flip(t, dims=[3])
+
+    def numpy(o: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {k: v.float().cpu().numpy() for k, v in o.items()}
+
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
         xb = normalize(x.to(device), mean, std)
-        o = mirrored_mean(model, xb, lambda t: torch.flip(t, dims=[3]), torch.cat) if tta_flip else model(xb)
+        if tta_flip is True:
+            o = numpy(mirrored_mean(model, xb, mirror, torch.cat))
+        elif tta_flip is False:
+            o = numpy(model(xb))
+        else:
+
+            def mirrored(idx: np.ndarray, xb: torch.Tensor = xb) -> dict[str, np.ndarray]:
+                return numpy(model(mirror(xb[torch.as_tensor(idx, device=device)])))
+
+            o = gated_mean(numpy(model(xb)), mirrored, tta_flip, tasks, calibration)
         for k, v in o.items():
-            outs.setdefault(k, []).append(v.float().cpu().numpy())
+            outs.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
 def onnx_outputs(
-    backend: OnnxBackend, data: TensorDataset, batch_size: int = 256, tta_flip: bool = False
+    backend: OnnxBackend, data: TensorDataset, batch_size: int = 256, tta_flip: FlipMode = False
 ) -> dict[str, np.ndarray]:
     """Raw outputs of an ONNX model (:class:`~faceattr.predict.OnnxBackend`) for every image, preprocessed as the
     Predictor does (the model's own mean/std, numpy); ``tta_flip`` as for :func:`predict_outputs`."""
+    meta = backend.meta
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
-        o = run_numpy(backend.run, backend.meta.normalize(x.numpy()), tta_flip)
+        o = run_numpy(backend.run, meta.normalize(x.numpy()), tta_flip, meta.tasks, meta.calibration)
         for k, v in o.items():
             outs.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}

@@ -26,7 +26,7 @@ from faceattr.exceptions import FaceattrError, check
 from faceattr.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
 from faceattr.meta import MetaError, ModelMeta
 from faceattr.tasks import Task
-from faceattr.tta import run_numpy
+from faceattr.tta import FlipMode, check_flip, run_numpy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ SHIPPED_ONNX = WEIGHTS_DIR / "faceattr-utkface-fairface-mobilenetv2.onnx"  # the
 RUNTIMES = ("auto", "onnx", "torch", "onnx-int8")
 DEFAULT_RUNTIME = "onnx-int8"  # what "auto" means for the shipped model, on a CPU where INT8 is exact (below)
 DEFAULT_TTA_FLIP = True  # the shipped model's default path also averages each face with its mirror image
+# ... except where "auto" falls back to the float32 model (no VNNI: below), where the mirror image of every face made
+# the default path slower than the peer (README): there only the faces whose calibrated gender probability is below
+# this get their mirror image (about one face in ten on UTKFace). Chosen on UTKFace val by ``python
+# benchmarks/selective_flip.py`` (just above every val face whose gender decision the mirror image changed).
+FALLBACK_FLIP_BELOW = 0.8
 INT8_EXACT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})  # x86 int8 dot products without saturation
 X86 = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
@@ -90,13 +95,20 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def shipped_or(model: str | None, tta_flip: bool | None) -> tuple[str, bool]:
+def default_tta_flip(runtime: str) -> FlipMode:
+    """The shipped model's flip on the default path, where ``runtime="auto"`` resolved to ``runtime``: every face on
+    INT8, the gender-uncertain faces only on the float32 fallback (:data:`FALLBACK_FLIP_BELOW`)."""
+    return {"gender": FALLBACK_FLIP_BELOW} if runtime == "onnx" else DEFAULT_TTA_FLIP
+
+
+def shipped_or(model: str | None, tta_flip: bool | None) -> tuple[str, FlipMode]:
     """A command's ``--checkpoint``/``--model`` and ``--tta-flip/--no-tta-flip`` (None: not given) -> (model file,
     flip): none given means the shipped model on ``faceattr predict``'s default path (INT8 ONNX + flip, float32
-    where INT8 is not exact: :func:`default_runtime`); a user's
+    with flip for the gender-uncertain faces where INT8 is not exact: :func:`default_tta_flip`); a user's
     own model gets flip only when asked (its calibration was fitted and measured without it)."""
     if model is None:
-        return shown_path(shipped_path(default_runtime())), DEFAULT_TTA_FLIP if tta_flip is None else tta_flip
+        runtime = default_runtime()
+        return shown_path(shipped_path(runtime)), default_tta_flip(runtime) if tta_flip is None else tta_flip
     return model, bool(tta_flip)
 
 
@@ -241,7 +253,7 @@ class Predictor:
         coverage: float = 0.8,
         batch_size: int = 32,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        tta_flip: bool | None = None,
+        tta_flip: FlipMode | None = None,
         min_score: float | None = None,
     ) -> None:
         check(
@@ -265,9 +277,10 @@ class Predictor:
             not fitted or any(abs(float(k) - coverage) < 1e-9 for k in fitted),
             f"this model's intervals are calibrated for coverage {sorted(fitted)}, not {coverage}",
         )
-        # average each face's outputs with its mirror image (both in one batch); None: off, except for the shipped
-        # model (from_pretrained), whose default path it is
-        self.tta_flip = bool(tta_flip)
+        # average each face's outputs with its mirror image (both in one batch), for every face or ({task:
+        # threshold}) for the uncertain ones (faceattr.tta); None: off, except for the shipped model
+        # (from_pretrained), whose default path it is
+        self.tta_flip: FlipMode = check_flip(False if tta_flip is None else tta_flip, self.tasks)
         self._detector_spec = (detector, yunet_model)
         self.min_score = min_score
         self._detector: Detector | None = detector if not isinstance(detector, str) else None
@@ -298,17 +311,19 @@ class Predictor:
         probabilities and intervals are measured on that path (``benchmarks/results/calibration.md``).
 
         On an x86 CPU without VNNI instructions ``auto`` means ``onnx`` instead (:func:`default_runtime`: there
-        onnxruntime's INT8 kernels saturate and the INT8 model's answers drift); the backend's name says which ran.
+        onnxruntime's INT8 kernels saturate and the INT8 model's answers drift), with the mirror image for the faces
+        whose gender is uncertain only (:func:`default_tta_flip`); the backend's name says which ran.
 
         ``runtime``: ``onnx-int8`` (= ``auto`` where INT8 is exact), ``onnx`` (the float32 export: the torch
         model's outputs within 1e-5, no torch needed) or ``torch`` (the float16 checkpoint, run in float32);
         ``tta_flip=False`` halves the network's work. Grad-CAM (``faceattr explain``, the service's heat-maps) uses
         the torch checkpoint."""
         check(runtime in RUNTIMES, f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
-        if runtime == "auto":
+        auto = runtime == "auto"
+        if auto:
             runtime = default_runtime()
         if kw.get("tta_flip") is None:
-            kw["tta_flip"] = DEFAULT_TTA_FLIP
+            kw["tta_flip"] = default_tta_flip(runtime) if auto else DEFAULT_TTA_FLIP
         path = shipped_path(runtime)
         if not path.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
@@ -348,14 +363,14 @@ class Predictor:
 
     def predict_chips(self, chips: np.ndarray, tta_flip: bool | None = None) -> list[dict[str, Attribute]]:
         """Attributes of aligned face chips (N x S x S x 3 uint8, S = the model's input size); ``tta_flip``
-        overrides the predictor's setting for this call."""
-        flip = self.tta_flip if tta_flip is None else tta_flip
+        turns this predictor's flip on (with its thresholds, if it has them) or off for this call."""
+        flip: FlipMode = self.tta_flip if tta_flip is None or (tta_flip and self.tta_flip) else bool(tta_flip)
         if chips.ndim != 4 or chips.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"chips must be N x {self.input_size} x {self.input_size} x 3, got {chips.shape}")
         results: list[dict[str, Attribute]] = []
         for s in range(0, len(chips), self.batch_size):
             x = self.preprocess(chips[s : s + self.batch_size])
-            raw = run_numpy(self.backend.run, x, flip)
+            raw = run_numpy(self.backend.run, x, flip, self.tasks, self.meta.calibration)
             dec = decode_outputs(raw, self.tasks, self.formulation, self.coverage, self.meta.calibration)
             for i in range(len(next(iter(raw.values())))):
                 results.append({t.name: self._attribute(t, dec[t.name], i) for t in self.tasks})

@@ -225,7 +225,7 @@ def parse_options(raw: dict[str, Any], predictor: Predictor, settings: ServeSett
         tasks,
         max_faces,
         _bool("detect", raw.get("detect", True)),
-        _bool("tta_flip", raw.get("tta_flip", predictor.tta_flip)),
+        _bool("tta_flip", raw.get("tta_flip", bool(predictor.tta_flip))),
         explain,
     )
 
@@ -380,7 +380,9 @@ class Service:
         return {
             "faceattr_version": __version__,
             "runtime": getattr(self.predictor.backend, "name", ""),
-            "tta_flip": self.predictor.tta_flip,  # the default of /v1/analyze's tta_flip (the measured default path)
+            # the default of /v1/analyze's tta_flip (the measured default path): true, false, or {task: threshold} where
+            # only the faces uncertain for those tasks get their mirror image (faceattr.tta)
+            "tta_flip": self.predictor.tta_flip,
             "architecture": meta.architecture.name,
             "input_size": meta.input_size,
             "tasks": tasks,

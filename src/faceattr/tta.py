@@ -1,13 +1,24 @@
-"""Flip test-time augmentation, shared by the torch inference path and the (torch-free) Predictor."""
+"""Flip test-time augmentation, shared by the torch inference path and the (torch-free) Predictor.
+
+A flip setting (:data:`FlipMode`) is ``False`` (one view per face), ``True`` (every face averaged with its mirror
+image) or a mapping ``{task: threshold}``: only the faces whose calibrated top-class probability for one of those
+nominal tasks is below its threshold get their mirror image, the others keep their single view. Each face's outputs
+are then those of one of the two other settings (to float rounding: the network has no batch-dependent layer at
+inference), at the cost of a second pass for the uncertain faces only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
+from faceattr.decode import decode_task
+from faceattr.exceptions import check
+from faceattr.tasks import Task
+
 X = TypeVar("X")
+FlipMode: TypeAlias = bool | Mapping[str, float]
 
 
 def mirrored_mean(
@@ -26,9 +37,85 @@ def mirrored_mean(
     return {k: (v[:n] + v[n:]) / 2 for k, v in both.items()}
 
 
-def run_numpy(run: Callable[[np.ndarray], Mapping[str, Any]], x: np.ndarray, flip: bool) -> dict[str, Any]:
-    """``run(x)`` for a numpy N x C x H x W batch, or with ``flip`` the mean over it and its mirror image (the
-    Predictor's and the ONNX evaluation's one path)."""
-    if not flip:
+def check_flip(flip: Any, tasks: Sequence[Task]) -> FlipMode:
+    """``flip`` validated against a model's tasks: a bool, or thresholds in (0, 1] for some of its nominal tasks."""
+    if isinstance(flip, bool):
+        return flip
+    check(
+        isinstance(flip, Mapping) and len(flip) > 0,
+        f"tta_flip must be true, false or {{task: threshold}}, got {flip!r}",
+    )
+    nominal = [t.name for t in tasks if t.kind == "nominal"]
+    for k, v in flip.items():
+        check(k in nominal, f"tta_flip thresholds apply to this model's nominal tasks {nominal}, not {k!r}")
+        check(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 < float(v) <= 1.0,
+            f"the tta_flip threshold of {k!r} must be in (0, 1], got {v!r}",
+        )
+    return {str(k): float(v) for k, v in flip.items()}
+
+
+def uncertain(
+    raw: Mapping[str, Any],
+    below: Mapping[str, float],
+    tasks: Sequence[Task],
+    calibration: Mapping[str, Any] | None,
+) -> np.ndarray:
+    """Which faces of a batch's raw outputs are uncertain: a calibrated top-class probability below ``below[task]``
+    for any of those tasks (boolean, one per face)."""
+    by_name = {t.name: t for t in tasks}
+    n = len(next(iter(raw.values())))
+    sel = np.zeros(n, bool)
+    for name, thr in below.items():
+        p = decode_task(np.asarray(raw[name]), by_name[name], calibration=calibration)["probs"]
+        sel |= p.max(-1) < thr
+    return sel
+
+
+def run_numpy(
+    run: Callable[[np.ndarray], Mapping[str, Any]],
+    x: np.ndarray,
+    flip: FlipMode,
+    tasks: Sequence[Task] = (),
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``run(x)`` for a numpy N x C x H x W batch; with ``flip=True`` the mean over it and its mirror image (the
+    Predictor's and the ONNX evaluation's one path); with thresholds (module doc) that mean for the uncertain faces
+    only (``tasks`` and ``calibration``: the model's, to decide which)."""
+    mirror: Callable[[np.ndarray], np.ndarray] = lambda a: np.ascontiguousarray(a[..., ::-1])  # noqa: E731
+    if flip is False:
         return dict(run(x))
-    return mirrored_mean(run, x, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate)
+    if flip is True:
+        return mirrored_mean(run, x, mirror, np.concatenate)
+    return gated_mean(dict(run(x)), lambda idx: run(mirror(x[idx])), flip, tasks, calibration)
+
+
+def gated_mean(
+    single: dict[str, Any],
+    run_mirrored: Callable[[np.ndarray], Mapping[str, Any]],
+    below: Mapping[str, float],
+    tasks: Sequence[Task],
+    calibration: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """``single`` (one view's raw numpy outputs) with the uncertain faces' rows replaced by the mean over both views;
+    ``run_mirrored(indices)`` gives the mirror images' raw outputs of those faces."""
+    idx = np.flatnonzero(uncertain(single, below, tasks, calibration))
+    if not len(idx):
+        return single
+    mirrored = run_mirrored(idx)
+    out = {}
+    for k, v in single.items():
+        v = np.array(v, copy=True)
+        v[idx] = (v[idx] + np.asarray(mirrored[k])) / 2
+        out[k] = v
+    return out
+
+
+def flip_words(flip: Any) -> str:
+    """A report's words for a flip setting (as stored in a result's JSON), with a leading space; '' for none."""
+    if flip is True:
+        return " (flip test-time augmentation)"
+    if isinstance(flip, Mapping) and flip:
+        ts = " or ".join(f"{k} < {float(v):g}" for k, v in flip.items())
+        return f" (flip test-time augmentation for the faces whose top probability is uncertain: {ts})"
+    return ""

@@ -23,7 +23,7 @@ async function loadModel() {
       .map((t) => `<label><input type="checkbox" class="task" value="${t}" checked> ${t}</label>`).join(" ");
     const cov = Math.round(100 * m.calibration.interval_coverage);
     $("#model").textContent = `faceattr ${m.faceattr_version} · ${m.architecture} ${m.input_size} px · ${m.runtime}` +
-      `${m.tta_flip ? " + mirror TTA" : ""} · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
+      `${m.tta_flip === true ? " + mirror TTA" : m.tta_flip ? " + mirror TTA (uncertain faces)" : ""} · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
   } catch (err) {
     showError("Cannot reach the model: " + err.message);
   }
