@@ -51,6 +51,9 @@ def test_gated_flip_mirrors_only_the_uncertain_faces():
     assert calls == [6, 3]
     np.testing.assert_allclose(out["gender"][1], full["gender"][1])
     np.testing.assert_allclose(out["gender"][[0, 2]], none["gender"][[0, 2]])
+    calls.clear()
+    np.testing.assert_allclose(run_numpy(run, X, np.bool_(True))["gender"], full["gender"])  # a numpy boolean
+    assert calls == [6]
     # nobody uncertain: no second pass
     calls.clear()
     run_numpy(run, X, {"gender": 0.5}, TASKS)

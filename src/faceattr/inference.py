@@ -43,6 +43,7 @@ def predict_outputs(
     def numpy(o: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
         return {k: v.float().cpu().numpy() for k, v in o.items()}
 
+    tta_flip = tta_flip if isinstance(tta_flip, Mapping) else bool(tta_flip)  # numpy booleans too
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
         xb = normalize(x.to(device), mean, std)

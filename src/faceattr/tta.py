@@ -83,6 +83,7 @@ def run_numpy(
     Predictor's and the ONNX evaluation's one path); with thresholds (module doc) that mean for the uncertain faces
     only (``tasks`` and ``calibration``: the model's, to decide which)."""
     mirror: Callable[[np.ndarray], np.ndarray] = lambda a: np.ascontiguousarray(a[..., ::-1])  # noqa: E731
+    flip = flip if isinstance(flip, Mapping) else bool(flip)  # numpy booleans too
     if flip is False:
         return dict(run(x))
     if flip is True:
