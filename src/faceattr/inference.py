@@ -14,7 +14,7 @@ from torch import nn
 from faceattr.data.dataset import TensorDataset
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
 from faceattr.tasks import Task
-from faceattr.tta import FlipMode, gated_mean, mirrored_mean, run_numpy
+from faceattr.tta import FlipMode, flip_mean, run_numpy
 
 if TYPE_CHECKING:
     from faceattr.predict import OnnxBackend
@@ -37,26 +37,13 @@ def predict_outputs(
     model.eval()
     device = next(model.parameters()).device
 
-    def mirror(t: torch.Tensor) -> torch.Tensor:
-        return torch.flip(t, dims=[3])
+    def run(t: torch.Tensor) -> dict[str, np.ndarray]:
+        return {k: v.float().cpu().numpy() for k, v in model(t).items()}
 
-    def numpy(o: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return {k: v.float().cpu().numpy() for k, v in o.items()}
-
-    tta_flip = tta_flip if isinstance(tta_flip, Mapping) else bool(tta_flip)  # numpy booleans too
     outs: dict[str, list[np.ndarray]] = {}
     for x, _ in data.batches(batch_size, shuffle=False):
         xb = normalize(x.to(device), mean, std)
-        if tta_flip is True:
-            o = numpy(mirrored_mean(model, xb, mirror, torch.cat))
-        elif tta_flip is False:
-            o = numpy(model(xb))
-        else:
-
-            def mirrored(idx: np.ndarray, xb: torch.Tensor = xb) -> dict[str, np.ndarray]:
-                return numpy(model(mirror(xb[torch.as_tensor(idx, device=device)])))
-
-            o = gated_mean(numpy(model(xb)), mirrored, tta_flip, tasks, calibration)
+        o = flip_mean(run, xb, tta_flip, lambda t: torch.flip(t, dims=[3]), torch.cat, tasks, calibration)
         for k, v in o.items():
             outs.setdefault(k, []).append(np.asarray(v, np.float32))
     return {k: np.concatenate(v) for k, v in outs.items()}

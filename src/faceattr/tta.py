@@ -72,6 +72,26 @@ def uncertain(
     return sel
 
 
+def flip_mean(
+    run: Callable[[X], Mapping[str, Any]],
+    x: X,
+    flip: FlipMode,
+    mirror: Callable[[X], X],
+    concat: Callable[[list[X]], X],
+    tasks: Sequence[Task] = (),
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``run(x)`` for a batch (torch or numpy; ``run`` returns numpy arrays where ``flip`` has thresholds); with
+    ``flip=True`` the mean over it and its mirror image; with thresholds (module doc) that mean for the uncertain
+    faces only (``tasks`` and ``calibration``: the model's, to decide which)."""
+    flip = flip if isinstance(flip, Mapping) else bool(flip)  # numpy booleans too
+    if flip is False:
+        return dict(run(x))
+    if flip is True:
+        return mirrored_mean(run, x, mirror, concat)
+    return gated_mean(dict(run(x)), lambda idx: run(mirror(x[idx])), flip, tasks, calibration)  # type: ignore[index]
+
+
 def run_numpy(
     run: Callable[[np.ndarray], Mapping[str, Any]],
     x: np.ndarray,
@@ -79,16 +99,8 @@ def run_numpy(
     tasks: Sequence[Task] = (),
     calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``run(x)`` for a numpy N x C x H x W batch; with ``flip=True`` the mean over it and its mirror image (the
-    Predictor's and the ONNX evaluation's one path); with thresholds (module doc) that mean for the uncertain faces
-    only (``tasks`` and ``calibration``: the model's, to decide which)."""
-    mirror: Callable[[np.ndarray], np.ndarray] = lambda a: np.ascontiguousarray(a[..., ::-1])  # noqa: E731
-    flip = flip if isinstance(flip, Mapping) else bool(flip)  # numpy booleans too
-    if flip is False:
-        return dict(run(x))
-    if flip is True:
-        return mirrored_mean(run, x, mirror, np.concatenate)
-    return gated_mean(dict(run(x)), lambda idx: run(mirror(x[idx])), flip, tasks, calibration)
+    """:func:`flip_mean` for a numpy N x C x H x W batch (the Predictor's and the ONNX evaluation's one path)."""
+    return flip_mean(run, x, flip, lambda a: np.ascontiguousarray(a[..., ::-1]), np.concatenate, tasks, calibration)
 
 
 def gated_mean(
