@@ -58,12 +58,6 @@ def _metrics(meta: Any, raw: dict[str, np.ndarray], labels: dict[str, np.ndarray
     return row
 
 
-def _uncertain_share(meta: Any, raw: dict[str, np.ndarray], thr: float) -> np.ndarray:
-    from faceattr.tta import uncertain
-
-    return uncertain(raw, {"gender": thr}, meta.tasks, meta.calibration)
-
-
 def choose_threshold(meta: Any, none: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> tuple[float, float]:
     """(threshold, the largest one-view gender confidence among the faces whose gender decision flip changes)."""
     from faceattr.decode import decode_task
@@ -99,6 +93,7 @@ def main() -> None:
     from faceattr.evaluate import model_label_map, split_data
     from faceattr.inference import onnx_outputs
     from faceattr.predict import FALLBACK_FLIP_BELOW, SHIPPED_ONNX, OnnxBackend, shown_path
+    from faceattr.tta import uncertain
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--utkface", default="../shared/data/utkface")
@@ -115,7 +110,7 @@ def main() -> None:
     thr, worst = choose_threshold(meta, none_v, full_v)
     grid = []
     for g in GRID[:-1]:
-        sel = _uncertain_share(meta, none_v, g)
+        sel = uncertain(none_v, {"gender": g}, meta.tasks, meta.calibration)
         grid.append(
             {
                 "gender threshold": g,
@@ -137,7 +132,7 @@ def main() -> None:
         _, _, y, ds = split_data(spec, "test", meta, label_map=lm)
         none, full = onnx_outputs(backend, ds, 256, False), onnx_outputs(backend, ds, 256, True)
         gated = onnx_outputs(backend, ds, 256, {"gender": thr})
-        unsure = _uncertain_share(meta, none, thr)
+        unsure = uncertain(none, {"gender": thr}, meta.tasks, meta.calibration)
         if chips_t is None:  # a random draw: the split is in file-name order, i.e. by age (children's gender is unsure)
             pick = np.sort(np.random.default_rng(0).choice(len(ds), min(a.n_time, len(ds)), replace=False))
             chips_t, timed_share = np.asarray(ds.images)[pick], float(unsure[pick].mean())
