@@ -45,7 +45,7 @@ def test_per_face_metrics():
     np.testing.assert_allclose(per_face(rows, Metric("age_group_exact", "age", True, ""), age), [1, 1, 1])
 
 
-def _kept(root, exp, seed, metrics, rows):
+def _kept(root, exp, seed, metrics, rows, device="test"):
     d = root / "runs" / exp / f"seed-{seed}"
     d.mkdir(parents=True)
     (d / "result.json").write_text(
@@ -58,7 +58,7 @@ def _kept(root, exp, seed, metrics, rows):
                 "gflops": 1.0,
                 "parameters": 10,
                 "train_seconds": 5.0,
-                "device_name": "test",
+                "device_name": device,
             }
         )
     )
@@ -112,6 +112,37 @@ def test_report_from_kept_runs(tmp_path):
     md = (tmp_path / "claims.md").read_text()
     assert "**confirmed**" in md and "Table II" in md and "90.9" in md
     assert (tmp_path / "g-curves.png").stat().st_size > 1000
+    assert rows[0]["mixed_device_seeds"] == [] and "devices differ" not in md
+
+
+def test_a_pair_of_runs_from_two_devices_is_marked(tmp_path):
+    res = tmp_path / "res"
+    truth = np.arange(200) % 2
+    rows = {"gender_true": truth, "gender_index": truth, "gender_p": 0.9}
+    for s, dev in ((0, "NVIDIA H200"), (1, "cpu")):
+        _kept(res, "mtl", s, {"gender_accuracy": 1.0}, rows, device=dev)
+    _kept(res, "single-gender", 0, {"gender_accuracy": 1.0}, rows, device="cpu")  # one seed, on the CPU
+    cfg = tmp_path / "grid.yaml"
+    from conftest import REPO
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": str(REPO / "configs" / "utkface.yaml"),
+                "out_dir": str(tmp_path / "o"),
+                "results_dir": str(res),
+                "seeds": [0, 1],
+                "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
+            },
+            sort_keys=False,
+        )
+    )
+    rep = write_claims([cfg], tmp_path / "claims.md", n_boot=50, timing=False)
+    (row,) = rep["grids"]["g"]["comparisons"]
+    assert row["seeds"] == [0] and row["mixed_device_seeds"] == [0]  # seed 0: H200 against the CPU
+    md = (tmp_path / "claims.md").read_text()
+    assert "(devices differ: seed 0)" in md and "pairs runs of two devices" in md
 
 
 def test_training_time_compares_seeds_trained_on_the_same_device():

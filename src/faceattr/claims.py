@@ -145,6 +145,8 @@ class Grid:
         if not np.array_equal(ra[f"{m.task}_true"].to_numpy(), rb[f"{m.task}_true"].to_numpy()):
             raise ValueError(f"{a} and {b} were not evaluated on the same faces")
         diff, lo, hi = paired_bootstrap(fa, fb, m.higher_better, n_boot)
+        # the seeds whose two runs were trained on different devices (their difference includes the device's)
+        mixed = [s for s in common if _device(self.by[a][s]) != _device(self.by[b][s])]
         va, vb = self.seed_values(a, m), self.seed_values(b, m)
         noise = max(statistics.stdev(va), statistics.stdev(vb)) if min(len(va), len(vb)) >= 2 else None
         scale = 1.0 if m.name.endswith("_mae") else 100.0  # seed values and per-face means share units
@@ -162,6 +164,7 @@ class Grid:
             "ci": [lo * scale, hi * scale],
             "verdict": verdict(diff, lo, hi, noise),
             "provisional": len(common) < 3,
+            "mixed_device_seeds": mixed,
             "n_faces": int(len(fa)),
         }
 
@@ -250,9 +253,14 @@ def cost(grid: Grid) -> dict[str, Any] | None:
     return out
 
 
+def _device(run: dict[str, Any]) -> str:
+    """The device a finished run was trained on (runs from before ``device_name`` was recorded were on the CPU)."""
+    return str(run.get("device_name", "cpu"))
+
+
 def _on_cpu(run: dict[str, Any]) -> bool:
-    """Whether a finished run was trained on the CPU (runs from before ``device_name`` was recorded were)."""
-    return str(run.get("device_name", "cpu")).lower() == "cpu"
+    """Whether a finished run was trained on the CPU."""
+    return _device(run).lower() == "cpu"
 
 
 def device_effect(grid: Grid) -> dict[str, Any]:
@@ -435,12 +443,14 @@ def write_claims(
                 def sd(v: float | None, mae: bool = mae) -> str:
                     return "" if v is None else f" ± {_fmt(v, mae)}"
 
+                mixed = r["mixed_device_seeds"]
                 lines.append(
                     f"| {r['claim']} | {r['a']} | {r['b']} | {r['label']} "
                     f"| {_fmt(r['a_mean'], mae)}{sd(r['a_seed_std'])} "
                     f"| {_fmt(r['b_mean'], mae)}{sd(r['b_seed_std'])} | {_fmt(r['diff'], mae)} "
                     f"[{_fmt(r['ci'][0], mae)}, {_fmt(r['ci'][1], mae)}] | {len(r['seeds'])} "
-                    f"| **{r['verdict']}**{' (provisional)' if r['provisional'] else ''} |"
+                    f"| **{r['verdict']}**{' (provisional)' if r['provisional'] else ''}"
+                    f"{' (devices differ: seed ' + ', '.join(map(str, mixed)) + ')' if mixed else ''} |"
                 )
             lines.append("")
         cst = g["cost"]
@@ -481,8 +491,14 @@ def write_claims(
                     f"{_fmt(v['max'], k.endswith('_mae'))}, {v['arms']} arms)"
                     for k, v in dev.items()
                 )
-                + ". Verdicts pair runs of the same seed, so of the same device; the seed-to-seed spread that the "
-                "rule compares a difference with includes this difference.",
+                + ". Verdicts pair runs of the same seed"
+                + (
+                    ", so of the same device"
+                    if not any(r["mixed_device_seeds"] for r in rows)
+                    else " (a verdict marked *devices differ* pairs runs of two devices, so its difference includes "
+                    "the device's)"
+                )
+                + "; the seed-to-seed spread that the rule compares a difference with includes this difference.",
                 "",
             ]
         cp = curves_plot(grid, out.parent / f"{ab.name}-curves.png")
