@@ -221,3 +221,40 @@ def test_claims_output_that_is_an_input_is_refused(tmp_path, capsys):
     assert main(["claims", "-c", str(cfg), "--out", str(tmp_path / "claims.json")]) == 2  # .md and .json collide
     assert "written twice" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.yaml"]
+
+
+def test_the_shipped_head_is_judged_against_or_cnn_on_age_only(tmp_path):
+    res = tmp_path / "res"
+    rng = np.random.default_rng(0)
+    age = rng.integers(1, 80, 400)
+    # age_true / age_index are level indices (level 0 is age 1); age_value is in years
+    exact = {"age_true": age, "age_value": age + 1.0, "age_index": age}
+    off = {"age_true": age, "age_value": age + 4.0, "age_index": age + 3}  # 3 years off on every face
+    _kept(res, "age-corn", 1, {"age_mae": 0.0}, exact)
+    _kept(res, "age-binary", 1, {"age_mae": 3.0}, off)
+    cfg = tmp_path / "grid.yaml"
+    from conftest import REPO
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": str(REPO / "configs" / "utkface.yaml"),
+                "out_dir": str(tmp_path / "o"),
+                "results_dir": str(res),
+                "seeds": [1],
+                "experiments": {
+                    "age-corn": {"model.ordinal_formulation": "corn"},
+                    "age-binary": {"model.ordinal_formulation": "binary"},
+                },
+            },
+            sort_keys=False,
+        )
+    )
+    rep = write_claims([cfg], tmp_path / "claims.md", n_boot=50, timing=False)
+    rows = rep["grids"]["g"]["comparisons"]
+    assert {r["claim"] for r in rows} == {"shipped_head"}
+    assert {r["metric"] for r in rows} == {"age_mae", "age_group_exact"}  # age only, no gender or race rows
+    mae = next(r for r in rows if r["metric"] == "age_mae")
+    assert (mae["a"], mae["b"]) == ("age-corn", "age-binary")
+    assert mae["diff"] == pytest.approx(3.0) and mae["verdict"] == "confirmed" and mae["provisional"]

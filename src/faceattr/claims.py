@@ -195,6 +195,13 @@ CLAIMS: list[tuple[str, str, str, list[str]]] = [
         "mtl",
         ["share-k3", "share-k7"],
     ),
+    (
+        "shipped_head",
+        "The shipped age head (CORN, rank-consistent by construction) is at least as good as OR-CNN's "
+        "independent binary classifiers (not a claim of the paper: the project's own choice, judged by the same rule)",
+        "age-corn",
+        ["age-binary"],
+    ),
 ]
 
 
@@ -208,7 +215,7 @@ def judge(grid: Grid, n_boot: int = 2000) -> list[dict[str, Any]]:
             for m in metrics.values():
                 if cid == "mtl_vs_stl" and not b.endswith("-" + m.task):
                     continue
-                if cid == "ordinal_coral" and grid.tasks[m.task].kind != "ordinal":
+                if cid in ("ordinal_coral", "shipped_head") and grid.tasks[m.task].kind != "ordinal":
                     continue
                 c = grid.compare(ref, b, m, n_boot)
                 if c is not None:
