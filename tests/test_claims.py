@@ -66,6 +66,27 @@ def _kept(root, exp, seed, metrics, rows, device="test"):
     (d / "log.csv").write_text("epoch,val_gender_accuracy\n1,0.5\n2,0.6\n")
 
 
+def _grid(tmp_path, res, seeds, experiments):
+    """A grid config over the UTKFace recipe whose kept runs live in ``res``."""
+    from conftest import REPO
+
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "g",
+                "base": str(REPO / "configs" / "utkface.yaml"),
+                "out_dir": str(tmp_path / "o"),
+                "results_dir": str(res),
+                "seeds": seeds,
+                "experiments": experiments,
+            },
+            sort_keys=False,
+        )
+    )
+    return cfg
+
+
 def test_report_from_kept_runs(tmp_path):
     res = tmp_path / "res"
     truth = np.arange(600) % 2
@@ -89,22 +110,7 @@ def test_report_from_kept_runs(tmp_path):
             {"gender_accuracy": 0.75 + 0.001 * s},
             {"gender_true": truth, "gender_index": bad, "gender_p": 0.9},
         )
-    cfg = tmp_path / "grid.yaml"
-    from conftest import REPO
-
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "g",
-                "base": str(REPO / "configs" / "utkface.yaml"),
-                "out_dir": str(tmp_path / "o"),
-                "results_dir": str(res),
-                "seeds": [0, 1, 2],
-                "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
-            },
-            sort_keys=False,
-        )
-    )
+    cfg = _grid(tmp_path, res, [0, 1, 2], {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}})
     rep = write_claims([cfg], tmp_path / "claims.md", n_boot=300, timing=False)
     rows = rep["grids"]["g"]["comparisons"]
     assert len(rows) == 1 and rows[0]["verdict"] == "confirmed" and not rows[0]["provisional"]
@@ -122,22 +128,7 @@ def test_a_pair_of_runs_from_two_devices_is_marked(tmp_path):
     for s, dev in ((0, "NVIDIA H200"), (1, "cpu")):
         _kept(res, "mtl", s, {"gender_accuracy": 1.0}, rows, device=dev)
     _kept(res, "single-gender", 0, {"gender_accuracy": 1.0}, rows, device="cpu")  # one seed, on the CPU
-    cfg = tmp_path / "grid.yaml"
-    from conftest import REPO
-
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "g",
-                "base": str(REPO / "configs" / "utkface.yaml"),
-                "out_dir": str(tmp_path / "o"),
-                "results_dir": str(res),
-                "seeds": [0, 1],
-                "experiments": {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}},
-            },
-            sort_keys=False,
-        )
-    )
+    cfg = _grid(tmp_path, res, [0, 1], {"mtl": {}, "single-gender": {"train.tasks": ["gender"]}})
     rep = write_claims([cfg], tmp_path / "claims.md", n_boot=50, timing=False)
     (row,) = rep["grids"]["g"]["comparisons"]
     assert row["seeds"] == [0] and row["mixed_device_seeds"] == [0]  # seed 0: H200 against the CPU
@@ -232,24 +223,14 @@ def test_the_shipped_head_is_judged_against_or_cnn_on_age_only(tmp_path):
     off = {"age_true": age, "age_value": age + 4.0, "age_index": age + 3}  # 3 years off on every face
     _kept(res, "age-corn", 1, {"age_mae": 0.0}, exact)
     _kept(res, "age-binary", 1, {"age_mae": 3.0}, off)
-    cfg = tmp_path / "grid.yaml"
-    from conftest import REPO
-
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "name": "g",
-                "base": str(REPO / "configs" / "utkface.yaml"),
-                "out_dir": str(tmp_path / "o"),
-                "results_dir": str(res),
-                "seeds": [1],
-                "experiments": {
-                    "age-corn": {"model.ordinal_formulation": "corn"},
-                    "age-binary": {"model.ordinal_formulation": "binary"},
-                },
-            },
-            sort_keys=False,
-        )
+    cfg = _grid(
+        tmp_path,
+        res,
+        [1],
+        {
+            "age-corn": {"model.ordinal_formulation": "corn"},
+            "age-binary": {"model.ordinal_formulation": "binary"},
+        },
     )
     rep = write_claims([cfg], tmp_path / "claims.md", n_boot=50, timing=False)
     rows = rep["grids"]["g"]["comparisons"]
