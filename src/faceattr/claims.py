@@ -169,57 +169,76 @@ class Grid:
         }
 
 
-CLAIMS: list[tuple[str, str, str, list[str]]] = [
-    # (claim id, wording, reference arm, other arms)
-    (
+@dataclass(frozen=True)
+class Claim:
+    """One claim "``ref`` beats each of ``others``", judged on every metric of the tasks it is about."""
+
+    id: str
+    wording: str
+    ref: str
+    others: tuple[str, ...]
+    kind: str | None = None  # only tasks of this kind ("ordinal": age), else every task
+    own_task: bool = False  # each of ``others`` is judged on its own task only (``single-<task>``)
+
+    def about(self, other: str, task: Task) -> bool:
+        if self.own_task and not other.endswith("-" + task.name):
+            return False
+        return self.kind is None or task.kind == self.kind
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim(
         "mtl_vs_stl",
         "The multi-task network beats the single-task networks (Table II)",
         "mtl",
-        ["single-age", "single-gender", "single-race"],
+        ("single-age", "single-gender", "single-race"),
+        own_task=True,
     ),
-    (
+    Claim(
         "uncertainty_vs_other",
         "Uncertainty weighting beats other loss weightings",
         "mtl",
-        ["weighting-equal", "weighting-dwa", "weighting-gradnorm"],
+        ("weighting-equal", "weighting-dwa", "weighting-gradnorm"),
     ),
-    (
+    Claim(
         "ordinal_coral",
         "Age as rank-consistent ordinal 'age > k' sub-problems (CORAL) beats the other forms",
         "mtl",
-        ["age-binary", "age-corn", "age-softmax", "age-regression"],
+        ("age-binary", "age-corn", "age-softmax", "age-regression"),
+        kind="ordinal",
     ),
-    (
+    Claim(
         "sharing_k5",
         "Sharing the shallow stages (k = 5) beats sharing less (k = 3) or everything (k = 7)",
         "mtl",
-        ["share-k3", "share-k7"],
+        ("share-k3", "share-k7"),
     ),
-    (
+    Claim(
         "shipped_head",
         "The shipped age head (CORN, rank-consistent by construction) is at least as good as OR-CNN's "
         "independent binary classifiers (not a claim of the paper: the project's own choice, judged by the same rule)",
         "age-corn",
-        ["age-binary"],
+        ("age-binary",),
+        kind="ordinal",
     ),
-]
+)
 
 
 def judge(grid: Grid, n_boot: int = 2000) -> list[dict[str, Any]]:
     metrics = _metrics_for(list(grid.tasks.values()))
     out = []
-    for cid, wording, ref, others in CLAIMS:
-        for b in others:
-            if b not in grid.by or ref not in grid.by:
+    for claim in CLAIMS:
+        if claim.ref not in grid.by:
+            continue
+        for b in claim.others:
+            if b not in grid.by:
                 continue
             for m in metrics.values():
-                if cid == "mtl_vs_stl" and not b.endswith("-" + m.task):
+                if not claim.about(b, grid.tasks[m.task]):
                     continue
-                if cid in ("ordinal_coral", "shipped_head") and grid.tasks[m.task].kind != "ordinal":
-                    continue
-                c = grid.compare(ref, b, m, n_boot)
+                c = grid.compare(claim.ref, b, m, n_boot)
                 if c is not None:
-                    out.append({"claim": cid, "wording": wording, **c})
+                    out.append({"claim": claim.id, "wording": claim.wording, **c})
     return out
 
 
