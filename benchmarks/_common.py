@@ -54,7 +54,7 @@ def default_path_photos(n: int) -> dict[str, list[Any]]:
     group photos resized to 640 px wide (RGB arrays)."""
     import cv2
 
-    from faceattr.image import load_image
+    from faceattr.vision.image import load_image
 
     small = [load_image(p) for p in sorted((SHARED / "data" / "utkface" / "UTKFace").iterdir())[:n]]
     groups = [load_image(p) for p in sorted((SHARED / "data" / "group-photos").glob("*.jpg"))]

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from faceattr.calibration import COVERAGES, brier, ece, reliability
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.sources import load_split
 from faceattr.data.spec import parse_data_spec
-from faceattr.decode import decode_outputs
-from faceattr.evaluate import align_labels, model_label_map, open_model, parse_label_map
-from faceattr.predict import shipped_or
-from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
+from faceattr.evidence.evaluate import align_labels, model_label_map, open_model, parse_label_map
+from faceattr.runtime.policy import shipped_or
+from faceattr.tasks.calibration import COVERAGES, brier, ece, reliability
+from faceattr.tasks.decode import decode_outputs
+from faceattr.tasks.task import FAIRFACE_AGE_GROUPS, MISSING, age_to_group
 
 OUT = Path(__file__).resolve().parent / "results"
 BANDS = ((1, 12), (13, 19), (20, 39), (40, 59), (60, 116))

@@ -26,7 +26,8 @@ from _common import default_path_photos, md_table, time_interleaved, write
 
 
 def main() -> None:
-    from faceattr.predict import DEFAULT_RUNTIME, Predictor, default_runtime, default_tta_flip
+    from faceattr.runtime.policy import DEFAULT_RUNTIME, default_runtime, default_tta_flip
+    from faceattr.runtime.predictor import Predictor
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=150)

@@ -55,11 +55,12 @@ def main() -> None:
     from faceattr.data.dataset import make_tensor_dataset
     from faceattr.data.sources import load_split
     from faceattr.data.spec import parse_data_spec
-    from faceattr.decode import decode_outputs
-    from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
-    from faceattr.image import load_image
-    from faceattr.metrics import compute_metrics, headline
-    from faceattr.predict import SHIPPED_MODEL, SHIPPED_ONNX, Predictor
+    from faceattr.runtime.policy import SHIPPED_MODEL, SHIPPED_ONNX
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.tasks.decode import decode_outputs
+    from faceattr.tasks.metrics import compute_metrics, headline
+    from faceattr.training.export import calibration_chips_from, export_onnx, quantize_int8
+    from faceattr.vision.image import load_image
 
     out = Path(a.out or tempfile.mkdtemp())
     fp32 = export_onnx(SHIPPED_MODEL, out / "faceattr.onnx")

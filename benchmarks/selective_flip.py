@@ -1,5 +1,5 @@
 """Mirror only the uncertain faces: the flip of the default path where it falls back to the float32 model (x86 CPUs
-without VNNI, where the INT8 model's kernels saturate; ``faceattr.predict.default_tta_flip``).
+without VNNI, where the INT8 model's kernels saturate; ``faceattr.runtime.policy.default_tta_flip``).
 
     python benchmarks/selective_flip.py [--utkface DIR] [--fairface DIR] [--n-time 300]
 
@@ -7,7 +7,7 @@ without VNNI, where the INT8 model's kernels saturate; ``faceattr.predict.defaul
    flip; the gender threshold is the smallest value of a 0.05 grid above the (calibrated, one-view) gender
    confidence of every val face whose gender decision flip changes, so that on val the gated path decides gender as
    full flip does. The val table shows the grid (share of faces mirrored, gender, race, MAE).
-2. Held-out figures, the gated path run as the Predictor runs it (:func:`faceattr.inference.onnx_outputs` with
+2. Held-out figures, the gated path run as the Predictor runs it (:func:`faceattr.training.inference.onnx_outputs` with
    ``{"gender": threshold}``): UTKFace test, and FairFace official val where ``--fairface`` exists
    (``scripts/get_fairface.py``): no flip / full flip / gated — accuracy, ECE, MAE, 80 % interval coverage and width.
 3. The network's cost per face, faces one at a time as single-face photos reach it (UTKFace test chips, 2 threads,
@@ -36,8 +36,8 @@ def _mix(none: dict[str, np.ndarray], full: dict[str, np.ndarray], sel: np.ndarr
 
 
 def _metrics(meta: Any, raw: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, Any]:
-    from faceattr.decode import decode_outputs
-    from faceattr.metrics import compute_metrics
+    from faceattr.tasks.decode import decode_outputs
+    from faceattr.tasks.metrics import compute_metrics
 
     preds = decode_outputs(raw, meta.tasks, meta.formulation, calibration=meta.calibration)
     m = compute_metrics(meta.tasks, {k: v for k, v in preds.items() if k in labels}, labels)["overall"]
@@ -60,7 +60,7 @@ def _metrics(meta: Any, raw: dict[str, np.ndarray], labels: dict[str, np.ndarray
 
 def choose_threshold(meta: Any, none: dict[str, np.ndarray], full: dict[str, np.ndarray]) -> tuple[float, float]:
     """(threshold, the largest one-view gender confidence among the faces whose gender decision flip changes)."""
-    from faceattr.decode import decode_task
+    from faceattr.tasks.decode import decode_task
 
     task = next(t for t in meta.tasks if t.name == "gender")
     p0 = decode_task(none["gender"], task, calibration=meta.calibration)["probs"]
@@ -72,7 +72,7 @@ def choose_threshold(meta: Any, none: dict[str, np.ndarray], full: dict[str, np.
 
 def _time(backend: Any, chips: np.ndarray, settings: dict[str, Any], meta: Any) -> dict[str, float]:
     """Mean network milliseconds per face under each flip setting, faces one at a time, settings taking turns."""
-    from faceattr.tta import run_numpy
+    from faceattr.runtime.tta import run_numpy
 
     x = meta.normalize(chips)
 
@@ -90,10 +90,11 @@ def _time(backend: Any, chips: np.ndarray, settings: dict[str, Any], meta: Any) 
 def main() -> None:
     import torch
 
-    from faceattr.evaluate import model_label_map, split_data
-    from faceattr.inference import onnx_outputs
-    from faceattr.predict import FALLBACK_FLIP_BELOW, SHIPPED_ONNX, OnnxBackend, shown_path
-    from faceattr.tta import uncertain
+    from faceattr.evidence.evaluate import model_label_map, split_data
+    from faceattr.runtime.backends import OnnxBackend
+    from faceattr.runtime.policy import FALLBACK_FLIP_BELOW, SHIPPED_ONNX, shown_path
+    from faceattr.runtime.tta import uncertain
+    from faceattr.training.inference import onnx_outputs
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--utkface", default="../shared/data/utkface")
@@ -164,7 +165,7 @@ def main() -> None:
         "probabilities and intervals as the Predictor prints them.\n\n"
         f"## 1. The threshold, chosen on UTKFace val ({len(ds_val)} faces)\n\n"
         f"The largest one-view gender confidence among the val faces whose gender decision flip changes: {worst:.3f}; "
-        f"the next grid value: **{thr:g}** (`faceattr.predict.FALLBACK_FLIP_BELOW` = {FALLBACK_FLIP_BELOW:g}: "
+        f"the next grid value: **{thr:g}** (`runtime.predictor.FALLBACK_FLIP_BELOW` = {FALLBACK_FLIP_BELOW:g}: "
         f"{'the same' if agrees else 'DIFFERENT: update it'}).\n\n"
         + md_table(grid, list(grid[0]))
         + "\n\n## 2. Held out: no flip, full flip, and the gated flip run as the Predictor runs it\n\n"
@@ -178,7 +179,7 @@ def main() -> None:
     data = {**res, "val_grid": grid, "test": rows, "sets": tests, "timing": timing, "timed_share": timed_share}
     write("selective-flip", data, md, cmd)
     if not agrees:
-        raise SystemExit(f"the chosen threshold {thr} differs from faceattr.predict.FALLBACK_FLIP_BELOW")
+        raise SystemExit(f"the chosen threshold {thr} differs from faceattr.runtime.predictor.FALLBACK_FLIP_BELOW")
 
 
 if __name__ == "__main__":

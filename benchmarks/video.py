@@ -127,7 +127,7 @@ def score(tracks_file: Path, truth: list, ages: list[int]) -> dict:
         lo = np.mean([d["age"]["value"] - d["age"]["interval"][0] for d in t["detections"]])
         hi = np.mean([d["age"]["interval"][1] - d["age"]["value"] for d in t["detections"]])
         n, v = len(vals), vals.mean()
-        for rho in RHOS:  # the pooled interval the tool would print with this rho (faceattr.video.Track)
+        for rho in RHOS:  # the pooled interval the tool would print with this rho (faceattr.video.pipeline.Track)
             k = np.sqrt((1 + (n - 1) * rho) / n)
             sweep.setdefault(rho, []).append((v - k * lo <= ages[j] <= v + k * hi, k * (lo + hi)))
     return {

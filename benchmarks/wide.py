@@ -47,10 +47,10 @@ def main() -> None:
     ap.add_argument("--model", help="a faceattr checkpoint or ONNX file (default: the shipped model)")
     ap.add_argument("--tag", default="", help="suffix of the result file names")
     a = ap.parse_args()
-    from faceattr.align import nearest_to_center
-    from faceattr.image import load_image
-    from faceattr.predict import Predictor
-    from faceattr.tasks import FAIRFACE_AGE_GROUPS, age_to_group
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.tasks.task import FAIRFACE_AGE_GROUPS, age_to_group
+    from faceattr.vision.align import nearest_to_center
+    from faceattr.vision.image import load_image
 
     wide_dir = SHARED / "data" / "fairface-wide"
     labels = pd.read_csv(wide_dir / "labels.csv")

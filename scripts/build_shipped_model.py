@@ -21,12 +21,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from faceattr.checkpoint import load_model, read_meta, save_model, write_meta
-from faceattr.evaluate import config_label_map, evaluate_checkpoint, fit_calibration
-from faceattr.export import calibration_chips_from, export_onnx, quantize_int8
-from faceattr.metrics import headline
-from faceattr.predict import SHIPPED_INT8, SHIPPED_MODEL, SHIPPED_ONNX
-from faceattr.templates import calibrate_checkpoint
+from faceattr.evidence.evaluate import config_label_map, evaluate_checkpoint, fit_calibration
+from faceattr.models.checkpoint import load_model, read_meta, save_model, write_meta
+from faceattr.runtime.policy import SHIPPED_INT8, SHIPPED_MODEL, SHIPPED_ONNX
+from faceattr.tasks.metrics import headline
+from faceattr.training.export import calibration_chips_from, export_onnx, quantize_int8
+from faceattr.training.templates import calibrate_checkpoint
 
 
 def main() -> None:

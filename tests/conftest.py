@@ -43,8 +43,8 @@ def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
     the face, so calibration, alignment and detection are exercised without ../shared."""
     from PIL import Image, ImageEnhance
 
-    from faceattr.cli_predict import example_photo
-    from faceattr.image import load_image
+    from faceattr.cli.predict import example_photo
+    from faceattr.vision.image import load_image
 
     try:
         photo = load_image(example_photo())
@@ -111,7 +111,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, train_dir: Path) -
     dlib alignment template."""
     import json
 
-    from faceattr.train import main
+    from faceattr.training.loop import main
 
     tmp = tmp_path_factory.mktemp("runs")
     cfg = tiny_config(tmp)
@@ -194,7 +194,7 @@ def synth_checkpoint(tmp_path_factory: pytest.TempPathFactory, synth_utk: Path) 
     """A model trained for one epoch on the synthetic faces (no ../shared, no ImageNet weights needed)."""
     import json
 
-    from faceattr.train import main
+    from faceattr.training.loop import main
 
     tmp = tmp_path_factory.mktemp("synth-runs")
     main(synth_config(tmp, synth_utk), progress=False)

@@ -3,7 +3,7 @@ import json
 import yaml
 
 from conftest import REPO, UTK
-from faceattr.ablate import load_ablation, run_grid, write_report
+from faceattr.evidence.ablate import load_ablation, run_grid, write_report
 
 
 def _grid(tmp_path, root=UTK):
@@ -73,7 +73,7 @@ def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
         "gender_p",
     } <= set(rows.columns)
     # running one seed (--seeds 1) reports every finished seed of the grid, not only the one just run
-    from faceattr.cli import main
+    from faceattr.cli.main import main
 
     (tmp_path / "results" / "ablation.md").unlink()
     assert main(["ablate", "-c", str(tmp_path / "grid.yaml"), "--seeds", "1", "--report-only"]) == 0

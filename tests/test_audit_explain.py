@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from faceattr.audit import audit_table, build_face_table, face_table
-from faceattr.tasks import utkface_tasks
+from faceattr.evidence.audit import audit_table, build_face_table, face_table
+from faceattr.tasks.task import utkface_tasks
 
 
 def _synthetic():
@@ -50,7 +50,7 @@ def test_audit_numbers_match_direct_computation():
 
 def test_audit_takes_any_declared_tasks():
     """Tasks are declared, not named in the code: a 'smile' nominal task and a 'pose' ordinal one are audited."""
-    from faceattr.tasks import nominal_task, ordinal_task
+    from faceattr.tasks.task import nominal_task, ordinal_task
 
     rng = np.random.default_rng(0)
     tasks = (nominal_task("smile", ["no", "yes"]), ordinal_task("pose", ["frontal", "half", "profile"]))
@@ -74,10 +74,10 @@ def test_audit_on_real_subset(tiny_checkpoint, train_dir):
 
 
 def test_gradcam_shapes_and_task_differences(utk_dir):
-    from faceattr.checkpoint import load_model
-    from faceattr.explain import ExplainError, explain_chips, grad_cam
-    from faceattr.export import calibration_chips_from
-    from faceattr.predict import SHIPPED_MODEL
+    from faceattr.evidence.explain import ExplainError, explain_chips, grad_cam
+    from faceattr.models.checkpoint import load_model
+    from faceattr.runtime.policy import SHIPPED_MODEL
+    from faceattr.training.export import calibration_chips_from
 
     model, meta = load_model(SHIPPED_MODEL)  # the trained model: a barely trained one can give all-zero maps
     chips = calibration_chips_from(f"utkface:{utk_dir}", 128, 4, split="test")

@@ -22,9 +22,9 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, synth_config
-from faceattr.cli import main as cli
-from faceattr.exceptions import FaceattrError, UsageError
-from faceattr.image import ImageError
+from faceattr.cli.main import main as cli
+from faceattr.errors import FaceattrError, UsageError
+from faceattr.vision.image import ImageError
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def test_full_disk_leaves_target_untouched(capsys, model, photos, tmp_path, monk
 
 
 def test_interrupt_keeps_complete_records_in_partial(capsys, model, photos, tmp_path, monkeypatch):
-    import faceattr.predict as fp
+    import faceattr.runtime.predictor as fp
 
     out = tmp_path / "r.jsonl"
     out.write_text("old\n")
@@ -337,7 +337,7 @@ def test_onnx_without_or_with_broken_metadata(capsys, model, photos, tmp_path):
 # ---- the Python API ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def api(model):
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
 
     return Predictor.load(model)
 
@@ -364,7 +364,7 @@ def test_arrays_that_are_images(api):
     f = np.clip(np.random.default_rng(0).random((32, 32, 3)) * 1.008, 0, 1.008).astype(np.float32)  # within margin
     assert len(api.predict(f, detect=False).faces) == 1
     u16 = (np.random.default_rng(1).random((32, 32, 3)) * 65535).astype(np.uint16)
-    from faceattr.image import load_image
+    from faceattr.vision.image import load_image
 
     assert load_image(u16).mean() > 60  # scaled from 16 bits, not a black image
 
@@ -387,21 +387,21 @@ def test_predict_many_goes_on_past_a_bad_item(api, tmp_path):
     ],
 )
 def test_predictor_options(model, kw, match):
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
 
     with pytest.raises(UsageError, match=match):
         Predictor.load(model, **kw)
 
 
 def test_every_user_error_shares_one_base():
-    from faceattr.checkpoint import CheckpointError
     from faceattr.config import ConfigError
     from faceattr.data.readers import DataError
-    from faceattr.detect import DetectorUnavailable
-    from faceattr.export import ExportError
-    from faceattr.predict import ModelFormatError
+    from faceattr.models.checkpoint import CheckpointError
+    from faceattr.runtime.backends import ModelFormatError
     from faceattr.safeio import OutputError
-    from faceattr.train import TrainingError
+    from faceattr.training.export import ExportError
+    from faceattr.training.loop import TrainingError
+    from faceattr.vision.detect import DetectorUnavailable
 
     for cls in (
         CheckpointError,
@@ -420,9 +420,9 @@ def test_every_user_error_shares_one_base():
 
 def test_one_predictor_many_threads(model):
     """Eight threads share one Predictor (detector included) and get the sequential answers."""
-    from faceattr.cli_predict import example_photo
-    from faceattr.image import load_image
-    from faceattr.predict import Predictor
+    from faceattr.cli.predict import example_photo
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.vision.image import load_image
 
     try:
         photo = load_image(example_photo())
@@ -515,7 +515,7 @@ def test_config_file_problems(capsys, tmp_path):
 
 def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
-    from faceattr.train import main
+    from faceattr.training.loop import main
 
     cfg = synth_config(tmp_path, synth_utk, name="r")
     main(cfg, progress=False)
@@ -532,7 +532,7 @@ def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
 
 def test_resume_with_a_corrupt_state(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
-    from faceattr.train import main
+    from faceattr.training.loop import main
 
     cfg = synth_config(tmp_path, synth_utk, name="c")
     main(cfg, progress=False)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from faceattr.batch import list_inputs, run_batch
-from faceattr.cli import main as cli
-from faceattr.exceptions import UsageError
+from faceattr.batch.engine import list_inputs, run_batch
+from faceattr.cli.main import main as cli
+from faceattr.errors import UsageError
 
 pytest.importorskip("pyarrow")
 
@@ -69,7 +69,7 @@ def test_inputs_from_a_table(photos, tmp_path):
 
 
 def test_cli_with_detection_and_bad_options(tmp_path, capsys, synth_checkpoint):
-    from faceattr.cli_predict import example_photo
+    from faceattr.cli.predict import example_photo
 
     out = tmp_path / "o"
     assert (
@@ -91,7 +91,7 @@ def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
     """Ray Data on a local Ray started here (2 CPUs, 2 actors: every CPU slot held by an actor, so reading and
     writing must not wait for one): the same rows as the local engine."""
     ray = pytest.importorskip("ray")
-    from faceattr.batch import run_batch_ray
+    from faceattr.batch.engine import run_batch_ray
 
     listing = tmp_path / "list.txt"
     listing.write_text(str(tmp_path / "missing.jpg") + "\n")

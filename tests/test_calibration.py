@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from faceattr.calibration import (
+from faceattr.tasks.calibration import (
     INTERVAL_METHOD,
     INTERVAL_METHOD_SD,
     apply_class_calibration,
@@ -26,8 +26,8 @@ from faceattr.calibration import (
     source_weights,
     spread,
 )
-from faceattr.decode import decode_task
-from faceattr.tasks import nominal_task, ordinal_task
+from faceattr.tasks.decode import decode_task
+from faceattr.tasks.task import nominal_task, ordinal_task
 
 
 def test_temperature_recovers_a_known_miscalibration():
@@ -166,9 +166,9 @@ def test_calibrated_outputs_agree_on_torch_and_onnx(tiny_checkpoint, tmp_path):
     import shutil
 
     from conftest import a_face_path
-    from faceattr.export import export_onnx
-    from faceattr.image import load_image, square_resize
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.training.export import export_onnx
+    from faceattr.vision.image import load_image, square_resize
 
     ck = tmp_path / "m.safetensors"
     shutil.copy(tiny_checkpoint, ck)

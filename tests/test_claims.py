@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceattr.claims import Metric, paired_bootstrap, per_face, verdict, write_claims
-from faceattr.tasks import utkface_tasks
+from faceattr.evidence.claims import Metric, paired_bootstrap, per_face, verdict, write_claims
+from faceattr.tasks.task import utkface_tasks
 
 
 def test_paired_bootstrap_known_answer():
@@ -139,7 +139,7 @@ def test_a_pair_of_runs_from_two_devices_is_marked(tmp_path):
 def test_training_time_compares_seeds_trained_on_the_same_device():
     from types import SimpleNamespace
 
-    from faceattr.claims import cost
+    from faceattr.evidence.claims import cost
 
     def run(secs: float, dev: str) -> dict:
         return {"gflops": 1.0, "parameters": 10.0, "train_seconds": secs, "device_name": dev}
@@ -180,7 +180,7 @@ def test_training_time_compares_seeds_trained_on_the_same_device():
 def test_device_effect_per_arm():
     from types import SimpleNamespace
 
-    from faceattr.claims import device_effect
+    from faceattr.evidence.claims import device_effect
 
     def run(race: float, dev: str) -> dict:
         return {"metrics": {"race_accuracy": race}, "device_name": dev}
@@ -202,7 +202,7 @@ def test_device_effect_per_arm():
 
 
 def test_claims_output_that_is_an_input_is_refused(tmp_path, capsys):
-    from faceattr.cli import main
+    from faceattr.cli.main import main
 
     cfg = tmp_path / "grid.yaml"
     cfg.write_text("name: g\n")

@@ -11,7 +11,7 @@ from faceattr.data.combine import hi_column, level_map, map_to_tasks, parse_rang
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.readers import DataError, read_fairface
 from faceattr.data.sources import load_train_val
-from faceattr.tasks import MISSING, fairface_tasks, nominal_task, utkface_tasks
+from faceattr.tasks.task import MISSING, fairface_tasks, nominal_task, utkface_tasks
 
 UTK_AGE, UTK_GENDER, UTK_RACE = utkface_tasks()
 FF_AGE, FF_GENDER, FF_RACE = fairface_tasks()

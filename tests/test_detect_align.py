@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import DATA, YUNET, a_face_path, need
-from faceattr.align import align_face, nearest_to_center, similarity_transform
-from faceattr.detect import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES, DetectorUnavailable, create_detector
-from faceattr.image import load_image
+from faceattr.vision.align import align_face, nearest_to_center, similarity_transform
+from faceattr.vision.detect import DetectorUnavailable, create_detector
+from faceattr.vision.detectors.yuface import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
+from faceattr.vision.image import load_image
 
 
 def test_similarity_transform_recovers_known_transform(rng):
@@ -48,7 +49,7 @@ def test_detect_and_align_recovers_the_training_geometry(angle, scale):
     chip = load_image(a_face_path())  # a 200 px UTKFace training chip
     det = create_detector("dlib")
     # the template: where this detector puts the landmarks on the chip itself
-    from faceattr.align import calibrate_template
+    from faceattr.vision.align import calibrate_template
 
     tpl = np.asarray(calibrate_template(det, [chip])["points"])
     photo, _ = _place(chip, angle, scale)
@@ -102,9 +103,9 @@ def test_small_face_in_a_large_photo_is_found():
     """Detection looks at the scale the faces are at: a face that is ~3 % of an 8000 x 6000 photo."""
     import cv2
 
-    from faceattr.cli_predict import example_photo
-    from faceattr.detect import DetectorUnavailable, create_detector
-    from faceattr.image import load_image
+    from faceattr.cli.predict import example_photo
+    from faceattr.vision.detect import DetectorUnavailable, create_detector
+    from faceattr.vision.image import load_image
 
     try:
         det = create_detector("dlib")
@@ -123,8 +124,8 @@ def test_small_face_in_a_large_photo_is_found():
 def test_collage_of_group_photos_finds_what_each_photo_gives():
     import cv2
 
-    from faceattr.detect import create_detector, tile_origins
-    from faceattr.image import load_image
+    from faceattr.vision.detect import create_detector, tile_origins
+    from faceattr.vision.image import load_image
 
     photos = sorted(need(DATA / "group-photos").glob("*.jpg"))
     det = create_detector("dlib")
@@ -138,7 +139,7 @@ def test_collage_of_group_photos_finds_what_each_photo_gives():
 def test_default_detector_needs_no_file():
     """With no flag and no file the default is yuface (YuNet inside the `yuface` package) where it installs."""
     pytest.importorskip("yuface")
-    from faceattr.cli_predict import example_photo
+    from faceattr.cli.predict import example_photo
 
     det = create_detector("auto")
     assert det.name == "yuface" and "BSD-3-Clause" in det.origin
@@ -163,7 +164,7 @@ def test_default_detector_on_the_group_photos():
 def test_yuface_and_opencv_yunet_agree():
     """Same network: the same faces, landmarks within a few pixels (so yuface uses the yunet template)."""
     pytest.importorskip("yuface")
-    from faceattr.detect import _downscale
+    from faceattr.vision.detect import _downscale
 
     yf, yn = create_detector("yuface"), create_detector("yunet", need(YUNET))
     for p in sorted(need(DATA / "group-photos").glob("*.jpg"))[:3]:
@@ -181,7 +182,7 @@ def test_yuface_does_not_leak_and_matches_its_binding():
     psutil = pytest.importorskip("psutil")
     import yuface
 
-    from faceattr.cli_predict import example_photo
+    from faceattr.cli.predict import example_photo
 
     det = create_detector("yuface")
     bgr = np.ascontiguousarray(load_image(example_photo())[:, :, ::-1])
@@ -196,7 +197,7 @@ def test_yuface_does_not_leak_and_matches_its_binding():
 
 
 def test_brief_spin_openmp_is_scoped_and_respects_the_user(monkeypatch):
-    from faceattr.detect import brief_spin_openmp
+    from faceattr.vision.detectors.yuface import brief_spin_openmp
 
     for v in OPENMP_WAIT_VARIABLES:
         monkeypatch.delenv(v, raising=False)
@@ -215,7 +216,7 @@ def test_brief_spin_openmp_is_scoped_and_respects_the_user(monkeypatch):
 
 
 YUFACE_OPENMP = (
-    "import os\nfrom faceattr.detect import create_detector\n"
+    "import os\nfrom faceattr.vision.detect import create_detector\n"
     "create_detector('yuface')\nprint(os.environ.get('GOMP_SPINCOUNT'))\n"
 )
 
@@ -247,7 +248,7 @@ def test_yuface_uses_its_own_openmp_even_after_torch(tmp_path):
     OpenMP calls must still go to the libgomp of the yuface wheel, which faceattr loaded with a brief spin."""
     pytest.importorskip("yuface")
     code = (
-        "import numpy as np, torch\nfrom faceattr.detect import create_detector\n"
+        "import numpy as np, torch\nfrom faceattr.vision.detect import create_detector\n"
         "create_detector('yuface').detect(np.zeros((64, 64, 3), np.uint8))\n"
     )
     env = {**os.environ, "LD_DEBUG": "bindings", "LD_DEBUG_OUTPUT": str(tmp_path / "ld")}

@@ -1,4 +1,4 @@
-"""Multi-process training (faceattr.distributed): two gloo processes on this machine's CPUs.
+"""Multi-process training (faceattr.training.distributed): two gloo processes on this machine's CPUs.
 
 - The arithmetic: one epoch of ``train_one_epoch`` in 2 processes with batch B/2 each equals one process with batch
   B (same shards, augmentation, global loss means with missing labels, synchronised batch norm, averaged
@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 def _data(n: int = 48):
     from faceattr.data.dataset import TensorDataset
-    from faceattr.tasks import MISSING
+    from faceattr.tasks.task import MISSING
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -54,11 +54,11 @@ def _data(n: int = 48):
 
 def _epoch(rank: int, world: int, port: int, cfg, out: str) -> None:
     """Train one epoch (3 steps of batch 16) with SGD in process ``rank`` of ``world``; rank 0 saves the result."""
-    from faceattr.distributed import DistContext, convert_sync_batchnorm, setup
-    from faceattr.loss import create_weighting
     from faceattr.models import create_model
-    from faceattr.tasks import utkface_tasks
-    from faceattr.train import train_one_epoch
+    from faceattr.tasks.task import utkface_tasks
+    from faceattr.training.distributed import DistContext, convert_sync_batchnorm, setup
+    from faceattr.training.loop import train_one_epoch
+    from faceattr.training.losses import create_weighting
 
     torch.set_num_threads(1)
     os.environ.update(
@@ -94,7 +94,7 @@ def test_two_processes_compute_one_batch(tmp_path):
     a, b = torch.load(single, weights_only=True), torch.load(multi, weights_only=True)
     torch.manual_seed(0)
     from faceattr.models import create_model
-    from faceattr.tasks import utkface_tasks
+    from faceattr.tasks.task import utkface_tasks
 
     m0 = create_model("mobilenet_v2", utkface_tasks(), shared_stages=5, dropout=0.0, pretrained=True)
     w0 = m0.state_dict()
@@ -155,7 +155,7 @@ def _torchrun(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedPro
 
 
 def test_torchrun_trains_writes_once_and_resumes_exactly(tmp_path):
-    from faceattr.checkpoint import load_state
+    from faceattr.models.checkpoint import load_state
 
     whole = _torchrun(tmp_path, "whole")
     assert whole.stdout.count('"processes": 2') == 1  # one summary, from rank 0

@@ -1,12 +1,12 @@
-"""Evaluation of a model on another dataset's labels (faceattr.evaluate): label alignment and label maps."""
+"""Evaluation of a model on another dataset's labels (faceattr.evidence.evaluate): label alignment and label maps."""
 
 import numpy as np
 import pytest
 
 from conftest import REPO
 from faceattr.data.readers import read_fairface
-from faceattr.evaluate import align_labels, evaluate_checkpoint, parse_label_map
-from faceattr.tasks import FAIRFACE_AGE_GROUPS, MISSING, age_to_group, utkface_tasks
+from faceattr.evidence.evaluate import align_labels, evaluate_checkpoint, parse_label_map
+from faceattr.tasks.task import FAIRFACE_AGE_GROUPS, MISSING, age_to_group, utkface_tasks
 
 FOLD = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
 
@@ -53,8 +53,8 @@ def test_an_onnx_model_is_evaluated_as_predict_runs_it(tiny_checkpoint, synth_ut
     """`faceattr evaluate --checkpoint m.onnx [--tta-flip]` measures the ONNX path (the shipped default is INT8 ONNX
     with flip TTA): same faces, the torch checkpoint's metrics; flip changes them; the report shows the calibration
     figures (ECE, Brier, interval width)."""
-    from faceattr.evaluate import report_markdown
-    from faceattr.export import export_onnx
+    from faceattr.evidence.evaluate import report_markdown
+    from faceattr.training.export import export_onnx
 
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     data = f"utkface:{synth_utk}"

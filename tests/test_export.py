@@ -1,4 +1,4 @@
-"""ONNX export (faceattr.export): the compact form (float16-stored weights, batch norm kept) computes what the
+"""ONNX export (faceattr.training.export): the compact form (float16-stored weights, batch norm kept) computes what the
 float32 model computes, in half the file; the folded form has no batch norm left for INT8 to trip on."""
 
 from collections import Counter
@@ -23,8 +23,8 @@ def _run(path, x):
 def test_compact_export_is_lossless(tmp_path, tiny_checkpoint, half):
     import torch
 
-    from faceattr.checkpoint import load_model, save_model
-    from faceattr.export import export_onnx
+    from faceattr.models.checkpoint import load_model, save_model
+    from faceattr.training.export import export_onnx
 
     model, meta = load_model(tiny_checkpoint)
     ck = tmp_path / "m.safetensors"

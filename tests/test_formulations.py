@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from faceattr.decode import decode_task
-from faceattr.formulations import Formulation, get_formulation, list_formulations, register_formulation
-from faceattr.layers.heads import make_head
-from faceattr.loss.ordinal import corn_loss
-from faceattr.loss.weighting import GradNormWeighting, create_weighting
-from faceattr.tasks import ordinal_task
+from faceattr.tasks.decode import decode_task
+from faceattr.tasks.formulations import Formulation, get_formulation, list_formulations, make_head, register_formulation
+from faceattr.tasks.ordinal import corn_loss
+from faceattr.tasks.task import ordinal_task
+from faceattr.training.weighting import GradNormWeighting, create_weighting
 
 
 @pytest.mark.parametrize("name", list_formulations())

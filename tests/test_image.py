@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from conftest import a_face_path
-from faceattr.image import ImageError, load_image, square_resize
+from faceattr.vision.image import ImageError, load_image, square_resize
 
 
 def _save(im: Image.Image, fmt: str, **kw) -> bytes:

@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from faceattr.decode import decode_task, ordinal_probs
-from faceattr.loss import (
+from faceattr.tasks.decode import decode_task, ordinal_probs
+from faceattr.tasks.task import MISSING, fairface_tasks, ordinal_task
+from faceattr.training.losses import (
     create_weighting,
     interval_cross_entropy_loss,
     levels_from_labels,
     ordinal_binary_loss,
     task_loss,
 )
-from faceattr.loss.weighting import DWAWeighting, UncertaintyWeighting
-from faceattr.tasks import MISSING, fairface_tasks, ordinal_task
+from faceattr.training.weighting import DWAWeighting, UncertaintyWeighting
 
 
 def test_levels_round_trip():

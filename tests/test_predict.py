@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import DATA, REPO, a_face_path, need
-from faceattr.cli import main as cli
-from faceattr.image import ImageError
-from faceattr.predict import Predictor
+from faceattr.cli.main import main as cli
+from faceattr.runtime.predictor import Predictor
+from faceattr.vision.image import ImageError
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,8 @@ def test_cli_csv_with_detection(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
-    from faceattr.export import export_onnx, read_onnx_meta
-    from faceattr.image import load_image, square_resize
+    from faceattr.training.export import export_onnx, read_onnx_meta
+    from faceattr.vision.image import load_image, square_resize
 
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     meta = read_onnx_meta(onnx_path)
@@ -123,7 +123,7 @@ def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
     # the ONNX predictor runs with torch unimportable
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from faceattr.predict import Predictor\n"
+        "from faceattr.runtime.predictor import Predictor\n"
         f"p = Predictor.from_onnx({str(onnx_path)!r})\n"
         f"r = p.predict({str(a_face_path())!r}, detect=False)\n"
         "print(r.faces[0]['gender'].label, 'torch' in sys.modules and sys.modules['torch'] is not None)"
@@ -134,8 +134,8 @@ def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
 
 
 def test_int8_export_runs(tiny_checkpoint, tmp_path):
-    from faceattr.export import export_onnx, quantize_int8
-    from faceattr.image import load_image, square_resize
+    from faceattr.training.export import export_onnx, quantize_int8
+    from faceattr.vision.image import load_image, square_resize
 
     onnx_path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
     chips = np.stack([square_resize(load_image(a_face_path()), 64)] * 8)
@@ -164,7 +164,7 @@ def test_tensorrt_without_gpu_is_a_clear_message(tiny_checkpoint, tmp_path, caps
 
 
 def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
-    from faceattr.image import load_image, square_resize
+    from faceattr.vision.image import load_image, square_resize
 
     chip = square_resize(load_image(a_face_path()), 64)
     plain = Predictor.from_checkpoint(tiny_checkpoint)
@@ -201,8 +201,8 @@ def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
     """The whole path a user takes, with nothing injected: train, measure the alignment template on the training
     chips, then predict on a photo with detection and alignment."""
     from conftest import tiny_config
-    from faceattr.cli_predict import example_photo
-    from faceattr.train import main
+    from faceattr.cli.predict import example_photo
+    from faceattr.training.loop import main
 
     main(tiny_config(tmp_path, "e2e", **{"train.max_steps_per_epoch": 2}), progress=False)
     ck = tmp_path / "e2e" / "best.safetensors"
@@ -218,12 +218,12 @@ def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
 
 def test_runtime_install_predicts_without_torch(tmp_path):
     """What `pip install faceattr` (no torch) gives: the README's main job on the shipped ONNX model."""
-    from faceattr.predict import SHIPPED_INT8
+    from faceattr.runtime.policy import SHIPPED_INT8
 
     assert SHIPPED_INT8.is_file() and SHIPPED_INT8.stat().st_size < 8e6
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from faceattr.cli import main\n"
+        "from faceattr.cli.main import main\n"
         "rc = main(['-q', 'predict', '--example'])\n"
         "print('RC', rc, 'torch' in sys.modules and sys.modules['torch'] is not None)"
     )
@@ -239,7 +239,7 @@ def test_runtime_install_predicts_without_torch(tmp_path):
 def test_float32_onnx_agrees_with_torch():
     """The float32 ONNX export gives the torch checkpoint's answers, without torch (both with flip TTA, the
     shipped model's default)."""
-    from faceattr.cli_predict import example_photo
+    from faceattr.cli.predict import example_photo
 
     onnx, torch_ = Predictor.from_pretrained(runtime="onnx"), Predictor.from_pretrained(runtime="torch")
     assert onnx.backend.name == "onnxruntime" and onnx.checkpoint is not None
@@ -253,7 +253,7 @@ def test_float32_onnx_agrees_with_torch():
 
 
 def test_int8_is_exact_only_where_its_kernels_do_not_saturate():
-    from faceattr.predict import int8_is_exact
+    from faceattr.runtime.policy import int8_is_exact
 
     assert int8_is_exact("x86_64", frozenset({"avx2", "avx512f", "avx512_vnni"}))
     assert int8_is_exact("AMD64", frozenset({"avx2", "avx_vnni"}))
@@ -264,21 +264,22 @@ def test_int8_is_exact_only_where_its_kernels_do_not_saturate():
 
 
 def test_cli_runtime_choices_are_the_librarys():
-    from faceattr import cli_predict, predict
+    from faceattr.cli import predict as cli_predict
+    from faceattr.runtime import policy as predict
 
-    assert cli_predict.RUNTIMES == predict.RUNTIMES
+    assert cli_predict.RUNTIMES is predict.RUNTIMES
 
 
 def test_default_path_is_int8_with_flip_and_close_to_float32(monkeypatch, caplog):
     """No flag: the INT8 ONNX model with flip TTA (the fastest and, measured, the most accurate path) where
     onnxruntime's INT8 kernels are exact; its answers stay close to the float32 model's on the example photo. On a
     CPU without VNNI the default is the float32 model, said in the log. A user's own model gets no flip unless asked."""
-    import faceattr.predict as fp
-    from faceattr.cli_predict import example_photo
+    import faceattr.runtime.policy as fp
+    from faceattr.cli.predict import example_photo
 
     monkeypatch.setattr(fp, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(fp.platform, "machine", lambda: "x86_64")
-    with caplog.at_level("DEBUG", logger="faceattr.predict"):
+    with caplog.at_level("DEBUG", logger="faceattr.runtime.predictor"):
         fallback = Predictor.from_pretrained()
     assert fallback.backend.name == "onnxruntime" and "VNNI" in caplog.text
     gated = {"gender": fp.FALLBACK_FLIP_BELOW}  # there only the gender-uncertain faces get their mirror image
@@ -308,7 +309,7 @@ def test_flip_tta_off_by_default_for_a_users_model(tiny_checkpoint):
 
 
 def test_cli_tta_flip_flag_is_three_valued():
-    from faceattr.cli import build_parser
+    from faceattr.cli.main import build_parser
 
     a = build_parser().parse_args(["predict", "--no-tta-flip", "x.jpg"])
     assert a.tta_flip is False
@@ -316,7 +317,7 @@ def test_cli_tta_flip_flag_is_three_valued():
 
 
 def test_mirrored_mean_runs_both_views_in_one_batch():
-    from faceattr.tta import mirrored_mean
+    from faceattr.runtime.tta import mirrored_mean
 
     calls = []
 

@@ -14,7 +14,7 @@ from faceattr.data.readers import (
     read_utkface,
     tasks_from_spec,
 )
-from faceattr.tasks import MISSING
+from faceattr.tasks.task import MISSING
 
 
 def test_utkface_name_parsing():

@@ -20,9 +20,13 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from faceattr.cli_predict import example_photo  # noqa: E402
-from faceattr.predict import Predictor, default_runtime, default_tta_flip  # noqa: E402
-from faceattr.serve import MicroBatcher, ServeSettings, create_app  # noqa: E402
+from faceattr.cli.predict import example_photo  # noqa: E402
+from faceattr.runtime.policy import (
+    default_runtime,
+    default_tta_flip,  # noqa: E402
+)
+from faceattr.runtime.predictor import Predictor  # noqa: E402
+from faceattr.serve.app import MicroBatcher, ServeSettings, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

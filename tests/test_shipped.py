@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import UTK
-from faceattr.checkpoint import read_meta
-from faceattr.cli import main as cli
-from faceattr.predict import SHIPPED_MODEL, Predictor, default_runtime, shipped_path, shown_path
+from faceattr.cli.main import main as cli
+from faceattr.models.checkpoint import read_meta
+from faceattr.runtime.policy import SHIPPED_MODEL, default_runtime, shipped_path, shown_path
+from faceattr.runtime.predictor import Predictor
 
 
 def test_shipped_file_and_metadata():
@@ -72,8 +73,9 @@ def test_audit_without_a_checkpoint_audits_predicts_default_path(utk_dir, tmp_pa
 
 def test_the_shipped_onnx_files_know_their_fairface_label_map():
     """An ONNX file carries the data protocol instead of the training config; both give the same FairFace map."""
-    from faceattr.evaluate import model_label_map
-    from faceattr.predict import SHIPPED_INT8, OnnxBackend
+    from faceattr.evidence.evaluate import model_label_map
+    from faceattr.runtime.backends import OnnxBackend
+    from faceattr.runtime.policy import SHIPPED_INT8
 
     fold = {"East Asian": "Asian", "Southeast Asian": "Asian", "Latino_Hispanic": "Others", "Middle Eastern": "Others"}
     assert model_label_map(read_meta(SHIPPED_MODEL), "fairface") == {"race": fold}

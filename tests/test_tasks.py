@@ -1,6 +1,6 @@
 import pytest
 
-from faceattr.tasks import (
+from faceattr.tasks.task import (
     FAIRFACE_AGE_GROUPS,
     MISSING,
     Task,

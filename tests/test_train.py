@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from faceattr.checkpoint import CheckpointError, load_model, load_training_state, read_meta
-from faceattr.train import TrainingError, main
+from faceattr.models.checkpoint import CheckpointError, load_model, load_training_state, read_meta
+from faceattr.training.loop import TrainingError, main
 
 
 def _rows(path):
@@ -49,7 +49,7 @@ def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
     full = tiny_config(tmp_path, "full", **{"train.epochs": 2})
     main(full, progress=False)
 
-    import faceattr.train as tr
+    import faceattr.training.loop as tr
 
     real_eval = tr.evaluate
     calls = {"n": 0}
@@ -150,7 +150,7 @@ def test_missing_imagenet_weights_message(monkeypatch, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from faceattr.cli import main as cli
+    from faceattr.cli.main import main as cli
 
     rc = cli(["train", "-c", str(tmp_path / "nope.yaml")])
     assert rc == 2 and "config file not found" in capsys.readouterr().err
@@ -161,10 +161,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
-    from faceattr.checkpoint import load_state
     from faceattr.models import create_model
-    from faceattr.tasks import fairface_tasks
-    from faceattr.train import init_from_checkpoint
+    from faceattr.models.checkpoint import load_state
+    from faceattr.tasks.task import fairface_tasks
+    from faceattr.training.loop import init_from_checkpoint
 
     model = create_model("mobilenet_v2", fairface_tasks(), shared_stages=5, pretrained=False)
     origin = init_from_checkpoint(model, tiny_checkpoint)

@@ -1,11 +1,11 @@
-"""Flip test-time augmentation: every face, or only the uncertain ones (faceattr.tta)."""
+"""Flip test-time augmentation: every face, or only the uncertain ones (faceattr.runtime.tta)."""
 
 import numpy as np
 import pytest
 
-from faceattr.exceptions import UsageError
-from faceattr.tasks import nominal_task, ordinal_task
-from faceattr.tta import check_flip, flip_words, run_numpy, uncertain
+from faceattr.errors import UsageError
+from faceattr.runtime.tta import check_flip, flip_words, run_numpy, uncertain
+from faceattr.tasks.task import nominal_task, ordinal_task
 
 TASKS = (ordinal_task("age", list(range(1, 5))), nominal_task("gender", ("male", "female")))
 
@@ -76,10 +76,10 @@ def test_flip_words():
 def test_gated_flip_on_a_real_model_matches_one_of_the_two_paths(tiny_checkpoint):
     """The Predictor and the torch evaluation path agree, face by face, with either the plain or the full-flip
     outputs, and a per-call tta_flip=True keeps the predictor's thresholds."""
-    from faceattr.checkpoint import load_model
     from faceattr.data.dataset import TensorDataset
-    from faceattr.inference import predict_outputs
-    from faceattr.predict import Predictor
+    from faceattr.models.checkpoint import load_model
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.training.inference import predict_outputs
 
     rng = np.random.default_rng(0)
     chips = rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)

@@ -13,8 +13,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 pytest.importorskip("supervision")
 
-from faceattr.predict import Attribute, Predictor  # noqa: E402
-from faceattr.video import Track, VideoError, process_video  # noqa: E402
+from faceattr.runtime.predictor import Predictor  # noqa: E402
+from faceattr.runtime.results import Attribute  # noqa: E402
+from faceattr.video.pipeline import Track, VideoError, process_video  # noqa: E402
 
 
 def test_track_pools_hand_computed():
@@ -39,8 +40,8 @@ def test_track_pools_hand_computed():
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """40 frames, 320x240: the example photo's face sliding and growing over a grey background."""
-    from faceattr.cli_predict import example_photo
-    from faceattr.image import load_image
+    from faceattr.cli.predict import example_photo
+    from faceattr.vision.image import load_image
 
     face = load_image(example_photo())[60:200, 150:290]  # the astronaut's head
     path = tmp_path_factory.mktemp("clip") / "clip.avi"
@@ -81,7 +82,7 @@ def test_one_person_one_track(clip, predictor, tmp_path):
 
 
 def test_outputs_are_checked_before_work(clip, predictor, tmp_path):
-    from faceattr.exceptions import FaceattrError
+    from faceattr.errors import FaceattrError
 
     with pytest.raises(FaceattrError):
         process_video(str(clip), predictor, None, clip)  # the tracks file would overwrite the input

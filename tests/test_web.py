@@ -35,7 +35,7 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def predictor():
-    from faceattr.predict import Predictor
+    from faceattr.runtime.predictor import Predictor
 
     return Predictor.from_pretrained(threads=2)
 
@@ -44,7 +44,7 @@ def predictor():
 def server(predictor):
     import uvicorn
 
-    from faceattr.serve import ServeSettings, create_app
+    from faceattr.serve.app import ServeSettings, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +77,7 @@ def group_photo() -> Path:
     p = DATA / "group-photos" / "sample1.jpg"
     if p.is_file():
         return p
-    from faceattr.cli_predict import example_photo
+    from faceattr.cli.predict import example_photo
 
     return example_photo()
 

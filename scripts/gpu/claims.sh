@@ -22,7 +22,7 @@ from faceattr.config import load_config
 from faceattr.data.sources import load_split
 from faceattr.data.dataset import make_tensor_dataset
 t = time.time()
-from faceattr.ablate import load_ablation
+from faceattr.evidence.ablate import load_ablation
 ab = load_ablation(f"configs/claims-{sys.argv[1]}.yaml")
 base = load_config(ab.base, [f"data.root=.gpu/data/{sys.argv[1]}"])
 for split in ("train", "val", "test"):

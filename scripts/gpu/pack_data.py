@@ -1,5 +1,5 @@
 """Pack a dataset for a GPU machine that cannot see ../shared: every image of the protocol's split file, resized
-to the recipe's input size exactly as training resizes it (``faceattr.image.square_resize``) and re-encoded as
+to the recipe's input size exactly as training resizes it (``faceattr.vision.image.square_resize``) and re-encoded as
 WebP (quality 75, about 1.6 kB a face) under the same relative path, plus the split and label files, so the
 ``utkface:``/``fairface:`` readers work unchanged on the copy. The device tool carries at most 64 MiB a call.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from faceattr.image import load_image, square_resize
+from faceattr.vision.image import load_image, square_resize
 
 
 def _one(args: tuple[str, str, int, int]) -> int:

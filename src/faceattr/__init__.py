@@ -26,16 +26,16 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Predictor": "faceattr.predict",
-    "PhotoResult": "faceattr.predict",
-    "FaceResult": "faceattr.predict",
-    "Attribute": "faceattr.predict",
-    "ModelMeta": "faceattr.meta",
-    "FaceattrError": "faceattr.exceptions",
+    "Predictor": "faceattr.runtime.predictor",
+    "PhotoResult": "faceattr.runtime.predictor",
+    "FaceResult": "faceattr.runtime.predictor",
+    "Attribute": "faceattr.runtime.predictor",
+    "ModelMeta": "faceattr.runtime.meta",
+    "FaceattrError": "faceattr.errors",
     "create_model": "faceattr.models",
     "list_models": "faceattr.models",
-    "get_formulation": "faceattr.formulations",
-    "list_formulations": "faceattr.formulations",
+    "get_formulation": "faceattr.tasks.formulations",
+    "list_formulations": "faceattr.tasks.formulations",
 }
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from faceattr.cli import main
+from faceattr.cli.main import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from faceattr.exceptions import FaceattrError
+from faceattr.errors import FaceattrError
 
 
 class ConfigError(FaceattrError, ValueError):
@@ -71,14 +71,14 @@ class DataConfig:
 class ModelConfig:
     name: str = "mobilenet_v2"
     shared_stages: int = 5
-    ordinal_formulation: str = "coral"  # coral | binary | corn | softmax | regression (faceattr.formulations)
+    ordinal_formulation: str = "coral"  # coral | binary | corn | softmax | regression (faceattr.tasks.formulations)
     dropout: float = 0.2
     pretrained: bool = True
     allow_download: bool = False
     init_from: str | None = None  # a faceattr checkpoint whose same-named, same-shaped weights start training
 
     def __post_init__(self) -> None:
-        from faceattr.formulations import list_formulations
+        from faceattr.tasks.formulations import list_formulations
 
         _choice("model.name", self.name, ("mobilenet_v2",))
         _range("model.shared_stages", self.shared_stages, 1, 7)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from faceattr.exceptions import FaceattrError
+from faceattr.errors import FaceattrError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ A task of the extra dataset feeds the primary task of the same name:
 * ordinal: a level of the same name maps to itself; a range (``"20-29"``, ``"(25, 32)"``, ``"more than 70"``)
   on a primary task with numeric levels (exact ages) becomes an *interval-censored* label: lowest and highest
   primary level inside the range, kept as ``<task>`` and ``<task>@hi`` columns; the ordinal losses learn only
-  the "is the age > k?" sub-problems the interval decides (see :mod:`faceattr.loss.ordinal`).
+  the "is the age > k?" sub-problems the interval decides (see :mod:`faceattr.tasks.ordinal`).
 
 A task the extra dataset does not have is missing for its samples (masked in the losses).
 """
@@ -27,7 +27,7 @@ import pandas as pd
 from faceattr.config import DataConfig
 from faceattr.data.readers import DataError, ReadReport, SampleTable
 from faceattr.data.spec import parse_data_spec
-from faceattr.tasks import MISSING, Task
+from faceattr.tasks.task import MISSING, Task
 
 log = logging.getLogger(__name__)
 

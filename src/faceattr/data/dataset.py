@@ -24,8 +24,8 @@ import torch
 from faceattr.data.cache import default_cache_dir
 from faceattr.data.combine import HI, hi_column
 from faceattr.data.readers import SampleTable
-from faceattr.image import ImageError, load_image, square_resize
-from faceattr.tasks import MISSING
+from faceattr.tasks.task import MISSING
+from faceattr.vision.image import ImageError, load_image, square_resize
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from faceattr.exceptions import FaceattrError
-from faceattr.tasks import MISSING, Task, fairface_tasks, nominal_task, ordinal_task, utkface_tasks
+from faceattr.errors import FaceattrError
+from faceattr.tasks.task import MISSING, Task, fairface_tasks, nominal_task, ordinal_task, utkface_tasks
 
 log = logging.getLogger(__name__)
 

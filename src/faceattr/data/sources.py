@@ -30,7 +30,7 @@ from faceattr.data.splits import (
     utkface_protocol,
     write_split,
 )
-from faceattr.tasks import Task, fairface_tasks, utkface_tasks
+from faceattr.tasks.task import Task, fairface_tasks, utkface_tasks
 
 log = logging.getLogger(__name__)
 

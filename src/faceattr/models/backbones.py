@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from faceattr.exceptions import FaceattrError
+from faceattr.errors import FaceattrError
 
 log = logging.getLogger(__name__)
 

@@ -14,29 +14,24 @@ from typing import cast
 import torch
 from torch import nn
 
-from faceattr.layers.heads import make_head
 from faceattr.models.backbones import MOBILENET_V2_STAGE_NAMES, mobilenet_v2_stages
-from faceattr.tasks import Task
+from faceattr.registry import Registry
+from faceattr.tasks.formulations import make_head
+from faceattr.tasks.task import Task
 
-_REGISTRY: dict[str, Callable[..., "MultiTaskNet"]] = {}
+MODELS: Registry[Callable[..., "MultiTaskNet"]] = Registry("model")
 
 
 def register_model(name: str) -> Callable[[Callable[..., "MultiTaskNet"]], Callable[..., "MultiTaskNet"]]:
-    def deco(fn: Callable[..., "MultiTaskNet"]) -> Callable[..., "MultiTaskNet"]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def create_model(name: str, tasks: Sequence[Task], **kwargs: object) -> "MultiTaskNet":
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available: {list_models()}")
-    return _REGISTRY[name](tasks=tasks, **kwargs)
+    return MODELS.get(name)(tasks=tasks, **kwargs)
 
 
 class MultiTaskNet(nn.Module):

@@ -1,0 +1,403 @@
+"""``faceattr batch``: attributes of every face in a large set of photos, as sharded, resumable Parquet files.
+
+- **Inputs**: folders (recursively), glob patterns, ``.txt`` lists (one path per line), or ``.csv``/``.parquet``
+  tables with a path column; put in one stable order (sorted, each file once).
+- **Shards**: the ordered list is cut into shards of ``shard_size`` photos; shard ``k`` of ``n`` is written to
+  ``<out>/part-<k>-of-<n>.parquet`` -- first as ``.partial``, renamed when complete. A rerun skips every complete
+  shard, so a killed job loses at most the shard in flight; ``shards=(i, m)`` runs only the shards with
+  ``k % m == i`` (machine i of m, each with the same inputs and options). Changing the inputs, the shard size or the
+  model between runs is refused (``<out>/batch.json`` records them).
+- **Rows**: one per face (source, face index, box, score, landmarks, every task's label, value, interval and
+  probabilities, model) plus one per photo with no face (``num_faces`` 0, ``message``) or an error (``error``): a run
+  never stops on a bad file.
+- **Throughput**: decoding, detection and alignment run in a pool of ``workers`` processes (each with its own
+  detector), the network in this process on batches of faces from many photos; the shipped model runs on the INT8
+  ONNX runtime by default (:meth:`Predictor.from_pretrained`, ``runtime="auto"``: float32 on a
+  CPU without VNNI, where INT8 drifts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceattr.errors import UsageError, check
+from faceattr.runtime.meta import ModelMeta
+
+log = logging.getLogger(__name__)
+
+BATCH_FORMAT = 1
+
+
+def list_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
+    """Every photo named by ``inputs`` in one stable order (sorted, each file once)."""
+    from faceattr.runtime.files import find_image_paths
+
+    found: set[str] = set()
+    plain: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_file() and p.suffix.lower() in (".txt", ".csv", ".parquet"):
+            if p.suffix.lower() == ".txt":
+                lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+                found.update(ln for ln in lines if ln and not ln.startswith("#"))
+            else:
+                import pandas as pd
+
+                df = pd.read_parquet(p) if p.suffix.lower() == ".parquet" else pd.read_csv(p)
+                if path_column not in df.columns:
+                    raise UsageError(f"{p}: no {path_column!r} column (columns: {list(df.columns)}); see --path-column")
+                base = p.parent
+                found.update(str(v if Path(str(v)).is_absolute() else base / str(v)) for v in df[path_column])
+        else:
+            plain.append(item)
+    if plain:
+        found.update(str(f) for f in find_image_paths(plain).files)
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Job:
+    detect: bool
+    detector: str
+    yunet_model: str | None
+    max_pixels: int
+    min_score: float | None
+    meta: ModelMeta
+
+
+_WORKER: dict[str, Any] = {}  # per worker process: its own detector (dlib/OpenCV are not thread- or fork-safe)
+
+
+def _init_worker(job: Job) -> None:
+    # one core per worker: yuface's OpenMP reads this when it loads (below, in this fresh process); left at its
+    # default it would start a thread per core in every worker and the workers would fight for the cores (its idle
+    # threads spin only briefly: the detector loads it so, faceattr.vision.detectors.yuface.brief_spin_openmp)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER.clear()
+    _WORKER["job"] = job
+    if job.detect:
+        from faceattr.vision.detect import create_detector
+
+        kw = {} if job.min_score is None else {"min_score": job.min_score}
+        det = create_detector(job.detector, job.yunet_model, templates=job.meta.alignment.keys(), **kw)
+        _WORKER["detector"] = det
+        _WORKER["template"] = job.meta.template(det.name)
+
+
+def _prepare(path: str | bytes, source: str | None = None) -> dict[str, Any]:
+    """Decode, detect and align one photo (a path, or its bytes named ``source``) in a worker: the face chips and
+    their boxes, or an error."""
+    from faceattr.vision.align import align_face
+    from faceattr.vision.image import ImageError, load_image, square_resize
+
+    job: Job = _WORKER["job"]
+    name = source or str(path)
+    size = job.meta.input_size
+    try:
+        if isinstance(path, bytes) and not path:
+            raise ImageError(f"{name}: empty file")
+        rgb = load_image(path, job.max_pixels)
+    except ImageError as e:
+        return {"source": name, "error": str(e).replace("<bytes>", name)}
+    h, w = rgb.shape[:2]
+    if not job.detect:
+        return {"source": name, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
+    faces = _WORKER["detector"].detect(rgb)
+    chips = np.stack([align_face(rgb, f.landmarks, _WORKER["template"], size) for f in faces]) if faces else None
+    return {"source": name, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
+
+
+def row_columns(meta: ModelMeta) -> list[str]:
+    """The columns of every batch row, fixed by the model's tasks (the same schema in every shard and engine)."""
+    cols = ["source", "model", "width", "height", "num_faces", "face", "box", "score", "landmarks"]
+    for t in meta.tasks:
+        cols.append(t.name)
+        if t.kind == "ordinal":
+            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
+        if not t.is_numeric:
+            cols += [f"{t.name}_p_{c}" for c in t.labels]
+    return [*cols, "error", "message"]
+
+
+def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=row_columns(meta))
+    for c in ("width", "height", "num_faces", "face"):
+        df[c] = df[c].astype("Int64")
+    return df
+
+
+def _rows(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    base = {"source": prep["source"], "model": model}
+    if "error" in prep:
+        return [{**base, "num_faces": None, "face": None, "error": prep["error"]}]
+    base.update({"width": prep["width"], "height": prep["height"], "num_faces": len(prep["faces"])})
+    if not prep["faces"]:
+        return [{**base, "face": None, "message": "no face found"}]
+    rows = []
+    for i, (f, a) in enumerate(zip(prep["faces"], attrs)):
+        row: dict[str, Any] = {**base, "face": i}
+        if f:
+            row.update({"box": f["box"], "score": f["score"], "landmarks": json.dumps(f["landmarks"])})
+        for name, at in a.items():
+            row[name] = at.label
+            if at.value is not None:
+                row[f"{name}_value"] = at.value
+            if at.interval is not None:
+                row[f"{name}_low"], row[f"{name}_high"] = at.interval
+            for c, p in at.probabilities.items():
+                row[f"{name}_p_{c}"] = p
+        rows.append(row)
+    return rows
+
+
+def _fingerprint(files: list[str], shard_size: int, model: str, job: Job) -> str:
+    h = hashlib.sha256(f"{BATCH_FORMAT}|{shard_size}|{model}|{job.detect}|{job.detector}|{job.min_score}".encode())
+    for f in files:
+        h.update(f.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
+
+
+def run_batch(
+    inputs: Sequence[str],
+    out: str | Path,
+    model: str | Path | None = None,
+    shard_size: int = 1000,
+    shards: tuple[int, int] = (0, 1),
+    workers: int | None = None,
+    detect: bool = True,
+    detector: str = "auto",
+    yunet_model: str | None = None,
+    max_pixels: int = 64_000_000,
+    min_score: float | None = None,
+    batch_size: int = 64,
+    runtime: str = "auto",
+    threads: int | None = None,
+    path_column: str = "path",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) a batch job; returns a summary. See the module docstring."""
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.safeio import OutputPlan, atomic_output
+
+    i, m = shards
+    check(m >= 1 and 0 <= i < m, f"shards must be i/m with 0 <= i < m, got {i}/{m}")
+    check(shard_size >= 1, f"shard size must be at least 1, got {shard_size}")
+    check(workers is None or workers >= 1, f"workers must be at least 1, got {workers}")
+    check(batch_size >= 1, f"batch size must be at least 1, got {batch_size}")
+    files = list_inputs(inputs, path_column)
+    if not files:
+        raise UsageError(f"no photos in {list(inputs)}")
+    out_dir = OutputPlan(files).claim_dir(out, "--out")
+    pred = Predictor.load(model, threads, runtime=runtime, batch_size=batch_size, max_pixels=max_pixels)
+    model_name = _model_name(model, pred)
+    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    if detect:  # the detector and its template exist, before anything is written
+        from faceattr.vision.detect import create_detector
+
+        job.meta.template(create_detector(detector, yunet_model, templates=job.meta.alignment.keys()).name)
+    n = (len(files) + shard_size - 1) // shard_size
+    fp = _fingerprint(files, shard_size, model_name, job)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = out_dir / "batch.json"
+    if manifest.is_file():
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+        if old.get("fingerprint") != fp:
+            raise UsageError(
+                f"{out_dir} holds a batch job with other inputs, shard size, model or detector; use another --out"
+            )
+    else:
+        with atomic_output(manifest) as f:
+            f.write(
+                json.dumps(
+                    {
+                        "format": BATCH_FORMAT,
+                        "fingerprint": fp,
+                        "photos": len(files),
+                        "shards": n,
+                        "shard_size": shard_size,
+                        "model": model_name,
+                    },
+                    indent=1,
+                )
+            )
+    todo = [k for k in range(n) if k % m == i and not (out_dir / f"part-{k:05d}-of-{n:05d}.parquet").is_file()]
+    summary: dict[str, Any] = {
+        "photos": len(files),
+        "shards": n,
+        "skipped_done": sum(1 for k in range(n) if k % m == i) - len(todo),
+        "written": [],
+        "faces": 0,
+        "errors": 0,
+    }
+    workers = workers or max(1, (os.cpu_count() or 1))
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fresh workers: no forked onnxruntime/torch thread state
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(job,)) as ex:
+        for k in todo:
+            part = files[k * shard_size : (k + 1) * shard_size]
+            rows: list[dict[str, Any]] = []
+            for preps in _chunks(ex.map(_prepare, part, chunksize=4), batch_size):
+                chips = [p["chips"] for p in preps if p.get("chips") is not None]
+                attrs = pred.predict_chips(np.concatenate(chips)) if chips else []
+                j = 0
+                for p in preps:
+                    nf = 0 if p.get("chips") is None else len(p["chips"])
+                    rows += _rows(p, attrs[j : j + nf], model_name)
+                    j += nf
+            df = frame(rows, pred.meta)
+            target = out_dir / f"part-{k:05d}-of-{n:05d}.parquet"
+            with atomic_output(target, "wb") as f:
+                df.to_parquet(f, index=False)
+            summary["written"].append(str(target))
+            summary["faces"] += int(df["face"].notna().sum()) if "face" in df else 0
+            summary["errors"] += int(df["error"].notna().sum()) if "error" in df else 0
+            if progress:
+                log.info("shard %d of %d: %d photos, %d rows", k + 1, n, len(part), len(df))
+    return summary
+
+
+def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Groups of photos holding about ``size`` faces together (at least one photo each)."""
+    buf: list[dict[str, Any]] = []
+    faces = 0
+    for p in it:
+        buf.append(p)
+        faces += 0 if p.get("chips") is None else len(p["chips"])
+        if faces >= size:
+            yield buf
+            buf, faces = [], 0
+    if buf:
+        yield buf
+
+
+def _model_name(model: str | Path | None, pred: Any) -> str:
+    """The ``model`` column: a user's model file's name, or the shipped model with the backend that ran it."""
+    return Path(str(model)).name if model else f"shipped ({pred.backend.name})"
+
+
+# ---- Ray Data --------------------------------------------------------------------------------------------------
+class RayPredictor:
+    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
+    loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
+
+    def __init__(self, job: Job, model: str | None, runtime: str, batch_size: int) -> None:
+        from faceattr.runtime.predictor import Predictor
+
+        _init_worker(job)
+        self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
+        self.model_name = _model_name(model, self.pred)  # this actor's: "auto" resolves on the actor's own CPU
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
+        chips = [p["chips"] for p in preps if p.get("chips") is not None]
+        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
+        rows: list[dict[str, Any]] = []
+        j = 0
+        for p in preps:
+            nf = 0 if p.get("chips") is None else len(p["chips"])
+            rows += _rows(p, attrs[j : j + nf], self.model_name)
+            j += nf
+        return frame(rows, self.pred.meta)
+
+
+def run_batch_ray(
+    inputs: Sequence[str],
+    out: str | Path,
+    model: str | None = None,
+    actors: int = 2,
+    batch_photos: int = 16,
+    detect: bool = True,
+    detector: str = "auto",
+    yunet_model: str | None = None,
+    max_pixels: int = 64_000_000,
+    min_score: float | None = None,
+    runtime: str = "auto",
+    path_column: str = "path",
+    address: str | None = None,
+    cpus_per_actor: float = 1.0,
+) -> dict[str, Any]:
+    """The same job on Ray Data: ``read_binary_files`` -> ``map_batches(RayPredictor)`` on an actor pool of
+    ``actors`` (the model loaded once per actor) -> ``write_parquet``. ``address``: a running Ray cluster
+    (``auto``, or ``ray://host:10001``); None starts a local Ray. Each actor reserves ``cpus_per_actor`` CPUs:
+    leave at least one CPU of the cluster to the read tasks (e.g. ``actors`` = CPUs - 1 on one node). Missing
+    files become error rows at the driver; every other row is what the local engine writes."""
+    try:
+        import ray
+    except ImportError as e:
+        raise UsageError(
+            "the ray engine needs Ray Data: pip install 'ray[data]' (the local engine needs nothing)"
+        ) from e
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.safeio import OutputPlan
+
+    check(actors >= 1, f"actors must be at least 1, got {actors}")
+    check(batch_photos >= 1, f"batch size must be at least 1, got {batch_photos}")
+    files = list_inputs(inputs, path_column)
+    if not files:
+        raise UsageError(f"no photos in {list(inputs)}")
+    out_dir = OutputPlan(files).claim_dir(out, "--out")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
+    pred = Predictor.load(model, 1, runtime=runtime)
+    model_name = _model_name(model, pred)
+    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    present = [f for f in files if Path(f).is_file()]
+    missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
+        # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
+        io_args = {"num_cpus": 0}
+        # newer Ray takes the read's resources as named parameters (ray_remote_args there is deprecated, to be
+        # removed in Ray 2.64); older Ray (>= 2.9 is supported) knows only ray_remote_args
+        read_named = "num_cpus" in inspect.signature(ray.data.read_binary_files).parameters
+        read_args = io_args if read_named else {"ray_remote_args": io_args}
+        ds = ray.data.read_binary_files(present, include_paths=True, **read_args)
+        by_key = {str(Path(f).resolve()): f for f in present}
+        ds = ds.map(
+            lambda r: {
+                "bytes": r["bytes"],
+                "source": by_key.get(str(Path("/" + r["path"].lstrip("/")).resolve()), r["path"]),
+            }
+        )
+        ds = ds.map_batches(
+            RayPredictor,
+            fn_constructor_kwargs={
+                "job": job,
+                "model": str(model) if model else None,
+                "runtime": runtime,
+                "batch_size": 64,
+            },
+            batch_size=batch_photos,
+            concurrency=actors,
+            num_cpus=cpus_per_actor,
+            batch_format="numpy",
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(out_dir), ray_remote_args=io_args)
+        if missing:
+            frame(missing, pred.meta).to_parquet(out_dir / "missing-files.parquet", index=False)
+    finally:
+        if started:
+            ray.shutdown()
+    return {"photos": len(files), "missing": len(missing), "out": str(out_dir)}

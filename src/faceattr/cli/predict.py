@@ -1,0 +1,380 @@
+"""``faceattr predict``, ``faceattr export`` and ``faceattr calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from faceattr.runtime.policy import RUNTIMES
+
+log = logging.getLogger("faceattr")
+
+
+def example_photo() -> Path:
+    """The example photo shipped in the package: scikit-image's 'astronaut' (Eileen Collins, NASA, public domain)
+    (``faceattr/examples/README.md``)."""
+    p = Path(__file__).parent.parent / "examples" / "astronaut.png"
+    if not p.is_file():
+        raise FileNotFoundError(f"the example photo is missing from this installation: {p}")
+    return p
+
+
+def add_tta_flip_arg(p: argparse.ArgumentParser, model_option: str) -> None:
+    """``--tta-flip/--no-tta-flip``, unset by default (:func:`faceattr.runtime.policy.shipped_or` resolves it)."""
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average every face with its mirror image, both in one batch (default: on for the shipped model, its "
+        "measured default path, where on a CPU without VNNI only the faces whose gender is uncertain get it; off "
+        f"for {model_option})",
+    )
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        help="checkpoint (.safetensors + .json, or run folder) or .onnx file; default: the model shipped with faceattr",
+    )
+    p.add_argument("--threads", type=int, help="CPU threads for inference")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="for the shipped model: auto (default: onnx-int8 where the CPU has int8 dot products, VNNI on x86, "
+        "else onnx; measured with flip TTA), onnx-int8 (INT8 onnxruntime), onnx (float32 onnxruntime: the torch "
+        "model's outputs) or torch",
+    )
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="estimate age, gender and race of every face in photos")
+    p.add_argument("paths", nargs="*", help="image files, folders or glob patterns")
+    p.add_argument("--example", action="store_true", help="run on the bundled example photo")
+    _add_model_args(p)
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", "-O", help="write results here instead of standard output")
+    p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
+    p.add_argument(
+        "--detector",
+        default="auto",
+        help="auto | yuface | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, else "
+        "yuface, the same network packaged with its weights; dlib where yuface is not installed)",
+    )
+    p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
+    p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_tta_flip_arg(p, "--model")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="drop detections scored below this: dlib's SVM margin "
+        "(default 0; 0.5 drops most false positives) or YuNet's confidence 0..1 (default 0.6)",
+    )
+
+
+CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
+
+
+def _csv_rows(res: Any) -> list[dict[str, Any]]:
+    rows = []
+    base = {"file": res.source}
+    if not res.faces:
+        rows.append({**base, "face": "", "error": res.message})
+    for i, f in enumerate(res.faces):
+        row: dict[str, Any] = {**base, "face": i}
+        if f.box is not None:
+            row.update(zip(("x0", "y0", "x1", "y1"), [round(v, 1) for v in f.box]))
+            row["score"] = round(f.score or 0.0, 4)
+        for name, a in f.attributes.items():
+            row[name] = a.label
+            if a.value is not None:
+                row[f"{name}_value"] = round(a.value, 2)
+                row[f"{name}_low"], row[f"{name}_high"] = (round(v, 2) for v in a.interval or (a.value, a.value))
+            for c, pr in a.probabilities.items():
+                row[f"{name}_p_{c}"] = round(pr, 4)
+        rows.append(row)
+    return rows
+
+
+class _Writer:
+    def __init__(self, fmt: str, stream: IO[str], task_cols: list[str]) -> None:
+        self.fmt, self.stream = fmt, stream
+        self._csv: csv.DictWriter | None = None
+        self.task_cols = task_cols
+
+    def write(self, res: Any = None, error: tuple[str, str] | None = None) -> None:
+        if self.fmt == "jsonl":
+            d = {"file": error[0], "error": error[1]} if error else res.to_dict()
+            self.stream.write(json.dumps(d) + "\n")
+        else:
+            rows = [{"file": error[0], "error": error[1]}] if error else _csv_rows(res)
+            if self._csv is None:
+                self._csv = csv.DictWriter(
+                    self.stream, fieldnames=list(CSV_FIELDS) + self.task_cols + ["error"], extrasaction="ignore"
+                )
+                self._csv.writeheader()
+            self._csv.writerows(rows)
+        self.stream.flush()
+
+
+def _task_columns(pred: Any) -> list[str]:
+    cols = []
+    for t in pred.tasks:
+        cols.append(t.name)
+        if t.kind == "ordinal":
+            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
+        numeric = t.is_numeric
+        if not numeric:
+            cols += [f"{t.name}_p_{c}" for c in t.labels]
+    return cols
+
+
+def _check_predict_args(a: argparse.Namespace) -> None:
+    from faceattr.errors import check
+
+    check(a.batch_size >= 1, f"--batch-size must be at least 1, got {a.batch_size}")
+    check(a.threads is None or a.threads >= 1, f"--threads must be at least 1, got {a.threads}")
+    check(a.max_pixels >= 1, f"--max-pixels must be at least 1, got {a.max_pixels}")
+    check(a.min_score is None or math.isfinite(a.min_score), f"--min-score must be a number, got {a.min_score}")
+
+
+def _run_predict(a: argparse.Namespace) -> int:
+    """Validate everything, claim every output, then predict; outputs appear only when complete."""
+    from contextlib import nullcontext
+
+    from faceattr.errors import UsageError
+    from faceattr.runtime.draw import draw_result
+    from faceattr.runtime.files import find_image_paths
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.safeio import OutputPlan, atomic_output, atomic_write_bytes, unique_names
+    from faceattr.vision.image import ImageError, load_image
+
+    _check_predict_args(a)
+    paths = list(a.paths)
+    if a.example or not paths:
+        paths = [str(example_photo())]
+    found = find_image_paths(paths)
+    files = found.files
+    if found.skipped:
+        log.warning(
+            "%d files skipped: not an image extension (%s)",
+            len(found.skipped),
+            ", ".join(map(str, found.skipped[:3])) + (" ..." if len(found.skipped) > 3 else ""),
+        )
+    if not files:
+        raise UsageError(
+            f"no image files in {', '.join(paths)}" + (" (only files of other types)" if found.skipped else "")
+        )
+    plan = OutputPlan(files)
+    plan.add_input_dirs(p for p in paths if Path(p).is_dir())
+    out_path = plan.claim_file(a.output, "--output") if a.output else None
+    draw = plan.claim_dir(a.draw, "--draw") if a.draw else None
+    draw_names = unique_names(files, ".png") if draw else {}
+    pred = Predictor.load(
+        a.model,
+        a.threads,
+        runtime=a.runtime,
+        detector=a.detector,
+        yunet_model=a.yunet_model,
+        batch_size=a.batch_size,
+        max_pixels=a.max_pixels,
+        tta_flip=a.tta_flip,
+        min_score=a.min_score,
+    )
+    if not a.no_detect:
+        pred.detector  # noqa: B018 - build it now: a missing detector is an error before any output exists
+    from tqdm.auto import tqdm
+
+    n_ok = n_bad = n_faces = 0
+    if out_path is None and a.format == "csv":
+        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    ctx = atomic_output(out_path, errors="surrogateescape") if out_path else nullcontext(sys.stdout)
+    with ctx as out:
+        writer = _Writer(a.format, out, _task_columns(pred))
+        for f in tqdm(
+            files, desc="photos", unit="img", disable=a.quiet or len(files) < 2, file=sys.stderr, mininterval=1.0
+        ):
+            try:
+                rgb = load_image(f, a.max_pixels)
+                res = pred.predict(rgb, detect=not a.no_detect, source=str(f))
+            except ImageError as e:
+                n_bad += 1
+                log.warning("skipped %s", e)
+                writer.write(error=(str(f), str(e)))
+                continue
+            n_ok += 1
+            n_faces += len(res.faces)
+            writer.write(res)
+            if draw is not None:
+                target = draw / draw_names[f]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, draw_result(rgb, res))
+    log.info("%d photos, %d faces, %d unreadable", n_ok, n_faces, n_bad)
+    return 0 if n_ok else 1
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (optionally INT8) or a TensorRT engine")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="also write an INT8 model (static quantization)")
+    p.add_argument(
+        "--calibration",
+        help="DATASET:DIR whose training chips calibrate INT8 (needed with --int8), e.g. utkface:/data/UTKFace",
+    )
+    p.add_argument("--calibration-size", type=int, default=256)
+    p.add_argument("--out", required=True, help="output .onnx (INT8 goes beside it as *.int8.onnx) or .engine")
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from faceattr.errors import check
+    from faceattr.models.checkpoint import load_model, read_meta
+    from faceattr.runtime.policy import SHIPPED_MODEL
+    from faceattr.safeio import OutputPlan
+    from faceattr.training.export import build_tensorrt_engine, calibration_chips_from, export_onnx, quantize_int8
+
+    check(a.calibration_size >= 1, f"--calibration-size must be at least 1, got {a.calibration_size}")
+    check(
+        not a.int8 or bool(a.calibration), "--int8 needs --calibration DATASET:DIR (training chips to set the ranges)"
+    )
+    ckpt = a.model or SHIPPED_MODEL
+    out = Path(a.out)
+    onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    plan = OutputPlan([ckpt, Path(str(ckpt)).with_suffix(".json")])
+    plan.claim_file(onnx_out, "--out")
+    if a.int8:
+        plan.claim_file(onnx_out.with_suffix(".int8.onnx"), "the INT8 model")
+    if a.format == "tensorrt":
+        plan.claim_file(out.with_suffix(".engine"), "the TensorRT engine")
+    load_model(ckpt)  # a broken checkpoint is an error before anything is written
+    report: dict[str, Any] = {}
+    onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    export_onnx(ckpt, onnx_path)
+    report["onnx"] = str(onnx_path)
+    if a.int8:
+        size = read_meta(ckpt).input_size
+        chips = calibration_chips_from(a.calibration, size, a.calibration_size)
+        q = quantize_int8(onnx_path, onnx_path.with_suffix(".int8.onnx"), chips)
+        report["int8"] = str(q)
+    if a.format == "tensorrt":
+        report["tensorrt"] = str(build_tensorrt_engine(onnx_path, out.with_suffix(".engine")))
+    print(json.dumps(report))
+    return 0
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="measure a detector's landmark template on the training chips "
+        "and store it in the checkpoint (needed for alignment)",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--data",
+        help="DATASET:DIR whose training chips to measure (default: the training data "
+        "recorded in the checkpoint's config, every dataset of a joint run included)",
+    )
+    p.add_argument("--detector", action="append", default=None, help="dlib | yunet (repeatable; default dlib)")
+    p.add_argument("--yunet-model")
+    p.add_argument("-n", type=int, default=400, help="training chips to measure")
+
+
+def _run_calibrate(a: argparse.Namespace) -> int:
+    from faceattr.training.templates import calibrate_checkpoint
+
+    al = calibrate_checkpoint(a.checkpoint, a.detector or ["dlib"], a.yunet_model, a.data, a.n)
+    print(json.dumps(al, indent=1))
+    return 0
+
+
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("batch", help="attributes of every face in many photos, as sharded, resumable Parquet files")
+    p.add_argument("inputs", nargs="+", help="folders, globs, .txt lists, or .csv/.parquet tables with a path column")
+    p.add_argument("--out", required=True, help="folder for part-K-of-N.parquet and batch.json")
+    p.add_argument("--model", help="checkpoint or .onnx file (default: the shipped model on --runtime)")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="for the shipped model (default: auto, as faceattr predict: INT8, or float32 on a CPU without VNNI)",
+    )
+    p.add_argument("--shard-size", type=int, default=1000, help="photos per output file")
+    p.add_argument("--shard", default="0/1", help="I/M: run only the shards k with k %% M == I (machine I of M)")
+    p.add_argument("--workers", type=int, help="decoding/detection processes (default: the CPU count)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per network batch")
+    p.add_argument("--threads", type=int, help="threads of the network")
+    p.add_argument("--no-detect", action="store_true", help="inputs are already face crops")
+    p.add_argument("--detector", default="auto")
+    p.add_argument("--yunet-model")
+    p.add_argument("--min-score", type=float)
+    p.add_argument("--max-pixels", type=int, default=64_000_000)
+    p.add_argument("--path-column", default="path", help="the path column of a .csv/.parquet input")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: sharded, resumable, one machine; ray: Ray Data on a local Ray or --ray-address",
+    )
+    p.add_argument("--ray-address", help="a running Ray cluster: auto, or ray://HEAD:10001 (default: a local Ray)")
+    p.add_argument("--actors", type=int, default=2, help="ray: model replicas (one per actor, loaded once)")
+
+
+def _run_batch(a: argparse.Namespace) -> int:
+    from faceattr.batch.engine import run_batch
+    from faceattr.errors import UsageError
+
+    try:
+        i, m = (int(x) for x in a.shard.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must be I/M (e.g. 0/4), got {a.shard!r}") from None
+    if a.engine == "ray":
+        from faceattr.batch.engine import run_batch_ray
+
+        print(
+            json.dumps(
+                run_batch_ray(
+                    a.inputs,
+                    a.out,
+                    a.model,
+                    a.actors,
+                    16,
+                    not a.no_detect,
+                    a.detector,
+                    a.yunet_model,
+                    a.max_pixels,
+                    a.min_score,
+                    a.runtime,
+                    a.path_column,
+                    a.ray_address,
+                )
+            )
+        )
+        return 0
+    res = run_batch(
+        a.inputs,
+        a.out,
+        a.model,
+        a.shard_size,
+        (i, m),
+        a.workers,
+        not a.no_detect,
+        a.detector,
+        a.yunet_model,
+        a.max_pixels,
+        a.min_score,
+        a.batch_size,
+        a.runtime,
+        a.threads,
+        a.path_column,
+        progress=not a.quiet,
+    )
+    print(json.dumps({k: v for k, v in res.items() if k != "written"} | {"written": len(res["written"])}))
+    return 0

@@ -1,0 +1,490 @@
+"""``faceattr ablate``: a grid of experiments x seeds, restartable, summarised as mean +- std tables and plots.
+
+Each run trains into ``<out_dir>/<experiment>/seed-<s>/`` and, once finished and evaluated, writes
+``result.json`` there; a restarted grid skips every run that has one and resumes a half-finished run from its
+last epoch. A finished run is also *kept* under ``<results_dir>/runs/<experiment>/seed-<s>/`` (its result, its
+per-epoch log -- the curves -- and its per-face test predictions, a few hundred kB): that folder is committed,
+so a grid spread over many sessions or machines never recomputes a finished run. ``seeds_for`` gives an
+experiment its own seeds (e.g. one seed for the arms that need only their curve). The ``budget`` block of the YAML
+holds the overrides that make the grid fit a CPU (smaller input,
+fewer images and epochs); without it the same grid runs at the base recipe's full budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from faceattr.config import ConfigError, load_config
+from faceattr.safeio import atomic_output, atomic_write_bytes, save_figure
+
+log = logging.getLogger(__name__)
+
+# the headline numbers, with their direction (True = higher is better)
+METRICS: dict[str, bool] = {
+    "age_mae": False,
+    "age_cs5": True,
+    "age_group_exact": True,
+    "age_group_1off": True,
+    "gender_accuracy": True,
+    "race_accuracy": True,
+    "race_macro_f1": True,
+}
+COST = ("train_seconds", "images_per_s", "parameters", "gflops")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    name: str
+    base: str
+    out_dir: str
+    results_dir: str
+    seeds: tuple[int, ...]
+    budget: dict[str, Any]
+    experiments: dict[str, dict[str, Any]]
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    reference: str = "mtl"
+    seeds_for: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def jobs(self, only: list[str] | None = None) -> list[tuple[str, int]]:
+        """(experiment, seed) pairs in the order they run: first every seed of the arms that take the grid's seeds,
+        seed-major, then the arms ``seeds_for`` gives fewer seeds (the one-seed arms), seed-major; experiments in the
+        YAML's order within each. A grid spread over many machines thus completes its main answers (put those arms
+        first in the YAML) before it starts the arms that are shown by one curve each."""
+        wanted = [e for e in self.experiments if not only or e in only]
+        out = []
+        for reduced in (False, True):
+            arms = [e for e in wanted if (set(self.seeds_for.get(e, self.seeds)) != set(self.seeds)) == reduced]
+            for s in sorted({s for e in arms for s in self.seeds_for.get(e, self.seeds)}):
+                out += [(e, s) for e in arms if s in self.seeds_for.get(e, self.seeds)]
+        return out
+
+    def kept_dir(self, exp: str, seed: int) -> Path:
+        return Path(self.results_dir) / "runs" / exp / f"seed-{seed}"
+
+
+def load_ablation(path: str | Path, overrides: dict[str, Any] | None = None) -> AblationConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"ablation config not found: {p}")
+    d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    d.update(overrides or {})
+    try:
+        cfg = AblationConfig(
+            name=d["name"],
+            base=d["base"],
+            out_dir=d["out_dir"],
+            results_dir=d["results_dir"],
+            seeds=tuple(int(s) for s in d.get("seeds", [0, 1, 2])),
+            budget=dict(d.get("budget") or {}),
+            experiments={k: dict(v or {}) for k, v in d["experiments"].items()},
+            groups={k: list(v) for k, v in (d.get("groups") or {}).items()},
+            eval_split=d.get("eval_split", "test"),
+            eval_limit=d.get("eval_limit"),
+            reference=d.get("reference", "mtl"),
+            seeds_for={k: tuple(int(x) for x in v) for k, v in (d.get("seeds_for") or {}).items()},
+        )
+    except KeyError as e:
+        raise ConfigError(f"{p}: missing {e.args[0]!r}") from e
+    unknown_s = [n for n in cfg.seeds_for if n not in cfg.experiments]
+    if unknown_s:
+        raise ConfigError(f"{p}: seeds_for names unknown experiments {unknown_s}")
+    for g, names in cfg.groups.items():
+        unknown = [n for n in names if n not in cfg.experiments]
+        if unknown:
+            raise ConfigError(f"{p}: group {g!r} names unknown experiments {unknown}")
+    return cfg
+
+
+def _overrides(d: dict[str, Any]) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in d.items()]
+
+
+def count_gflops(model: Any, size: int) -> float:
+    """Forward GFLOPs for one image (torch's FlopCounterMode: 2 x multiply-adds of convolutions and matmuls)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 3, size, size))
+    return fc.get_total_flops() / 1e9
+
+
+PREDICTIONS_FILE = "predictions.csv.gz"
+KEPT_FILES = ("result.json", "log.csv", PREDICTIONS_FILE)
+
+
+def face_predictions(tasks: Any, labels: dict[str, Any], preds: dict[str, dict[str, Any]]) -> "Any":
+    """One row per evaluated face: per task the true label index and the prediction (ordinal: expected value and
+    median level; nominal: class and its probability) -- what a paired comparison of two runs needs."""
+    import numpy as np
+    import pandas as pd
+
+    cols: dict[str, Any] = {}
+    for t in tasks:
+        if t.name not in labels or t.name not in preds:
+            continue
+        p = preds[t.name]
+        cols[f"{t.name}_true"] = np.asarray(labels[t.name], np.int64)
+        cols[f"{t.name}_index"] = np.asarray(p["index"], np.int64)
+        if t.kind == "ordinal":
+            cols[f"{t.name}_value"] = np.round(np.asarray(p["value"], np.float64), 3)
+        else:
+            cols[f"{t.name}_p"] = np.round(np.asarray(p["probs"]).max(1), 4)
+    return pd.DataFrame(cols)
+
+
+def _keep(run_dir: Path, kept: Path) -> None:
+    import shutil
+
+    kept.mkdir(parents=True, exist_ok=True)
+    for f in KEPT_FILES:
+        if (run_dir / f).is_file():
+            tmp = kept / (f + ".tmp")
+            shutil.copyfile(run_dir / f, tmp)
+            tmp.replace(kept / f)
+
+
+def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> dict[str, Any]:
+    """Train + evaluate one (experiment, seed), unless its result is kept in ``results_dir`` (committed) or in
+    ``out_dir``; returns the result."""
+    import torch
+
+    from faceattr.evidence.evaluate import checkpoint_predictions
+    from faceattr.models.checkpoint import build_model_from_meta, read_meta
+    from faceattr.tasks.metrics import compute_metrics, headline
+    from faceattr.training.loop import main, resolve_device
+
+    kept = ab.kept_dir(exp, seed)
+    if (kept / "result.json").is_file():
+        return json.loads((kept / "result.json").read_text())
+    run_dir = Path(ab.out_dir) / exp / f"seed-{seed}"
+    done = run_dir / "result.json"
+    if done.is_file():
+        _keep(run_dir, kept)
+        return json.loads(done.read_text())
+    over = (
+        _overrides(ab.budget)
+        + _overrides(ab.experiments[exp])
+        + [f"name=seed-{seed}", f"out_dir={Path(ab.out_dir) / exp}", f"train.seed={seed}"]
+    )
+    cfg = load_config(ab.base, over)
+    t0 = time.perf_counter()
+    summary = main(cfg, resume=True, progress=progress)
+    wall = time.perf_counter() - t0
+    last = run_dir / "last.safetensors"
+    device = resolve_device(cfg.train.device)
+    t1 = time.perf_counter()
+    tasks, _, table, labels, preds = checkpoint_predictions(
+        last, cfg.data, ab.eval_split, ab.eval_limit, device=str(device)
+    )
+    infer_s = time.perf_counter() - t1
+    metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
+    face_predictions(tasks, labels, preds).to_csv(run_dir / PREDICTIONS_FILE, index=False)
+    meta = read_meta(last)  # FLOPs need the architecture only, not the weights again
+    res = {
+        "experiment": exp,
+        "seed": seed,
+        "overrides": ab.experiments[exp],
+        "tasks": list(meta.task_names),
+        "metrics": headline(metrics),
+        "n_eval": len(table),
+        "eval_split": ab.eval_split,
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": wall,
+        "images_per_s": summary["images_per_s"],
+        "eval_seconds": infer_s,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "best_epoch": summary["best_epoch"],
+        "parameters": summary["parameters"],
+        "gflops": count_gflops(build_model_from_meta(meta), cfg.data.image_size),
+        "image_size": cfg.data.image_size,
+        "epochs": cfg.train.epochs,
+        "train_images": summary["train_images"],
+    }
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1), encoding="utf-8")
+    tmp.replace(done)
+    _keep(run_dir, kept)
+    return res
+
+
+def _run_one_quiet(args: tuple[AblationConfig, str, int]) -> dict[str, Any]:
+    import logging as _logging
+
+    _logging.basicConfig(level=_logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return run_one(*args)
+
+
+def _reported_runs(ab: AblationConfig) -> dict[tuple[str, int], dict[str, Any]]:
+    """The rows of the committed report's ``runs.json`` (a grid from before runs were kept one by one has no
+    ``runs/`` folder: its report's rows are its only record)."""
+    p = Path(ab.results_dir) / "runs.json"
+    if not p.is_file():
+        return {}
+    try:
+        rows = json.loads(p.read_text())
+        return {(str(r["experiment"]), int(r["seed"])): r for r in rows}
+    except (ValueError, TypeError, KeyError) as e:
+        log.warning("%s unreadable (%s): not used", p, e)
+        return {}
+
+
+def kept_results(ab: AblationConfig) -> list[dict[str, Any]]:
+    """Every finished run of the grid found in ``results_dir/runs`` (committed), ``out_dir``, or the committed
+    report's ``runs.json``, in that order: a report written on a machine that lacks the runs keeps their rows."""
+    out = []
+    reported = _reported_runs(ab)
+    for e, s in ab.jobs():
+        for p in (ab.kept_dir(e, s) / "result.json", Path(ab.out_dir) / e / f"seed-{s}" / "result.json"):
+            if p.is_file():
+                out.append(json.loads(p.read_text()))
+                break
+        else:
+            if (e, s) in reported:
+                out.append(reported[(e, s)])
+    return out
+
+
+def run_grid(
+    ab: AblationConfig,
+    only: list[str] | None = None,
+    progress: bool = False,
+    jobs: int = 1,
+    stop_after_s: float | None = None,
+) -> list[dict[str, Any]]:
+    """Run the grid's (experiment, seed) pairs in order, ``jobs`` at a time (separate processes: several runs
+    share one GPU well). With ``stop_after_s`` (a machine lent for a limited time) a run starts only if it can
+    finish by then, judged by the longest run finished so far (the first ``jobs`` runs always start)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    reported = _reported_runs(ab)
+    todo = [j for j in ab.jobs(only) if not (ab.kept_dir(*j) / "result.json").is_file() and j not in reported]
+    t0 = time.perf_counter()
+    longest = 0.0
+
+    def may_start() -> bool:
+        return stop_after_s is None or time.perf_counter() - t0 + longest <= stop_after_s
+
+    if jobs <= 1:
+        for e, s in todo:
+            if not may_start():
+                break
+            log.info("ablation %s: %s seed %d", ab.name, e, s)
+            t = time.perf_counter()
+            run_one(ab, e, s, progress)
+            longest = max(longest, time.perf_counter() - t)
+            todo = todo[1:]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+            running: dict[Future, tuple[str, int, float]] = {}
+            while todo or running:
+                while todo and len(running) < jobs and may_start():
+                    e, s = todo.pop(0)
+                    log.info("ablation %s: starting %s seed %d", ab.name, e, s)
+                    running[ex.submit(_run_one_quiet, (ab, e, s))] = (e, s, time.perf_counter())
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for f in done:
+                    e, s, t = running.pop(f)
+                    try:
+                        f.result()
+                        longest = max(longest, time.perf_counter() - t)
+                        log.info("ablation %s: finished %s seed %d in %.0f s", ab.name, e, s, time.perf_counter() - t)
+                    except Exception as err:  # noqa: BLE001 - one failed run must not lose the others
+                        log.error("ablation %s: %s seed %d failed: %s", ab.name, e, s, err)
+    if todo:
+        log.warning("ablation %s: out of time, %d runs not started: %s", ab.name, len(todo), todo)
+    wanted = set(ab.jobs(only))
+    return [r for r in kept_results(ab) if (r["experiment"], r["seed"]) in wanted]
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0) if xs else (math.nan, math.nan)
+
+
+def summarise(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """mean/std per experiment for every metric and cost figure."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by.setdefault(r["experiment"], []).append(r)
+    table: dict[str, Any] = {}
+    for exp in ab.experiments:
+        rs = by.get(exp, [])
+        if not rs:
+            continue
+        row: dict[str, Any] = {"seeds": len(rs), "tasks": rs[0]["tasks"]}
+        for m in METRICS:
+            vals = [r["metrics"][m] for r in rs if m in r["metrics"]]
+            if vals:
+                row[m] = _mean_std(vals)
+        for c in COST:
+            row[c] = _mean_std([float(r[c]) for r in rs])
+        table[exp] = row
+    return table
+
+
+def _fmt(m: str, ms: tuple[float, float], seeds: int) -> str:
+    """mean ± std over seeds; one seed has no spread to show, so its mean stands alone."""
+    mean, sd = ms
+    if m == "age_mae":
+        return f"{mean:.2f}" + (f" ± {sd:.2f}" if seeds > 1 else "")
+    return f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if seeds > 1 else "")
+
+
+def verdicts(ab: AblationConfig, table: dict[str, Any]) -> list[str]:
+    """Plain statements on the method's claims, from the numbers: a difference counts when it exceeds the
+    larger of the two standard deviations over seeds; otherwise "not clearly different"."""
+    out: list[str] = []
+    ref = table.get(ab.reference)
+
+    def cmp(a: str, b: str, m: str) -> str:
+        (ma, sa), (mb, sb) = table[a][m], table[b][m]
+        better = (ma > mb) if METRICS[m] else (ma < mb)
+        margin = abs(ma - mb)
+        noise = max(sa, sb)
+        word = ("better" if better else "worse") if margin > noise else "not clearly different"
+        na, nb = table[a]["seeds"], table[b]["seeds"]
+        one = [e for e, n in ((a, na), (b, nb)) if n == 1]
+        note = f"; one seed of {' and '.join(f'`{e}`' for e in one)}, spread not measured" if one else ""
+        return f"{word} ({_fmt(m, (ma, sa), na)} vs {_fmt(m, (mb, sb), nb)}{note})"
+
+    if ref is None:
+        return out
+    singles = {
+        e: table[e]
+        for e in ab.groups.get("tasks", [])
+        if e in table and e != ab.reference and len(table[e]["tasks"]) == 1
+    }
+    for e, row in singles.items():
+        t = row["tasks"][0]
+        for m in METRICS:
+            if m.startswith(t + "_") and m in row and m in ref:
+                out.append(f"- Multi-task vs single-task **{t}** ({m}): multi-task is {cmp(ab.reference, e, m)}.")
+    if singles:
+        cost_single = {c: sum(table[e][c][0] for e in singles) for c in ("parameters", "gflops", "train_seconds")}
+        for c, v in cost_single.items():
+            out.append(
+                f"- Cost, {c}: the multi-task network needs {ref[c][0] / v:.2f}x what the "
+                f"{len(singles)} single-task networks need together ({ref[c][0]:.4g} vs {v:.4g})."
+            )
+    for g in ("weighting", "age", "sharing"):
+        for e in ab.groups.get(g, []):
+            if e == ab.reference or e not in table:
+                continue
+            for m in ["age_mae", "gender_accuracy", "race_accuracy"] if g != "age" else ["age_mae", "age_group_exact"]:
+                if m in table[e] and m in ref:
+                    out.append(f"- {g}: `{ab.reference}` vs `{e}` on {m}: {cmp(ab.reference, e, m)}.")
+    return out
+
+
+def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str, Path]:
+    import csv
+
+    table = summarise(ab, results)
+    out = Path(ab.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # CSV: one row per experiment, mean and std columns
+    with atomic_output(out / "ablation.csv") as f:
+        cols = ["experiment", "seeds", *[f"{m}_{s}" for m in [*METRICS, *COST] for s in ("mean", "std")]]
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for exp, row in table.items():
+            d: dict[str, Any] = {"experiment": exp, "seeds": row["seeds"]}
+            for m in [*METRICS, *COST]:
+                if m in row:
+                    d[f"{m}_mean"], d[f"{m}_std"] = (round(v, 6) for v in row[m])
+            w.writerow(d)
+    atomic_write_bytes(out / "runs.json", json.dumps(results, indent=1).encode())
+    # markdown
+    any_r = results[0] if results else {}
+    lines = [
+        f"# Ablation: {ab.name}",
+        "",
+        f"Generated by `faceattr ablate --config <this grid's YAML>`; seeds {', '.join(map(str, ab.seeds))} "
+        f"(the `seeds` column: how many have finished); each cell is mean ± std over seeds, "
+        f"on the **{ab.eval_split}** split "
+        f"({any_r.get('n_eval', '?')} faces). Budget: {json.dumps(ab.budget)} on top of `{ab.base}`.",
+        "",
+    ]
+    groups = ab.groups or {"all": list(ab.experiments)}
+    for g, names in groups.items():
+        names = [n for n in names if n in table]
+        if not names:
+            continue
+        ms = [m for m in METRICS if any(m in table[n] for n in names)]
+        lines += [
+            f"## {g}",
+            "",
+            "| experiment | seeds | tasks | " + " | ".join(ms) + " | train s | img/s | params (M) | GFLOPs |",
+            "|---" * (len(ms) + 7) + "|",
+        ]
+        for n in names:
+            r = table[n]
+            cells = [(_fmt(m, r[m], r["seeds"]) if m in r else "") for m in ms]
+            lines.append(
+                f"| {n} | {r['seeds']} | {'+'.join(r['tasks'])} | "
+                + " | ".join(cells)
+                + f" | {r['train_seconds'][0]:.0f} | {r['images_per_s'][0]:.0f} | {r['parameters'][0] / 1e6:.2f} |"
+                f" {r['gflops'][0]:.3f} |"
+            )
+        lines.append("")
+    lines += ["## What the numbers say", "", *verdicts(ab, table), ""]
+    atomic_write_bytes(out / "ablation.md", "\n".join(lines).encode())
+    paths = {"markdown": out / "ablation.md", "csv": out / "ablation.csv"}
+    paths.update(_plots(ab, table, out))
+    return paths
+
+
+def _plots(ab: AblationConfig, table: dict[str, Any], out: Path) -> dict[str, Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no ablation plots")
+        return {}
+    shown = [
+        m
+        for m in ("age_mae", "age_group_exact", "gender_accuracy", "race_accuracy")
+        if any(m in r for r in table.values())
+    ]
+    if not shown:
+        return {}
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.5), squeeze=False)
+    names = list(table)
+    for ax, m in zip(axes[0], shown):
+        xs = [n for n in names if m in table[n]]
+        ax.bar(
+            range(len(xs)),
+            [table[n][m][0] for n in xs],
+            yerr=[table[n][m][1] for n in xs],
+            capsize=3,
+            color=["tab:red" if n == ab.reference else "tab:blue" for n in xs],
+        )
+        ax.set_xticks(range(len(xs)), xs, rotation=70, fontsize=8)
+        ax.set_title(m + (" (lower is better)" if not METRICS[m] else ""))
+        lo = min(table[n][m][0] - table[n][m][1] for n in xs)
+        hi = max(table[n][m][0] + table[n][m][1] for n in xs)
+        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+    fig.suptitle(f"{ab.name}: mean ± std over up to {len(ab.seeds)} seeds")
+    fig.tight_layout()
+    p = out / "ablation.png"
+    save_figure(fig, p, dpi=110)
+    plt.close(fig)
+    return {"plot": p}

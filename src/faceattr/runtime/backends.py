@@ -1,0 +1,107 @@
+"""Model backends: what runs the network. A backend has a ``name``, the model's :class:`ModelMeta` and ``run``
+(normalised N x 3 x S x S float32 -> raw head outputs). onnxruntime is built in; the torch backend registers
+itself lazily from :mod:`faceattr.models.backend`, so this layer never imports torch. A new backend is one file
+with a class that satisfies :class:`Backend` and a line registering it with its file suffixes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from faceattr.errors import FaceattrError
+from faceattr.registry import Registry
+from faceattr.runtime.meta import MetaError, ModelMeta
+
+
+class ModelFormatError(FaceattrError, ValueError):
+    """A model file that faceattr cannot use (wrong format, missing metadata)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What runs a model: ``name`` (shown to users), ``meta`` (the weights' metadata) and ``run``."""
+
+    name: str
+    meta: ModelMeta
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class BackendFactory(Protocol):
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> Backend: ...
+
+
+# name -> a class with ``from_file(path, threads)``; "suffixes" says which model files each one opens
+BACKENDS: Registry[Any] = Registry("backend")
+SUFFIXES: dict[str, str] = {}
+
+
+def register_backend(name: str, obj: Any, suffixes: Sequence[str] = ()) -> None:
+    BACKENDS.register(name, obj)
+    for s in suffixes:
+        SUFFIXES[s] = name
+
+
+def backend_for(path: str | Path) -> str:
+    """The registered backend that opens ``path``, by its suffix (``.onnx``, ``.safetensors``, ...)."""
+    name = str(path)
+    for suffix, backend in sorted(SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return backend
+    return SUFFIXES[".safetensors"]
+
+
+def open_backend(path: str | Path, threads: int | None = None, backend: str | None = None) -> Backend:
+    """The backend that runs the model file ``path`` (chosen by its suffix unless ``backend`` names one)."""
+    return BACKENDS.get(backend or backend_for(path)).from_file(path, threads)
+
+
+class OnnxBackend:
+    def __init__(self, path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ModelFormatError("running an ONNX model needs onnxruntime: pip install onnxruntime") from e
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        # no busy-waiting between runs: the network shares the cores with decoding and detection (yuface's OpenMP,
+        # dlib), and with other requests' work in the service; spinning threads would take the cores from them
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelFormatError(f"{path}: not a loadable ONNX model ({e})") from e
+        props = self.session.get_modelmeta().custom_metadata_map
+        if "faceattr" not in props:
+            raise ModelFormatError(f"{path}: an ONNX model without faceattr metadata (export it with faceattr export)")
+        try:
+            self.meta = ModelMeta.from_dict(json.loads(props["faceattr"]), str(path))
+        except (json.JSONDecodeError, MetaError) as e:
+            raise ModelFormatError(f"{path}: its faceattr metadata is broken ({type(e).__name__}: {e})") from e
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.name = "onnxruntime-int8" if self.meta.extra.get("quantization") else "onnxruntime"
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int | None = None) -> OnnxBackend:
+        return cls(path, threads)
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: x.astype(np.float32, copy=False)})
+        return dict(zip(self.output_names, outs))
+
+
+register_backend("onnx", OnnxBackend, (".onnx",))
+register_backend("torch", "faceattr.models.backend:TorchBackend", (".safetensors", ".pt", ".json"))

@@ -1,0 +1,180 @@
+"""Task declarations: what a model predicts, declared rather than hard-coded.
+
+A task is either *ordinal* (ordered levels, e.g. ages 1..116 or the nine FairFace age groups) or *nominal*
+(unordered classes, e.g. gender or race). Labels are stored as integer indices into ``levels``/``classes``;
+``MISSING`` (-1) marks a label that is not known for a sample, so one dataset may label only some tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from faceattr.tasks.labels import MISSING  # noqa: F401  (re-exported: the datasets and metrics import it here)
+
+TaskKind = Literal["ordinal", "nominal"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attribute to estimate.
+
+    ``levels`` are the ordered values of an ordinal task (numbers for exact ages, strings for groups);
+    ``classes`` are the names of a nominal task's classes. ``values`` gives the numeric value of each ordinal
+    level, used to decode an expected value (e.g. the midpoint of an age group), and defaults to the level
+    itself when levels are numbers, else to the level index.
+    """
+
+    name: str
+    kind: TaskKind
+    levels: tuple[Any, ...] = ()
+    classes: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ordinal", "nominal"):
+            raise ValueError(f"task {self.name!r}: kind must be 'ordinal' or 'nominal', got {self.kind!r}")
+        if self.kind == "ordinal":
+            if len(self.levels) < 2:
+                raise ValueError(f"ordinal task {self.name!r} needs at least 2 levels")
+            if self.classes:
+                raise ValueError(f"ordinal task {self.name!r} takes levels, not classes")
+            if not self.values:
+                vals = (
+                    tuple(float(v) for v in self.levels)
+                    if all(isinstance(v, (int, float)) for v in self.levels)
+                    else tuple(float(i) for i in range(len(self.levels)))
+                )
+                object.__setattr__(self, "values", vals)
+            if len(self.values) != len(self.levels):
+                raise ValueError(f"ordinal task {self.name!r}: {len(self.values)} values for {len(self.levels)} levels")
+            if any(b <= a for a, b in zip(self.values, self.values[1:])):
+                raise ValueError(f"ordinal task {self.name!r}: values must increase strictly")
+        else:
+            if len(self.classes) < 2:
+                raise ValueError(f"nominal task {self.name!r} needs at least 2 classes")
+            if self.levels:
+                raise ValueError(f"nominal task {self.name!r} takes classes, not levels")
+        names = self.labels
+        if len(set(map(str, names))) != len(names):
+            raise ValueError(f"task {self.name!r}: duplicate levels/classes")
+
+    @property
+    def labels(self) -> tuple[Any, ...]:
+        return self.levels if self.kind == "ordinal" else self.classes
+
+    @property
+    def is_numeric(self) -> bool:
+        """An ordinal task whose levels are numbers (exact ages): it has an MAE, CS@k and value intervals."""
+        return self.kind == "ordinal" and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.levels
+        )
+
+    @property
+    def group_labels(self) -> tuple[str, ...]:
+        """The groups an ordinal task is reported in: its own levels, or for a numeric task the FairFace age
+        groups (the groups the literature reports exact ages in)."""
+        if self.kind != "ordinal":
+            return ()
+        return FAIRFACE_AGE_GROUPS if self.is_numeric else tuple(str(x) for x in self.levels)
+
+    def group_of(self, value: float) -> int:
+        """Index into :attr:`group_labels` of a numeric value (numeric tasks: via :func:`age_to_group`)."""
+        if not self.is_numeric:
+            raise ValueError(f"task {self.name!r} has no numeric values to group")
+        return age_to_group(value)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def num_outputs(self, formulation: str = "coral") -> int:
+        """Outputs the head emits: K class logits for a nominal task; for an ordinal one, what its formulation
+        needs (:mod:`faceattr.tasks.formulations`: K-1 threshold logits for CORAL/OR-CNN/CORN, K for softmax, 1 for
+        regression)."""
+        if self.kind == "nominal":
+            return self.num_classes
+        from faceattr.tasks.formulations import get_formulation
+
+        return get_formulation(formulation).num_outputs(self.num_classes)
+
+    def index(self, label: Any) -> int:
+        """Index of ``label`` (compared as strings so '25' and 25 match); ``MISSING`` for None/empty."""
+        if label is None or (isinstance(label, float) and label != label) or label == "":
+            return MISSING
+        key = str(label)
+        for i, lv in enumerate(self.labels):
+            if str(lv) == key:
+                return i
+        raise KeyError(f"task {self.name!r}: unknown label {label!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Task":
+        return cls(
+            name=str(d["name"]),
+            kind=d["kind"],
+            levels=tuple(d.get("levels") or ()),
+            classes=tuple(d.get("classes") or ()),
+            values=tuple(float(v) for v in (d.get("values") or ())),
+        )
+
+
+def ordinal_task(name: str, levels: Sequence[Any], values: Sequence[float] | None = None) -> Task:
+    return Task(name=name, kind="ordinal", levels=tuple(levels), values=tuple(values or ()))
+
+
+def nominal_task(name: str, classes: Sequence[str]) -> Task:
+    return Task(name=name, kind="nominal", classes=tuple(classes))
+
+
+# ---- the built-in task sets ------------------------------------------------------------------------------------
+UTK_AGE_MIN, UTK_AGE_MAX = 1, 116
+UTK_GENDERS = ("male", "female")
+UTK_RACES = ("White", "Black", "Asian", "Indian", "Others")
+FAIRFACE_AGE_GROUPS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
+# Midpoints (years) of the FairFace groups, used to decode an expected age; the last group is open, 75 is a guess
+# documented here rather than hidden.
+FAIRFACE_AGE_MIDPOINTS = (1.0, 6.0, 14.5, 24.5, 34.5, 44.5, 54.5, 64.5, 75.0)
+FAIRFACE_GENDERS = ("Male", "Female")
+FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
+
+
+def utkface_tasks() -> tuple[Task, ...]:
+    return (
+        ordinal_task("age", range(UTK_AGE_MIN, UTK_AGE_MAX + 1)),
+        nominal_task("gender", UTK_GENDERS),
+        nominal_task("race", UTK_RACES),
+    )
+
+
+def fairface_tasks() -> tuple[Task, ...]:
+    return (
+        ordinal_task("age", FAIRFACE_AGE_GROUPS, FAIRFACE_AGE_MIDPOINTS),
+        nominal_task("gender", FAIRFACE_GENDERS),
+        nominal_task("race", FAIRFACE_RACES),
+    )
+
+
+def age_to_group(age: float, groups: Sequence[str] = FAIRFACE_AGE_GROUPS) -> int:
+    """Index of the FairFace-style group ('a-b' or 'more than N') that contains ``age`` rounded to whole years."""
+    age = round(float(age))
+    for i, g in enumerate(groups):
+        if g.startswith("more than"):
+            return i
+        lo, hi = (int(x) for x in g.split("-"))
+        if age <= hi:
+            return i
+    return len(groups) - 1
+
+
+def tasks_to_json(tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    return [t.to_dict() for t in tasks]
+
+
+def tasks_from_json(items: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
+    return tuple(Task.from_dict(d) for d in items)
