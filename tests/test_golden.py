@@ -123,7 +123,7 @@ def test_the_service_answer_is_unchanged() -> None:
     from fastapi.testclient import TestClient
 
     from faceattr import Predictor
-    from faceattr.serve.app import ServeSettings, create_app
+    from faceattr.serve import ServeSettings, create_app
 
     photo = REPO / "src/faceattr/examples/astronaut.png"
     with TestClient(create_app(Predictor.from_pretrained(), ServeSettings())) as c:

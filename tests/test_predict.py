@@ -279,7 +279,7 @@ def test_default_path_is_int8_with_flip_and_close_to_float32(monkeypatch, caplog
 
     monkeypatch.setattr(fp, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(fp.platform, "machine", lambda: "x86_64")
-    with caplog.at_level("DEBUG", logger="faceattr.runtime.predictor"):
+    with caplog.at_level("DEBUG", logger="faceattr.runtime.policy"):
         fallback = Predictor.from_pretrained()
     assert fallback.backend.name == "onnxruntime" and "VNNI" in caplog.text
     gated = {"gender": fp.FALLBACK_FLIP_BELOW}  # there only the gender-uncertain faces get their mirror image

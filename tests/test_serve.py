@@ -26,7 +26,7 @@ from faceattr.runtime.policy import (
     default_tta_flip,  # noqa: E402
 )
 from faceattr.runtime.predictor import Predictor  # noqa: E402
-from faceattr.serve.app import MicroBatcher, ServeSettings, create_app  # noqa: E402
+from faceattr.serve import MicroBatcher, ServeSettings, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,10 @@ def test_health_model_page_and_docs(api):
     m = api.get("/v1/model").json()
     assert [t["name"] for t in m["tasks"]] == ["age", "gender", "race"]
     assert [t["enabled"] for t in m["tasks"]] == [True, True, False]
-    assert "UTKFace" in m["licence"] and m["weights_origin"] and m["test_metrics"]
+    assert m["licence"] == "non-commercial research only" and m["commercial_use"] is False
+    assert m["model"] == "faceattr-utkface-fairface-mobilenetv2" and any("UTKFace" in d for d in m["trained_on"])
+    assert m["measured"]["UTKFace test"]["age_mae"] < 5 and m["tasks"][0]["range"] == [1.0, 116.0]
+    assert "runs/" not in str(m) and "../shared" not in str(m)  # no server paths
     assert m["calibration"]["temperature"]["gender"] > 0
     default = "onnxruntime-int8" if default_runtime() == "onnx-int8" else "onnxruntime"  # float32 without VNNI
     assert m["tta_flip"] == default_tta_flip(default_runtime())  # true; {"gender": 0.8} on the float32 fallback

@@ -44,7 +44,7 @@ def predictor():
 def server(predictor):
     import uvicorn
 
-    from faceattr.serve.app import ServeSettings, create_app
+    from faceattr.serve import ServeSettings, create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,13 @@
   ``<out>/part-<k>-of-<n>.parquet`` -- first as ``.partial``, renamed when complete. A rerun skips every complete
   shard, so a killed job loses at most the shard in flight; ``shards=(i, m)`` runs only the shards with
   ``k % m == i`` (machine i of m, each with the same inputs and options). Changing the inputs, the shard size or the
-  model between runs is refused (``<out>/batch.json`` records them).
+  model between runs is refused (``<out>/_batch.json`` records them; a name that starts with ``_`` is skipped by
+  pandas, pyarrow and DuckDB, so ``pd.read_parquet(out)`` reads the parts alone). A part is trusted on a rerun only
+  when it reads back with the job's schema, fingerprint and row count (kept in its Parquet metadata); anything
+  else (a truncated copy, a disk fault) is redone, with a warning.
+- **Schema**: one fixed Arrow schema for every shard of every engine (:func:`arrow_schema`): a shard of unreadable
+  or faceless photos has the same column types as any other. File names that are not valid UTF-8 are stored with
+  their undecodable bytes as ``\\xNN`` escapes.
 - **Rows**: one per face (source, face index, box, score, landmarks, every task's label, value, interval and
   probabilities, model) plus one per photo with no face (``num_faces`` 0, ``message``) or an error (``error``): a run
   never stops on a bad file.
@@ -36,7 +42,7 @@ from faceattr.runtime.meta import ModelMeta
 
 log = logging.getLogger(__name__)
 
-BATCH_FORMAT = 1
+BATCH_FORMAT = 2  # 2: fixed Arrow schema, parts checked on resume, _batch.json, --max-pixels in the fingerprint
 
 
 def list_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
@@ -63,7 +69,12 @@ def list_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
             plain.append(item)
     if plain:
         found.update(str(f) for f in find_image_paths(plain).files)
-    return sorted(found)
+    # one file under several spellings (a/./x.jpg, a//x.jpg, an absolute path) is one photo: the first spelling
+    # in sorted order names it
+    seen: dict[str, str] = {}
+    for f in sorted(found):
+        seen.setdefault(os.path.realpath(f), f)
+    return sorted(seen.values())
 
 
 @dataclass(frozen=True)
@@ -133,13 +144,91 @@ def row_columns(meta: ModelMeta) -> list[str]:
     return [*cols, "error", "message"]
 
 
-def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
-    import pandas as pd
+INT_COLUMNS = ("width", "height", "num_faces", "face")
+STRING_COLUMNS = ("source", "model", "landmarks", "error", "message")
 
-    df = pd.DataFrame(rows, columns=row_columns(meta))
-    for c in ("width", "height", "num_faces", "face"):
-        df[c] = df[c].astype("Int64")
-    return df
+
+def arrow_schema(meta: ModelMeta) -> Any:
+    """The one Arrow schema of a batch job's rows (:func:`row_columns`), the same for every shard and engine."""
+    import pyarrow as pa
+
+    fields = []
+    labels = {t.name for t in meta.tasks}
+    for c in row_columns(meta):
+        if c in INT_COLUMNS:
+            typ = pa.int64()
+        elif c == "box":
+            typ = pa.list_(pa.float64())
+        elif c in STRING_COLUMNS or c in labels:
+            typ = pa.string()
+        else:
+            typ = pa.float64()
+        fields.append(pa.field(c, typ))
+    return pa.schema(fields)
+
+
+def text(s: Any) -> Any:
+    """A file name as valid UTF-8 for Parquet: undecodable bytes (kept by Python as surrogates) become ``\\xNN``."""
+    if isinstance(s, str):
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return s
+
+
+def table(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
+    """Rows as an Arrow table with the job's fixed schema."""
+    import pyarrow as pa
+
+    schema = arrow_schema(meta)
+    cols: dict[str, list[Any]] = {c: [] for c in schema.names}
+    for r in rows:
+        for c in schema.names:
+            v = r.get(c)
+            if c in ("source", "error", "message"):
+                v = text(v)
+            cols[c].append(None if isinstance(v, float) and v != v and c in STRING_COLUMNS else v)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
+    """Rows as a pandas DataFrame (the fixed schema's columns; integers as nullable Int64)."""
+    return table(rows, meta).to_pandas(types_mapper=_pandas_types)
+
+
+def _pandas_types(t: Any) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    return pd.Int64Dtype() if t == pa.int64() else None
+
+
+def part_is_complete(path: Path, schema: Any, fingerprint: str) -> bool:
+    """Whether a part file reads back whole, with the job's schema and fingerprint and the row count it recorded."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        md = pf.metadata.metadata or {}
+        if md.get(b"faceattr.fingerprint", b"").decode() != fingerprint:
+            return False
+        if not pf.schema_arrow.remove_metadata().equals(schema):
+            return False
+        rows = int(md.get(b"faceattr.rows", b"-1"))
+        return rows == pf.metadata.num_rows and pf.read().num_rows == rows
+    except Exception:  # noqa: BLE001 - any unreadable part is redone
+        return False
+
+
+def write_part(tbl: Any, target: Path, fingerprint: str) -> None:
+    """One part, atomically, with the job's fingerprint and its row count in the Parquet metadata."""
+    import pyarrow.parquet as pq
+
+    from faceattr.safeio import atomic_output
+
+    tbl = tbl.replace_schema_metadata(
+        {"faceattr.fingerprint": fingerprint, "faceattr.rows": str(tbl.num_rows), "faceattr.format": str(BATCH_FORMAT)}
+    )
+    with atomic_output(target, "wb") as f:
+        pq.write_table(tbl, f)
 
 
 def _rows(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
@@ -167,7 +256,9 @@ def _rows(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> list
 
 
 def _fingerprint(files: list[str], shard_size: int, model: str, job: Job) -> str:
-    h = hashlib.sha256(f"{BATCH_FORMAT}|{shard_size}|{model}|{job.detect}|{job.detector}|{job.min_score}".encode())
+    h = hashlib.sha256(
+        f"{BATCH_FORMAT}|{shard_size}|{model}|{job.detect}|{job.detector}|{job.min_score}|{job.max_pixels}".encode()
+    )
     for f in files:
         h.update(f.encode("utf-8", "surrogateescape") + b"\n")
     return h.hexdigest()
@@ -214,7 +305,9 @@ def run_batch(
     n = (len(files) + shard_size - 1) // shard_size
     fp = _fingerprint(files, shard_size, model_name, job)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / "batch.json"
+    manifest = out_dir / "_batch.json"
+    if not manifest.is_file() and (out_dir / "batch.json").is_file():  # the job file's earlier name
+        os.replace(out_dir / "batch.json", manifest)
     if manifest.is_file():
         old = json.loads(manifest.read_text(encoding="utf-8"))
         if old.get("fingerprint") != fp:
@@ -236,15 +329,28 @@ def run_batch(
                     indent=1,
                 )
             )
-    todo = [k for k in range(n) if k % m == i and not (out_dir / f"part-{k:05d}-of-{n:05d}.parquet").is_file()]
+    schema = arrow_schema(pred.meta)
+    mine = [k for k in range(n) if k % m == i]
+    todo = []
+    for k in mine:
+        part_path = out_dir / f"part-{k:05d}-of-{n:05d}.parquet"
+        if part_path.exists() and not part_is_complete(part_path, schema, fp):
+            log.warning("%s does not read back as a complete part of this job: redoing it", part_path)
+        if not (part_path.is_file() and part_is_complete(part_path, schema, fp)):
+            todo.append(k)
     summary: dict[str, Any] = {
         "photos": len(files),
         "shards": n,
-        "skipped_done": sum(1 for k in range(n) if k % m == i) - len(todo),
+        "skipped_done": len(mine) - len(todo),
         "written": [],
         "faces": 0,
         "errors": 0,
     }
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(files[k * shard_size : (k + 1) * shard_size]) for k in todo), unit="photo")
     workers = workers or max(1, (os.cpu_count() or 1))
     import multiprocessing as mp
 
@@ -261,15 +367,16 @@ def run_batch(
                     nf = 0 if p.get("chips") is None else len(p["chips"])
                     rows += _rows(p, attrs[j : j + nf], model_name)
                     j += nf
-            df = frame(rows, pred.meta)
+                if bar is not None:
+                    bar.update(len(preps))
+            tbl = table(rows, pred.meta)
             target = out_dir / f"part-{k:05d}-of-{n:05d}.parquet"
-            with atomic_output(target, "wb") as f:
-                df.to_parquet(f, index=False)
+            write_part(tbl, target, fp)
             summary["written"].append(str(target))
-            summary["faces"] += int(df["face"].notna().sum()) if "face" in df else 0
-            summary["errors"] += int(df["error"].notna().sum()) if "error" in df else 0
-            if progress:
-                log.info("shard %d of %d: %d photos, %d rows", k + 1, n, len(part), len(df))
+            summary["faces"] += sum(1 for r in rows if r.get("face") is not None)
+            summary["errors"] += sum(1 for r in rows if r.get("error"))
+    if bar is not None:
+        bar.close()
     return summary
 
 
@@ -314,7 +421,7 @@ class RayPredictor:
             nf = 0 if p.get("chips") is None else len(p["chips"])
             rows += _rows(p, attrs[j : j + nf], self.model_name)
             j += nf
-        return frame(rows, self.pred.meta)
+        return table(rows, self.pred.meta)
 
 
 def run_batch_ray(
@@ -393,10 +500,14 @@ def run_batch_ray(
             num_cpus=cpus_per_actor,
             batch_format="numpy",
         )
+        # every block as the job's Arrow table: a block of error rows keeps the list type of `box` (else Ray
+        # stores its nulls as pickled Python objects, which pandas and pyarrow cannot read)
         out_dir.mkdir(parents=True, exist_ok=True)
         ds.write_parquet(str(out_dir), ray_remote_args=io_args)
         if missing:
-            frame(missing, pred.meta).to_parquet(out_dir / "missing-files.parquet", index=False)
+            import pyarrow.parquet as pq
+
+            pq.write_table(table(missing, pred.meta), out_dir / "missing-files.parquet")
     finally:
         if started:
             ray.shutdown()

@@ -19,7 +19,7 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
-    add_tta_flip_arg(p, "--checkpoint")
+    add_tta_flip_arg(p, "--model")
     p.add_argument(
         "--label-map",
         help="map the data's labels onto the model's: YAML '{race: {East Asian: Asian}}' "

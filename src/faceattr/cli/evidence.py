@@ -118,7 +118,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--limit", type=int)
-    add_tta_flip_arg(p, "--checkpoint")
+    add_tta_flip_arg(p, "--model")
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--label-map", help="map the data's labels onto the model's (see faceattr evaluate --label-map)")
     p.add_argument("--out", required=True, help="folder for report.md, audit.json and the plots")

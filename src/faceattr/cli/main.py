@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("faceattr")
 
@@ -103,6 +103,42 @@ def _cmd_split(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the shipped models: tasks, classes, licence, training data, figures")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _cmd_models(a: argparse.Namespace) -> int:
+    from faceattr import list_pretrained
+
+    models = list_pretrained()
+    if a.json:
+        print(json.dumps(models, indent=1))
+        return 0
+    for m in models:
+        print(f"{m['name']}{'  (default)' if m['default'] else ''}")
+        print(f"  {m['summary']}")
+        print(f"  licence: {m['licence']}{'' if m['commercial_use'] else ' (no commercial use)'}")
+        tasks = "; ".join(
+            f"{t['name']}: "
+            + (
+                ", ".join(t["classes"])
+                if "classes" in t
+                else f"{t['range'][0]}-{t['range'][1]}"
+                if "range" in t
+                else ", ".join(t["levels"])
+            )
+            for t in m["tasks"]
+        )
+        print(f"  tasks: {tasks}; input {m['input_size']} px; runtimes: {', '.join(m['runtimes'])}")
+        print(f"  trained on: {'; '.join(m['trained_on'])}")
+        for name, f in m["figures"].items():
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in f.items() if k not in ("faces", "tta_flip"))
+            print(f"  {name} ({f['faces']} faces): {shown}")
+        print()
+    return 0
+
+
 def _add_cache(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="show (or --clear) the decoded-image cache in $FACEATTR_CACHE")
     p.add_argument("--clear", action="store_true", help="delete faceattr's cache files")
@@ -132,35 +168,162 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit-calibration": ("faceattr.cli.evaluate", "_add_fit", "_run_fit"),
     "split": ("faceattr.cli.main", "_add_split", "_cmd_split"),
     "export": ("faceattr.cli.predict", "_add_export", "_run_export"),
-    "calibrate": ("faceattr.cli.predict", "_add_calibrate", "_run_calibrate"),
+    "fit-alignment": ("faceattr.cli.predict", "_add_calibrate", "_run_calibrate"),
     "ablate": ("faceattr.cli.evidence", "_add_ablate", "_run_ablate"),
     "claims": ("faceattr.cli.evidence", "_add_claims", "_run_claims"),
     "audit": ("faceattr.cli.evidence", "_add_audit", "_run_audit"),
     "explain": ("faceattr.cli.evidence", "_add_explain", "_run_explain"),
     "cache": ("faceattr.cli.main", "_add_cache", "_cmd_cache"),
+    "models": ("faceattr.cli.main", "_add_models", "_cmd_models"),
     "serve": ("faceattr.cli.serve", "_add_serve", "_run_serve"),
     "video": ("faceattr.cli.serve", "_add_video", "_run_video"),
 }
 
 
+ALIASES = {"calibrate": "fit-alignment"}  # old command names that still work
+
+# Two or three examples per command, shown at the end of its --help (tests/cli/test_cli.py runs them on real data).
+EXAMPLES: dict[str, str] = {
+    "predict": """faceattr predict photo.jpg                           # JSON lines on standard output
+  faceattr predict photos/ --format csv -o faces.csv --draw annotated/
+  faceattr predict crops/ --no-detect                  # inputs are already face crops""",
+    "batch": """faceattr batch photos/ --out faces/                  # Parquet parts; pd.read_parquet("faces/")
+  faceattr batch photos/ list.txt --out faces/ --shard 0/4 --workers 2
+  faceattr batch photos/ --out faces/ --engine ray --actors 4""",
+    "train": """faceattr train -c configs/utkface.yaml
+  faceattr train -c configs/utkface.yaml -o train.epochs=3 -o model.shared_stages=4
+  faceattr train -c configs/utkface.yaml --resume""",
+    "evaluate": """faceattr evaluate --data utkface:../shared/data/utkface        # the shipped model, default path
+  faceattr evaluate --model runs/x/best.safetensors --data utkface:DIR --split test --json
+  faceattr evaluate --data fairface:DIR --label-map '{race: {East Asian: Asian}}' -o report/""",
+    "fit-calibration": """faceattr fit-calibration --model runs/x/best.safetensors --data utkface:DIR
+  faceattr fit-calibration --model runs/x/best.safetensors --data utkface:DIR --split val""",
+    "split": """faceattr split utkface:/data/UTKFace -o split.csv
+  faceattr split fairface:/data/fairface -o split.csv --wide-labels wide/labels.csv""",
+    "export": """faceattr export --model runs/x/best.safetensors -o model.onnx
+  faceattr export --model runs/x/best.safetensors --int8 --calibration utkface:DIR -o model.onnx""",
+    "fit-alignment": """faceattr fit-alignment --model runs/x/best.safetensors --data utkface:DIR
+  faceattr fit-alignment --model runs/x/best.safetensors --data utkface:DIR --detector dlib""",
+    "ablate": """faceattr ablate -c configs/ablation-utkface.yaml
+  faceattr ablate -c configs/ablation-utkface.yaml --report-only""",
+    "claims": """faceattr claims -c configs/claims-utkface.yaml -c configs/claims-fairface.yaml
+  faceattr claims -c configs/claims-utkface.yaml -o results/claims.md --no-timing""",
+    "audit": """faceattr audit --data utkface:../shared/data/utkface --split test -o audit/
+  faceattr audit --model runs/x/best.safetensors --data fairface:DIR -o audit/""",
+    "explain": """faceattr explain photo.jpg -o cams/
+  faceattr explain photo.jpg --task age -o cams/ --average-data utkface:DIR""",
+    "models": """faceattr models
+  faceattr models --json""",
+    "cache": """faceattr cache
+  faceattr cache --clear""",
+    "serve": """faceattr serve                                       # http://127.0.0.1:8000/
+  faceattr serve --port 8080 --disable-task race --max-inflight 32""",
+    "video": """faceattr video clip.mp4 -o annotated.mp4
+  faceattr video clip.mp4 --tracks tracks.jsonl --detect-every 3
+  faceattr video 0 -o webcam.mp4                       # a webcam""",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line on standard error and exit status 2 (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option's default shown (unless it is none, or the help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        h = action.help or ""
+        if (
+            action.default in (None, False, argparse.SUPPRESS)
+            or "default" in h
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return h
+        return h + " (default: %(default)s)"
+
+
+def _alias(p: argparse.ArgumentParser, dest: str, first: str, *more: str) -> None:
+    """Give the option stored in ``dest`` the canonical name ``first`` (shown first) and the other spellings."""
+    for act in p._actions:
+        if act.dest == dest and act.option_strings:
+            names = [first, *more]
+            for s in names:
+                if s not in p._option_string_actions:
+                    p._option_string_actions[s] = act
+            act.option_strings = [s for s in names if p._option_string_actions.get(s) is act] + [
+                s for s in act.option_strings if s not in names
+            ]
+
+
+# Help for the options several commands share, given once (a command's own help text wins).
+COMMON_HELP = {
+    "checkpoint": "checkpoint (.safetensors with its .json, or a run folder) or .onnx model file",
+    "split": "which split of the dataset's protocol",
+    "detector": "face detector: auto, yuface, dlib, dlib-cnn, yunet or yunet-dlib (auto: yuface, or yunet when a "
+    "YuNet file is given)",
+    "yunet_model": "OpenCV YuNet ONNX file (for --detector yunet / yunet-dlib)",
+    "min_score": "drop detections scored below this (YuNet: confidence 0..1; dlib: SVM margin)",
+    "max_pixels": "refuse images with more pixels than this (a decompression bomb guard)",
+    "format": "output format",
+    "batch_size": "faces per network batch",
+    "epochs": "number of epochs (overrides train.epochs)",
+    "calibration_size": "faces used to fit the INT8 quantisation ranges",
+    "out": "where to write the output",
+    "limit": "use a seeded subset of this many faces",
+    "n_boot": "bootstrap resamples for the confidence intervals",
+    "no_detect": "inputs are already face crops: no detection or alignment",
+    "average_n": "faces of --average-data averaged into the mean map per task",
+    "port": "TCP port to listen on (1-65535)",
+}
+
+
+def harmonise(sub: argparse._SubParsersAction) -> None:
+    """One vocabulary across commands: ``--model`` (``--checkpoint`` kept), ``-o/--out`` (``-O/--output`` kept),
+    defaults shown, examples at the end of every command's help."""
+    for name, p in sub.choices.items():
+        if name in ALIASES:
+            continue
+        p.formatter_class = _HelpFormatter
+        if p.description and "\n" not in p.description:
+            import textwrap
+
+            p.description = textwrap.fill(p.description, 100)
+        p.epilog = "examples:\n  " + EXAMPLES[name] if name in EXAMPLES else p.epilog
+        dests = {a.dest for a in p._actions}
+        for act in p._actions:
+            if act.help is None and act.dest in COMMON_HELP:
+                act.help = COMMON_HELP[act.dest]
+        if "checkpoint" in dests and "model" not in dests:
+            _alias(p, "checkpoint", "--model", "--checkpoint")
+        if "out" in dests:
+            _alias(p, "out", "--out", "-o")
+
+
 def _command(name: str, which: int) -> Any:
     import importlib
 
-    mod, add, run = COMMANDS[name]
+    mod, add, run = COMMANDS[ALIASES.get(name, name)]
     return getattr(importlib.import_module(mod), (add, run)[which - 1])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog="faceattr",
         description="Heterogeneous face attribute estimation (age, gender, race) with one deep multi-task network.",
     )
     ap.add_argument("--debug", action="store_true", help="show full stack traces")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    ap.add_argument("--log-level", default="INFO")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    from faceattr import __version__
+
+    ap.add_argument("--version", action="version", version=f"faceattr {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         _command(name, 1)(sub)
+    harmonise(sub)
     return ap
 
 

@@ -40,7 +40,8 @@ def add_tta_flip_arg(p: argparse.ArgumentParser, model_option: str) -> None:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        help="checkpoint (.safetensors + .json, or run folder) or .onnx file; default: the model shipped with faceattr",
+        help="a shipped model's name (faceattr models), a checkpoint (.safetensors + .json, or run folder) or an "
+        ".onnx file; default: the default shipped model",
     )
     p.add_argument("--threads", type=int, help="CPU threads for inference")
     p.add_argument(
@@ -54,12 +55,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="estimate age, gender and race of every face in photos")
+    p = sub.add_parser(
+        "predict",
+        help="estimate age, gender and race of every face in photos",
+        description="Estimate age, gender and race of every face in photos. The default model "
+        "(faceattr-utkface-fairface-mobilenetv2) is licensed for non-commercial research only: it was trained on "
+        "UTKFace, whose terms bind its use. `faceattr models` lists the shipped models and their licences.",
+    )
     p.add_argument("paths", nargs="*", help="image files, folders or glob patterns")
     p.add_argument("--example", action="store_true", help="run on the bundled example photo")
     _add_model_args(p)
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    p.add_argument("--output", "-O", help="write results here instead of standard output")
+    p.add_argument("--out", "-o", "--output", "-O", dest="output", help="write results here instead of standard output")
     p.add_argument("--draw", metavar="DIR", help="write annotated images into DIR")
     p.add_argument("--no-detect", action="store_true", help="inputs are already face crops: no detection/alignment")
     p.add_argument(
@@ -159,8 +166,10 @@ def _run_predict(a: argparse.Namespace) -> int:
 
     _check_predict_args(a)
     paths = list(a.paths)
-    if a.example or not paths:
-        paths = [str(example_photo())]
+    if not paths and not a.example:
+        raise UsageError("give photos, folders or glob patterns to predict (or --example for the bundled photo)")
+    if a.example:
+        paths = [*paths, str(example_photo())]
     found = find_image_paths(paths)
     files = found.files
     if found.skipped:
@@ -272,9 +281,10 @@ def _run_export(a: argparse.Namespace) -> int:
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "calibrate",
+        "fit-alignment",
+        aliases=["calibrate"],
         help="measure a detector's landmark template on the training chips "
-        "and store it in the checkpoint (needed for alignment)",
+        "and store it in the checkpoint (needed for alignment; old name: calibrate)",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument(

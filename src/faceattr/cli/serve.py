@@ -8,11 +8,21 @@ import os
 from faceattr.cli.predict import _add_model_args
 
 
+def _port(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535, got {v!r}")
+    return n
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP service (POST /v1/analyze) and web page at /")
     _add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--detector", default="auto", help="as for faceattr predict")
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (413 above)")
@@ -42,7 +52,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _run_serve(a: argparse.Namespace) -> int:
     from faceattr.runtime.predictor import Predictor
-    from faceattr.serve.app import ServeSettings, serve
+    from faceattr.serve.app import serve
+    from faceattr.serve.settings import ServeSettings
 
     disabled = list(a.disable_task) + [t for t in os.environ.get("FACEATTR_DISABLED_TASKS", "").split(",") if t]
     settings = ServeSettings(
@@ -70,8 +81,11 @@ def _run_serve(a: argparse.Namespace) -> int:
 def _add_video(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("video", help="track faces through a video: one stable estimate per person")
     p.add_argument("source", help="a video file (any format OpenCV reads) or a webcam index such as 0")
-    p.add_argument("--tracks", required=True, help="JSON-lines output: one line per track")
-    p.add_argument("--out", help="annotated video (.mp4, .avi, .mkv, .mov)")
+    p.add_argument("--out", "-o", help="annotated video (.mp4, .avi, .mkv, .mov)")
+    p.add_argument("--tracks", help="JSON-lines output: one line per track (give --out, --tracks or both)")
+    p.add_argument(
+        "--strict", action="store_true", help="a video that ends before its declared frame count is an error"
+    )
     _add_model_args(p)
     p.add_argument("--detector", default="auto", help="as for faceattr predict")
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file")
@@ -93,6 +107,8 @@ def _run_video(a: argparse.Namespace) -> int:
     from faceattr.video.pipeline import process_video
 
     pred = Predictor.load(a.model, a.threads, a.runtime, detector=a.detector, yunet_model=a.yunet_model)
-    res = process_video(a.source, pred, a.out, a.tracks, a.detect_every, a.rho, a.max_frames, progress=True)
+    res = process_video(
+        a.source, pred, a.out, a.tracks, a.detect_every, a.rho, a.max_frames, progress=not a.quiet, strict=a.strict
+    )
     print(json.dumps(res))
     return 0

@@ -90,6 +90,7 @@ class OnnxBackend:
             self.meta = ModelMeta.from_dict(json.loads(props["faceattr"]), str(path))
         except (json.JSONDecodeError, MetaError) as e:
             raise ModelFormatError(f"{path}: its faceattr metadata is broken ({type(e).__name__}: {e})") from e
+        self.path = path
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = "onnxruntime-int8" if self.meta.extra.get("quantization") else "onnxruntime"

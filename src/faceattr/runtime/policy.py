@@ -68,8 +68,23 @@ def default_runtime() -> str:
     return "onnx"
 
 
-def shipped_path(runtime: str) -> Path:
-    return {"torch": SHIPPED_MODEL, "onnx": SHIPPED_ONNX, "onnx-int8": SHIPPED_INT8}[runtime]
+def shipped_path(runtime: str, name: str | None = None) -> Path:
+    """The file of the shipped model ``name`` (None: the default) for ``runtime`` (``torch``, ``onnx``,
+    ``onnx-int8``)."""
+    if name is None:
+        return {"torch": SHIPPED_MODEL, "onnx": SHIPPED_ONNX, "onnx-int8": SHIPPED_INT8}[runtime]
+    from faceattr.runtime.catalog import shipped
+
+    return shipped(name).path(runtime)
+
+
+def is_shipped_name(model: str | None) -> bool:
+    """Whether ``--model`` names a shipped model (``faceattr models``) rather than a file."""
+    if not model or Path(model).suffix in (".onnx", ".safetensors", ".json", ".pt") or Path(model).exists():
+        return False
+    from faceattr.runtime.catalog import list_shipped
+
+    return model in [m.name for m in list_shipped()]
 
 
 def shown_path(path: Path) -> str:
@@ -92,7 +107,8 @@ def shipped_or(model: str | None, tta_flip: bool | None) -> tuple[str, FlipMode]
     flip): none given means the shipped model on ``faceattr predict``'s default path (INT8 ONNX + flip, float32
     with flip for the gender-uncertain faces where INT8 is not exact: :func:`default_tta_flip`); a user's
     own model gets flip only when asked (its calibration was fitted and measured without it)."""
-    if model is None:
+    if model is None or is_shipped_name(model):
         runtime = default_runtime()
-        return shown_path(shipped_path(runtime)), default_tta_flip(runtime) if tta_flip is None else tta_flip
+        path = shown_path(shipped_path(runtime, model))
+        return path, default_tta_flip(runtime) if tta_flip is None else tta_flip
     return model, bool(tta_flip)

@@ -21,9 +21,9 @@ from faceattr.runtime.meta import ModelMeta
 from faceattr.runtime.policy import (
     DEFAULT_TTA_FLIP,
     RUNTIMES,
-    SHIPPED_MODEL,
     default_runtime,
     default_tta_flip,
+    is_shipped_name,
     shipped_path,
 )
 from faceattr.runtime.results import Attribute, FaceResult, PhotoResult
@@ -100,8 +100,11 @@ class Predictor:
         return cls(OnnxBackend(path, threads), **kw)
 
     @classmethod
-    def from_pretrained(cls, threads: int | None = None, runtime: str = "auto", **kw: Any) -> Predictor:
-        """The model shipped with faceattr (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace).
+    def from_pretrained(
+        cls, name: str | None = None, threads: int | None = None, runtime: str = "auto", **kw: Any
+    ) -> Predictor:
+        """A model shipped with faceattr, by name (``faceattr models``, :func:`faceattr.list_pretrained`); None: the
+        default one (MobileNetV2, 128 px, UTKFace tasks; trained on UTKFace + FairFace; non-commercial).
 
         The default path (``runtime="auto"``, ``tta_flip`` unset) is the INT8 ONNX model run by onnxruntime with
         flip test-time augmentation (each face and its mirror image in one batch): faster than the float32 model
@@ -122,13 +125,14 @@ class Predictor:
             runtime = default_runtime()
         if kw.get("tta_flip") is None:
             kw["tta_flip"] = default_tta_flip(runtime) if auto else DEFAULT_TTA_FLIP
-        path = shipped_path(runtime)
+        path = shipped_path(runtime, name)
         if not path.is_file():
             raise FileNotFoundError(f"the shipped model is missing from this installation: {path}")
         if runtime == "torch":
             return cls.from_checkpoint(path, threads, **kw)
         pred = cls.from_onnx(path, threads, **kw)
-        pred.checkpoint = SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None
+        torch_file = shipped_path("torch", name)
+        pred.checkpoint = torch_file if torch_file.is_file() else None
         return pred
 
     @classmethod
@@ -137,8 +141,8 @@ class Predictor:
     ) -> "Predictor":
         """The shipped model (``None``, on ``runtime``: see :meth:`from_pretrained`), an ``.onnx`` file, or a
         checkpoint (``runtime`` applies to the shipped model only)."""
-        if path is None:
-            return cls.from_pretrained(threads, runtime, **kw)
+        if path is None or is_shipped_name(str(path)):
+            return cls.from_pretrained(None if path is None else str(path), threads, runtime, **kw)
         backend = open_backend(path, threads)
         pred = cls(backend, **kw)
         pred.checkpoint = getattr(backend, "checkpoint", None)
@@ -198,22 +202,43 @@ class Predictor:
         )
         return faces, chips
 
-    def predict(self, image: ImageSource, detect: bool = True, source: str | None = None) -> PhotoResult:
-        """One photo (path, bytes, PIL image or RGB array) -> every face's attributes; an image that cannot be used
-        raises :class:`~faceattr.vision.image.ImageError`."""
-        res = next(iter(self.predict_many([image], detect, [source] if source else None)))
+    def __repr__(self) -> str:
+        path = getattr(self.backend, "path", None) or self.checkpoint
+        model = Path(path).name if path else self.meta.architecture.name
+        flip = self.tta_flip if isinstance(self.tta_flip, bool) else dict(self.tta_flip)
+        det = self._detector.name if self._detector is not None else self._detector_spec[0]
+        return (
+            f"Predictor(model={model!r}, runtime={self.backend.name!r}, tta_flip={flip!r}, detector={det!r}, "
+            f"input_size={self.input_size})"
+        )
+
+    def predict(
+        self, image: ImageSource, detect: bool = True, source: str | None = None, channels: str = "rgb"
+    ) -> PhotoResult:
+        """One photo (path, bytes, PIL image or array) -> every face's attributes; an image that cannot be used
+        raises :class:`~faceattr.vision.image.ImageError`. Arrays are RGB unless ``channels="bgr"`` (OpenCV's
+        ``cv2.imread``); files are decoded to RGB whatever ``channels`` says."""
+        res = next(iter(self.predict_many([image], detect, [source] if source else None, channels)))
         if res.error:
             raise ImageError(res.error)
         return res
 
     def predict_many(
-        self, images: Iterable[ImageSource], detect: bool = True, sources: Sequence[str] | None = None
+        self,
+        images: Iterable[ImageSource],
+        detect: bool = True,
+        sources: Sequence[str] | None = None,
+        channels: str = "rgb",
     ) -> Iterator[PhotoResult]:
         """Yields one :class:`PhotoResult` per image, in order. An image that cannot be used yields a result with
-        ``error`` set and no faces, and the stream goes on (:meth:`predict` raises instead)."""
+        ``error`` set and no faces, and the stream goes on (:meth:`predict` raises instead). ``channels``: the
+        colour order of arrays (``"rgb"``, or ``"bgr"`` for OpenCV's)."""
+        check(channels in ("rgb", "bgr"), f"channels must be 'rgb' or 'bgr', got {channels!r}")
         for i, img in enumerate(images):
             src = sources[i] if sources else (str(img) if isinstance(img, (str, Path)) else f"image {i}")
             try:
+                if channels == "bgr" and isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] in (3, 4):
+                    img = np.ascontiguousarray(img[..., [2, 1, 0, *range(3, img.shape[2])]])
                 rgb = load_image(img, self.max_pixels)
             except ImageError as e:
                 yield PhotoResult(src, 0, 0, [], error=str(e))

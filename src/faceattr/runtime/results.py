@@ -15,6 +15,17 @@ class Attribute:
     value: float | None = None  # ordinal: expected value (e.g. age in years)
     interval: tuple[float, float] | None = None  # ordinal: central interval of the predicted distribution
 
+    def __repr__(self) -> str:
+        parts = [f"{self.label!r}"]
+        if self.value is not None:
+            parts.append(f"value={self.value:.1f}")
+        if self.interval is not None:
+            parts.append(f"interval=({self.interval[0]:.1f}, {self.interval[1]:.1f})")
+        if self.probabilities and self.value is None:
+            top = max(self.probabilities.values())
+            parts.append(f"p={top:.2f}")
+        return f"{self.name}({', '.join(parts)})"
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"label": self.label}
         if self.value is not None:
@@ -36,6 +47,39 @@ class FaceResult:
     def __getitem__(self, task: str) -> Attribute:
         return self.attributes[task]
 
+    def __getattr__(self, task: str) -> Attribute:
+        """``face.age`` is ``face["age"]``: every task of the model is an attribute."""
+        attributes = self.__dict__.get("attributes")
+        if attributes is not None and task in attributes:
+            return attributes[task]
+        raise AttributeError(f"{type(self).__name__} has no attribute {task!r}")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *self.attributes})
+
+    def __repr__(self) -> str:
+        box = "" if self.box is None else f"box=({', '.join(f'{v:.0f}' for v in self.box)}), "
+        return f"FaceResult({box}{', '.join(repr(a) for a in self.attributes.values())})"
+
+    def to_record(self, index: int | None = None) -> dict[str, Any]:
+        """One flat row: ``face`` (index), box corners, score, and per task ``<task>``, ``<task>_value``,
+        ``<task>_low``/``_high`` (interval) and ``<task>_p_<class>`` (probabilities)."""
+        r: dict[str, Any] = {}
+        if index is not None:
+            r["face"] = index
+        if self.box is not None:
+            r.update(zip(("x0", "y0", "x1", "y1"), (float(v) for v in self.box)))
+            r["score"] = None if self.score is None else float(self.score)
+        for name, a in self.attributes.items():
+            r[name] = a.label
+            if a.value is not None:
+                r[f"{name}_value"] = a.value
+            if a.interval is not None:
+                r[f"{name}_low"], r[f"{name}_high"] = a.interval
+            for c, pr in a.probabilities.items():
+                r[f"{name}_p_{c}"] = pr
+        return r
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.box is not None:
@@ -54,6 +98,25 @@ class PhotoResult:
     faces: list[FaceResult]
     message: str = ""
     error: str = ""  # set (and no faces) when the image could not be used; see Predictor.predict_many
+
+    def __repr__(self) -> str:
+        if self.error:
+            return f"PhotoResult({self.source!r}, error={self.error!r})"
+        return f"PhotoResult({self.source!r}, {self.width}x{self.height}, {len(self.faces)} face(s))"
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per face (:meth:`FaceResult.to_record`) with ``file``; a photo without a face or with an
+        error gives one row with ``message`` or ``error``."""
+        if self.error or not self.faces:
+            key = "error" if self.error else "message"
+            return [{"file": self.source, key: self.error or self.message or "no face found"}]
+        return [{"file": self.source, **f.to_record(i)} for i, f in enumerate(self.faces)]
+
+    def to_pandas(self) -> Any:
+        """:meth:`to_records` as a pandas DataFrame (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.to_records())
 
     def to_dict(self) -> dict[str, Any]:
         if self.error:

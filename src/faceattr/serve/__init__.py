@@ -3,6 +3,9 @@
 Built on FastAPI; depends on evidence (Grad-CAM), the runtime and everything below.
 """
 
-from faceattr.serve.app import MicroBatcher, ServeSettings, Service, create_app
+from faceattr.serve.app import create_app
+from faceattr.serve.batcher import MicroBatcher
+from faceattr.serve.service import Service
+from faceattr.serve.settings import ServeSettings
 
 __all__ = ["MicroBatcher", "ServeSettings", "Service", "create_app"]

@@ -19,397 +19,22 @@ Nothing in a request names a server path or URL: images arrive as bytes only.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import concurrent.futures
 import contextlib
-import copy
-import io
 import json
 import logging
-import queue
-import threading
-import time
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import numpy as np
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
 from fastapi.responses import Response
 
-from faceattr.errors import UsageError, check
 from faceattr.runtime.predictor import Predictor
-from faceattr.runtime.results import Attribute, FaceResult, PhotoResult
-from faceattr.vision.image import DEFAULT_MAX_PIXELS, MIN_SIDE, ImageError, load_image, square_resize
+from faceattr.serve.errors import ApiError
+from faceattr.serve.options import decode_base64, parse_options
+from faceattr.serve.service import Service
+from faceattr.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
-
-OPTIONS = ("tasks", "max_faces", "detect", "tta_flip", "explain")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What a deployment decides; validated at construction."""
-
-    max_upload_mb: float = 20.0
-    max_pixels: int = min(DEFAULT_MAX_PIXELS, 40_000_000)
-    max_images: int = 16
-    max_faces: int = 100
-    timeout_s: float = 30.0
-    read_timeout_s: float = 15.0
-    max_inflight: int = 32
-    disabled_tasks: tuple[str, ...] = ()
-    api_key: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    microbatch: bool = True
-    batch_wait_ms: float = 4.0
-    max_batch_faces: int = 64
-    explain: bool = True
-
-    def __post_init__(self) -> None:
-        check(self.max_upload_mb > 0, f"max_upload_mb must be positive, got {self.max_upload_mb}")
-        check(self.max_pixels >= MIN_SIDE * MIN_SIDE, f"max_pixels too small: {self.max_pixels}")
-        for name in ("max_images", "max_faces", "max_inflight", "max_batch_faces"):
-            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check(self.timeout_s > 0 and self.read_timeout_s > 0, "timeouts must be positive")
-        check(0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in 0..1000, got {self.batch_wait_ms}")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-# ---- micro-batching -------------------------------------------------------------------------------------------
-@dataclass
-class _Job:
-    chips: np.ndarray
-    tta: bool
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-
-
-class MicroBatcher:
-    """One thread that runs the network on the faces of every request waiting, as one batch.
-
-    A request's chips are queued; the thread takes the first waiting job, then gathers more for up to ``wait_ms``
-    or until ``max_faces`` faces, runs them together (one call per TTA setting) and hands each job its rows.
-    Thread-safe: ``submit`` may be called from any thread."""
-
-    def __init__(self, predictor: Predictor, wait_ms: float = 4.0, max_faces: int = 64) -> None:
-        self.predictor, self.wait_s, self.max_faces = predictor, wait_ms / 1000.0, max_faces
-        self._q: queue.Queue[_Job | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.batches = 0
-        self.faces = 0
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="faceattr-microbatch", daemon=True)
-                self._thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                self._q.put(None)
-                self._thread.join(timeout=10)
-                self._thread = None
-
-    def submit(self, chips: np.ndarray, tta: bool) -> concurrent.futures.Future:
-        self.start()
-        job = _Job(chips, tta)
-        self._q.put(job)
-        return job.future
-
-    def _loop(self) -> None:
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            jobs, n = [first], len(first.chips)
-            deadline = time.monotonic() + self.wait_s
-            stop = False
-            while n < self.max_faces:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    nxt = self._q.get(timeout=left)
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                jobs.append(nxt)
-                n += len(nxt.chips)
-            for tta in (False, True):
-                group = [j for j in jobs if j.tta == tta and j.future.set_running_or_notify_cancel()]
-                if group:
-                    self._run(group, tta)
-            if stop:
-                return
-
-    def _run(self, jobs: list[_Job], tta: bool) -> None:
-        try:
-            attrs = self.predictor.predict_chips(np.concatenate([j.chips for j in jobs]), tta)
-        except Exception as e:  # handed to every waiting request
-            for j in jobs:
-                j.future.set_exception(e)
-            return
-        self.batches += 1
-        self.faces += len(attrs)
-        i = 0
-        for j in jobs:
-            j.future.set_result(attrs[i : i + len(j.chips)])
-            i += len(j.chips)
-
-
-# ---- request parsing ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Options:
-    tasks: tuple[str, ...]
-    max_faces: int
-    detect: bool
-    tta_flip: bool
-    explain: tuple[str, ...]
-
-
-def _bool(name: str, v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    s = str(v).strip().lower()
-    if s in ("1", "true", "yes", "on"):
-        return True
-    if s in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(422, "bad_option", f"{name} must be true or false, got {v!r}")
-
-
-def _names(name: str, v: Any) -> tuple[str, ...]:
-    if isinstance(v, (list, tuple)):
-        items = [str(x) for x in v]
-    else:
-        items = str(v).split(",")
-    return tuple(x.strip() for x in items if x.strip())
-
-
-def parse_options(raw: dict[str, Any], predictor: Predictor, settings: ServeSettings, explain_ok: bool) -> Options:
-    unknown = sorted(set(raw) - set(OPTIONS))
-    if unknown:
-        raise ApiError(422, "unknown_option", f"unknown option(s) {unknown}; the options are {list(OPTIONS)}")
-    all_tasks = [t.name for t in predictor.tasks]
-    enabled = [t for t in all_tasks if t not in settings.disabled_tasks]
-    tasks = _names("tasks", raw["tasks"]) if "tasks" in raw else tuple(enabled)
-    for t in tasks:
-        if t not in all_tasks:
-            raise ApiError(422, "bad_option", f"unknown task {t!r}; this model has {all_tasks}")
-        if t in settings.disabled_tasks:
-            raise ApiError(403, "task_disabled", f"the task {t!r} is disabled on this server")
-    if not tasks:
-        raise ApiError(422, "bad_option", "tasks is empty")
-    try:
-        max_faces = int(raw.get("max_faces", settings.max_faces))
-    except (TypeError, ValueError):
-        raise ApiError(422, "bad_option", f"max_faces must be an integer, got {raw.get('max_faces')!r}") from None
-    if not 1 <= max_faces <= settings.max_faces:
-        raise ApiError(422, "bad_option", f"max_faces must be in 1..{settings.max_faces}, got {max_faces}")
-    explain = _names("explain", raw["explain"]) if raw.get("explain") not in (None, "", False) else ()
-    for t in explain:
-        if t not in tasks:
-            raise ApiError(422, "bad_option", f"explain={t!r} is not among the requested tasks {list(tasks)}")
-    if explain and not explain_ok:
-        raise ApiError(422, "explain_unavailable", "heat-maps need the torch runtime; this server runs without it")
-    return Options(
-        tasks,
-        max_faces,
-        _bool("detect", raw.get("detect", True)),
-        _bool("tta_flip", raw.get("tta_flip", bool(predictor.tta_flip))),
-        explain,
-    )
-
-
-def decode_base64(data: Any, i: int) -> bytes:
-    if not isinstance(data, str) or not data:
-        raise ApiError(422, "bad_image", f"images[{i}].data must be a non-empty base64 string")
-    if data.startswith("data:"):
-        data = data.split(",", 1)[-1]
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "bad_base64", f"images[{i}].data is not valid base64") from None
-
-
-def image_error(e: ImageError, name: str) -> ApiError:
-    msg = str(e).replace("<bytes>", name, 1)
-    if "exceeds the limit" in msg:
-        return ApiError(413, "image_too_large", msg)
-    if "not an image" in msg:
-        return ApiError(415, "not_an_image", msg)
-    return ApiError(422, "bad_image", msg)
-
-
-# ---- the service ----------------------------------------------------------------------------------------------
-class Service:
-    """The request logic, apart from FastAPI's routing (also usable in-process)."""
-
-    def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
-        unknown = [t for t in settings.disabled_tasks if t not in [t.name for t in predictor.tasks]]
-        if unknown:
-            raise UsageError(f"disabled task(s) {unknown} not in this model's {[t.name for t in predictor.tasks]}")
-        self.predictor, self.settings = predictor, settings
-        self.batcher = (
-            MicroBatcher(predictor, settings.batch_wait_ms, settings.max_batch_faces) if settings.microbatch else None
-        )
-        self._explain_model: Any = None
-        self._explain_lock = threading.Lock()
-        self.inflight = 0
-        self.served = 0
-
-    @property
-    def can_explain(self) -> bool:
-        """Grad-CAM needs the torch network: the backend's own, or the checkpoint behind an ONNX export."""
-        if not self.settings.explain:
-            return False
-        if getattr(self.predictor.backend, "name", "") == "torch":
-            return True
-        import importlib.util
-
-        return self.predictor.checkpoint is not None and importlib.util.find_spec("torch") is not None
-
-    async def _attributes(self, chips: np.ndarray, tta: bool) -> list[dict[str, Attribute]]:
-        if not len(chips):
-            return []
-        if self.batcher is not None:
-            return await asyncio.wrap_future(self.batcher.submit(chips, tta))
-        return await asyncio.to_thread(self.predictor.predict_chips, chips, tta)
-
-    def _chips(self, rgb: np.ndarray, opt: Options) -> tuple[list[Any], np.ndarray, str]:
-        if not opt.detect:
-            return [None], square_resize(rgb, self.predictor.input_size)[None], ""
-        faces, chips = self.predictor.faces_and_chips(rgb)
-        msg = "" if faces else "no face found"
-        if len(faces) > opt.max_faces:
-            keep = sorted(sorted(range(len(faces)), key=lambda i: -faces[i].score)[: opt.max_faces])
-            msg = f"{len(faces)} faces found; the {opt.max_faces} with the highest detection score are kept"
-            faces, chips = [faces[i] for i in keep], chips[keep]
-        return faces, chips, msg
-
-    def _explain(self, chips: np.ndarray, tasks: tuple[str, ...]) -> list[dict[str, str]]:
-        """Grad-CAM over each chip, as PNG data URLs; on a private copy of the network (its hooks must not see
-        the other requests' batches)."""
-        from PIL import Image
-
-        from faceattr.evidence.explain import explain_chips, overlay
-
-        with self._explain_lock:
-            if self._explain_model is None:
-                backend = self.predictor.backend
-                model = getattr(backend, "model", None)  # the torch backend's network
-                if model is not None:
-                    self._explain_model = copy.deepcopy(model)
-                else:
-                    from faceattr.models.checkpoint import load_model
-
-                    self._explain_model, _ = load_model(self.predictor.checkpoint)  # type: ignore[arg-type]
-            maps = explain_chips(self._explain_model, self.predictor.meta, chips, list(tasks))
-        out: list[dict[str, str]] = []
-        for i, chip in enumerate(chips):
-            d = {}
-            for t in tasks:
-                buf = io.BytesIO()
-                Image.fromarray(overlay(chip, maps[t][i])).save(buf, format="PNG")
-                d[t] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-            out.append(d)
-        return out
-
-    async def analyze_one(self, data: bytes, name: str, opt: Options) -> dict[str, Any]:
-        try:
-            rgb = await asyncio.to_thread(load_image, data, self.settings.max_pixels)
-        except ImageError as e:
-            raise image_error(e, name) from None
-        h, w = rgb.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            raise ApiError(422, "image_too_small", f"{name}: {w}x{h} is too small to hold a face")
-        faces, chips, msg = await asyncio.to_thread(self._chips, rgb, opt)
-        attrs = await self._attributes(chips, opt.tta_flip)
-        results = []
-        for f, a in zip(faces, attrs):
-            a = {t: a[t] for t in opt.tasks}
-            results.append(FaceResult(a) if f is None else FaceResult(a, f.box, f.score, f.to_dict()["landmarks"]))
-        out = PhotoResult(name, w, h, results, msg).to_dict()
-        if opt.explain and len(chips):
-            maps = await asyncio.to_thread(self._explain, chips, opt.explain)
-            for face, m in zip(out["faces"], maps):
-                face["explain"] = m
-        return out
-
-    async def analyze(self, images: list[tuple[str, bytes]], opt: Options) -> dict[str, Any]:
-        if not images:
-            raise ApiError(422, "no_image", "no image in the request (multipart file fields, or JSON images[])")
-        if len(images) > self.settings.max_images:
-            raise ApiError(
-                413, "too_many_images", f"{len(images)} images in one request; the limit is {self.settings.max_images}"
-            )
-        for name, data in images:
-            if not data:
-                raise ApiError(422, "empty_image", f"{name}: empty file")
-        results = await asyncio.gather(*(self.analyze_one(d, n, opt) for n, d in images))
-        self.served += len(images)
-        return {"model": self.model_name, "results": list(results)}
-
-    @property
-    def model_name(self) -> str:
-        meta = self.predictor.meta
-        return f"{meta.architecture.name} {meta.input_size} px ({getattr(self.predictor.backend, 'name', '')})"
-
-    def model_card(self) -> dict[str, Any]:
-        from faceattr import __version__
-
-        meta = self.predictor.meta
-        tasks = []
-        for t in meta.tasks:
-            d: dict[str, Any] = {"name": t.name, "kind": t.kind, "enabled": t.name not in self.settings.disabled_tasks}
-            if t.kind == "nominal":
-                d["classes"] = [str(c) for c in t.classes]
-            else:
-                d["levels"] = [str(x) for x in (t.levels[:1] + t.levels[-1:])] if t.is_numeric else list(t.levels)
-                d["numeric"] = t.is_numeric
-            tasks.append(d)
-        calib = meta.calibration or {}
-        return {
-            "faceattr_version": __version__,
-            "runtime": getattr(self.predictor.backend, "name", ""),
-            # the default of /v1/analyze's tta_flip (the measured default path): true, false, or {task: threshold} where
-            # only the faces uncertain for those tasks get their mirror image (faceattr.runtime.tta)
-            "tta_flip": self.predictor.tta_flip,
-            "architecture": meta.architecture.name,
-            "input_size": meta.input_size,
-            "tasks": tasks,
-            "weights_origin": meta.weights_origin,
-            "licence": (
-                "faceattr code: see the project licence; the shipped weights are trained on UTKFace (non-commercial "
-                "research only) and FairFace (CC BY 4.0), and are bound by UTKFace's terms"
-            ),
-            "test_metrics": {k: meta.extra[k] for k in ("test_metrics", "test_metrics_also") if k in meta.extra},
-            "calibration": {
-                "fitted_on": calib.get("fitted_on"),
-                "temperature": calib.get("temperature"),
-                "bias": calib.get("bias") or {},
-                "interval_coverage": self.predictor.coverage,
-            },
-            "limits": {
-                "max_upload_mb": self.settings.max_upload_mb,
-                "max_pixels": self.settings.max_pixels,
-                "max_images": self.settings.max_images,
-                "max_faces": self.settings.max_faces,
-                "timeout_s": self.settings.timeout_s,
-            },
-            "explain": self.can_explain,
-            "microbatch": self.batcher is not None,
-        }
 
 
 class _BodyLimit:
@@ -454,12 +79,146 @@ async def _send_error(send: Any, e: ApiError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_ERROR: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+}
+_OPTIONS_SCHEMA: dict[str, dict[str, Any]] = {
+    "tasks": {"type": "string", "description": "comma-separated tasks to return (default: all enabled)"},
+    "max_faces": {"type": "integer", "minimum": 0, "description": "keep at most this many faces per image"},
+    "detect": {"type": "boolean", "description": "false: the images are face crops (no detection)"},
+    "tta_flip": {"type": "boolean", "description": "also read each face mirrored (default: the model's default)"},
+    "explain": {"type": "string", "description": "a task: add a Grad-CAM heat-map per face (PNG data URL)"},
+}
+ANALYZE_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {"name": k, "in": "query", "required": False, "schema": v, "description": v["description"]}
+        for k, v in _OPTIONS_SCHEMA.items()
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or more image files",
+                        },
+                        **_OPTIONS_SCHEMA,
+                    },
+                    "required": ["image"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "data": {"type": "string", "format": "byte", "description": "base64"},
+                                    "name": {"type": "string"},
+                                },
+                                "required": ["data"],
+                            },
+                        },
+                        **_OPTIONS_SCHEMA,
+                    },
+                    "required": ["images"],
+                }
+            },
+        },
+    },
+}
+_ATTRIBUTE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "label": {"type": "string"},
+        "value": {"type": "number", "description": "ordinal tasks: the expected value (age in years)"},
+        "interval": {"type": "array", "items": {"type": "number"}, "description": "80 % interval [low, high]"},
+        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+_PHOTO: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string"},
+        "width": {"type": "integer"},
+        "height": {"type": "integer"},
+        "num_faces": {"type": "integer"},
+        "message": {"type": "string"},
+        "error": {"type": "string"},
+        "faces": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "box": {"type": "array", "items": {"type": "number"}, "description": "[x0, y0, x1, y1] pixels"},
+                    "score": {"type": "number"},
+                    "landmarks": {"type": "object"},
+                },
+                "additionalProperties": _ATTRIBUTE,
+            },
+        },
+    },
+}
+ANALYZE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "one result per image, in order",
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"results": {"type": "array", "items": _PHOTO}}}
+            }
+        },
+    },
+    **{
+        code: {"description": what, "content": {"application/json": {"schema": _ERROR}}}
+        for code, what in (
+            (401, "missing or wrong X-API-Key"),
+            (403, "a task disabled by the deployment"),
+            (408, "the upload was too slow"),
+            (413, "body, image or image count over the limit"),
+            (415, "not an image, or an unsupported Content-Type"),
+            (422, "a broken image or a bad option"),
+            (503, "too many requests in flight: retry (Retry-After)"),
+            (504, "processing took longer than the deadline"),
+        )
+    },
+}
+
+
+def check_multipart_complete(content_type: str, body: bytes) -> None:
+    """A multipart body must end with its closing boundary: a body cut inside a part would otherwise lose that
+    part (and its image) in silence."""
+    boundary = ""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.strip().partition("=")
+        if key.lower() == "boundary":
+            boundary = value.strip().strip('"')
+    if not boundary:
+        raise ApiError(422, "bad_multipart", "multipart/form-data without a boundary")
+    if not body.rstrip(b"\r\n").endswith(b"--" + boundary.encode("latin-1") + b"--"):
+        raise ApiError(422, "bad_multipart", "the multipart body is cut short (no closing boundary): resend it")
+
+
 def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> Any:
     """The FastAPI application serving ``predictor``."""
-    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi_offline import FastAPIOffline
     from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from faceattr import __version__
 
@@ -472,7 +231,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
         if svc.batcher is not None:
             svc.batcher.stop()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc from assets inside the fastapi-offline package: no CDN
+    app = FastAPIOffline(
         lifespan=lifespan,
         title="faceattr",
         version=__version__,
@@ -487,6 +247,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
     @app.exception_handler(ApiError)
     async def _api_error(_r: Request, e: ApiError) -> JSONResponse:
         return err(e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_r: Request, e: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
+        message = {404: "no such endpoint (see /docs)", 405: "method not allowed here (see /docs)"}.get(
+            e.status_code, str(e.detail)
+        )
+        return err(ApiError(e.status_code, codes.get(e.status_code, "http_error"), message, dict(e.headers or {})))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_r: Request, e: RequestValidationError) -> JSONResponse:
@@ -512,6 +280,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
         raw: dict[str, Any] = dict(request.query_params)
         images: list[tuple[str, bytes]] = []
         if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            if ctype == "multipart/form-data":
+                check_multipart_complete(request.headers.get("content-type", ""), await request.body())
             form = await request.form(max_files=settings.max_images + 1, max_fields=50)
             for key, value in form.multi_items():
                 if isinstance(value, UploadFile):
@@ -544,12 +314,17 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
             )
         return images, raw
 
-    @app.post("/v1/analyze", summary="Analyse the faces of one or more images")
+    @app.post(
+        "/v1/analyze",
+        summary="Analyse the faces of one or more images",
+        openapi_extra=ANALYZE_OPENAPI,
+        responses=ANALYZE_RESPONSES,
+    )
     async def analyze(request: Request) -> Response:
         authorise(request)
         if svc.inflight >= settings.max_inflight:
             raise ApiError(503, "overloaded", "too many requests in flight; retry shortly", {"Retry-After": "1"})
-        svc.inflight += 1
+        work = svc.begin()
         try:
             try:
                 images, raw = await asyncio.wait_for(read_request(request), settings.read_timeout_s)
@@ -562,13 +337,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
                 raise ApiError(504, "timeout", f"processing took over {settings.timeout_s:g} s") from None
             return JSONResponse(result)
         finally:
-            svc.inflight -= 1
+            svc.end(work)
 
     @app.get("/health", summary="Liveness and load")
+    @app.head("/health", include_in_schema=False)
     async def health() -> dict[str, Any]:
         return {"status": "ok", "inflight": svc.inflight, "images_served": svc.served}
 
-    @app.get("/v1/model", summary="The model: tasks, classes, origin, licence, measured figures")
+    @app.get("/v1/model", summary="The model: tasks, classes, licence, training data, figures")
+    @app.head("/v1/model", include_in_schema=False)
     async def model(request: Request) -> dict[str, Any]:
         authorise(request)
         return svc.model_card()
@@ -578,7 +355,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
     def asset(name: str, media: str) -> Response:
         return Response((web / name).read_bytes(), media_type=media, headers={"Cache-Control": "no-cache"})
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> Response:
         return HTMLResponse((web / "index.html").read_text(encoding="utf-8"))
 
@@ -598,4 +375,19 @@ def serve(predictor: Predictor, settings: ServeSettings, host: str = "127.0.0.1"
     micro-batching gathers the requests of one process)."""
     import uvicorn
 
-    uvicorn.run(create_app(predictor, settings), host=host, port=port, log_level="info")
+    app = create_app(predictor, settings)
+    card = app.state.service.model_card()
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    log.info(
+        "faceattr serve: http://%s:%d/ (API docs at /docs) · model %s, licence: %s · runtime %s · limits: %s MB "
+        "per request, %d images, %d s",
+        shown,
+        port,
+        card["model"],
+        card["licence"],
+        card["runtime"],
+        f"{settings.max_upload_mb:g}",
+        settings.max_images,
+        settings.timeout_s,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -162,26 +162,53 @@ def _draw(bgr: np.ndarray, boxes: list[tuple[np.ndarray, str]]) -> None:
         cv2.putText(bgr, text, (x1 + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def verify_video(path: Path, frames_written: int) -> None:
+    """Read back a written video before it replaces anything: it must open and hold every frame written (OpenCV's
+    ``VideoWriter.write`` reports nothing, so a full disk leaves a file without its index)."""
+    import cv2
+
+    size = path.stat().st_size if path.exists() else 0
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = 0
+        if cap.isOpened():
+            while cap.read()[0]:
+                n += 1
+    finally:
+        cap.release()
+    if n < frames_written:
+        raise VideoError(
+            f"the annotated video could not be written completely ({n} of {frames_written} frames read back, "
+            f"{size} bytes; is the disk full?): nothing was replaced"
+        )
+
+
 def process_video(
     source: str,
     predictor: Predictor,
     out_video: str | Path | None,
-    out_tracks: str | Path,
+    out_tracks: str | Path | None,
     detect_every: int = 1,
     rho: float = 1.0,
     max_frames: int | None = None,
     progress: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Track and estimate every face of ``source``; returns frames, seconds, frames/s and the tracks."""
+    """Track and estimate every face of ``source``; returns frames, seconds, frames/s and the tracks. Writes the
+    annotated video (``out_video``) and the tracks as JSON lines (``out_tracks``), whichever are given; both are
+    claimed before the first frame is decoded and appear only when complete (the video read back first). An input
+    that ends before the frame count it declares is reported with a warning, or as an error with ``strict``."""
+    import tempfile
     import warnings
 
     import cv2
 
+    check(out_video is not None or out_tracks is not None, "give --out (annotated video) and/or --tracks (JSON lines)")
     check(detect_every >= 1, f"detect_every must be at least 1, got {detect_every}")
     check(0.0 <= rho <= 1.0, f"rho must be in 0..1, got {rho}")
     check(max_frames is None or max_frames >= 1, f"max_frames must be at least 1, got {max_frames}")
     plan = OutputPlan([] if source.isdigit() else [source])
-    tracks_path = plan.claim_file(out_tracks, "--tracks")
+    tracks_path = plan.claim_file(out_tracks, "--tracks") if out_tracks else None
     video_path = plan.claim_file(out_video, "--out") if out_video else None
     if video_path is not None and video_path.suffix.lower() not in (".mp4", ".avi", ".mkv", ".mov"):
         raise UsageError(f"{video_path}: the annotated video must end in .mp4, .avi, .mkv or .mov")
@@ -192,8 +219,23 @@ def process_video(
         tracker = sv.ByteTrack(frame_rate=30.0 / detect_every, lost_track_buffer=30, minimum_matching_threshold=0.8)
     cap = open_source(source)
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if not source.isdigit() else 0
     writer = None
-    tmp_video = video_path.with_name(video_path.stem + ".partial" + video_path.suffix) if video_path else None
+    tmp_video: Path | None = None
+    if video_path is not None:  # a fresh name of our own: never an existing file, an input included
+        fd, name = tempfile.mkstemp(
+            prefix=video_path.name + ".",
+            suffix=".partial" + video_path.suffix,
+            dir=video_path.parent if str(video_path.parent) else ".",
+        )
+        os.close(fd)
+        tmp_video = Path(name)
+    total = min(declared, max_frames) if declared and max_frames else (declared or max_frames or None)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc="video", dynamic_ncols=True)
     tracks: dict[int, Track] = {}
     shown: list[tuple[np.ndarray, int]] = []
     n = 0
@@ -230,19 +272,32 @@ def process_video(
                         raise VideoError(f"{video_path}: OpenCV cannot write this video format here")
                 writer.write(bgr)
             n += 1
-            if progress and n % 100 == 0:
-                log.info("%d frames, %.1f frames/s, %d tracks", n, n / (time.perf_counter() - t0), len(tracks))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(tracks=len(tracks), refresh=False)
         secs = time.perf_counter() - t0
         if n == 0:
             raise VideoError(f"{source}: no frame could be read")
-        with atomic_output(tracks_path) as f:
-            for tr in sorted(tracks.values(), key=lambda t: t.id):
-                f.write(json.dumps(tr.to_dict(rho)) + "\n")
+        expected = min(declared, max_frames) if max_frames else declared
+        short = bool(expected) and n < expected
+        if short:
+            msg = f"{source}: the video ended after {n} of the {expected} frames it declares (truncated?)"
+            if strict:
+                raise VideoError(msg + "; nothing was written (--strict)")
+            log.warning(msg)
         if writer is not None:
             writer.release()
             writer = None
-            os.replace(tmp_video, video_path)  # type: ignore[arg-type]
+            verify_video(tmp_video, n)  # type: ignore[arg-type]
+        if tracks_path is not None:
+            with atomic_output(tracks_path) as f:
+                for tr in sorted(tracks.values(), key=lambda t: t.id):
+                    f.write(json.dumps(tr.to_dict(rho)) + "\n")
+        if video_path is not None and tmp_video is not None:
+            os.replace(tmp_video, video_path)
     finally:
+        if bar is not None:
+            bar.close()
         cap.release()
         if writer is not None:
             writer.release()
@@ -254,5 +309,6 @@ def process_video(
         "fps": round(n / secs, 2),
         "tracks": len(tracks),
         "video": str(video_path) if video_path else None,
-        "tracks_file": str(tracks_path),
+        "tracks_file": str(tracks_path) if tracks_path else None,
+        "frames_declared": declared or None,
     }

@@ -55,6 +55,8 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     """Load ``src`` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an HxWx3 uint8 RGB array, upright."""
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src)
+    if not isinstance(src, (str, Path, bytes, Image.Image)):
+        raise ImageError(f"{type(src).__name__} is not an image: give a path, bytes, a PIL image or a numpy array")
     name = _name(src)
     try:
         if isinstance(src, Image.Image):

@@ -22,8 +22,9 @@ async function loadModel() {
     $("#tasks").innerHTML = state.tasks
       .map((t) => `<label><input type="checkbox" class="task" value="${t}" checked> ${t}</label>`).join(" ");
     const cov = Math.round(100 * m.calibration.interval_coverage);
-    $("#model").textContent = `faceattr ${m.faceattr_version} · ${m.architecture} ${m.input_size} px · ${m.runtime}` +
-      `${m.tta_flip === true ? " + mirror TTA" : m.tta_flip ? " + mirror TTA (uncertain faces)" : ""} · age intervals: ${cov} % (measured coverage in the model card) · ${m.licence}`;
+    const views = m.tta_flip === true ? ", each face also read mirrored" : m.tta_flip ? ", unsure faces also read mirrored" : "";
+    $("#model").textContent = `${m.model} (faceattr ${m.faceattr_version}, ${m.input_size} px, ${m.runtime}${views}) · ` +
+      `age ranges hold the true age ${cov} % of the time · licence: ${m.licence}`;
   } catch (err) {
     showError("Cannot reach the model: " + err.message);
   }
@@ -44,11 +45,26 @@ async function analyze(file, extra) {
   return body.results[0];
 }
 
+// detections scored under this are shown as uncertain, without attribute labels (YuNet's confidence)
+const UNSURE_SCORE = 0.75;
+
+// An error as a person reads it: the file named once, no decoder messages.
+function humanError(name, message) {
+  const m = message.replace(new RegExp(name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + ":\\s*", "g"), "");
+  let why = m;
+  if (/not an image|cannot identify|unsupported|decod/i.test(m)) why = "this file is not a photo we can read (JPEG, PNG, WebP, …)";
+  else if (/too small|tiny|under \d+ px/i.test(m)) why = "the photo is too small to find a face in";
+  else if (/exceeds|too large|over \d+ MB|pixels/i.test(m)) why = "the photo is too large for this server";
+  else if (/truncated|empty/i.test(m)) why = "the file is empty or cut short";
+  return `${name}: ${why}`;
+}
+
 function pct(p) { return (100 * p).toFixed(1) + " %"; }
 
 function attrHtml(name, a) {
   if (a.value !== undefined) {
-    const iv = a.interval ? ` <span class="probs">(${a.interval[0].toFixed(0)}–${a.interval[1].toFixed(0)})</span>` : "";
+    const iv = a.interval ?
+      ` <span class="probs range" title="80 % of faces' true ages fall within the model's 80 % range">80 % range ${a.interval[0].toFixed(0)}–${a.interval[1].toFixed(0)}</span>` : "";
     const shown = a.probabilities ? a.label : a.value.toFixed(1);
     return `<div class="attr" data-task="${name}"><b>${name}</b> ${shown}${iv}</div>`;
   }
@@ -88,7 +104,7 @@ async function handle(file) {
     res = await analyze(file);
   } catch (err) {
     sec.remove();
-    showError(`${file.name || "photo"}: ${err.message}`);
+    showError(humanError(file.name || "photo", err.message));
     return;
   }
   const img = new Image();
@@ -104,16 +120,24 @@ async function handle(file) {
   cards.className = "cards";
   res.faces.forEach((f, i) => {
     const c = document.createElement("div");
-    c.className = "face-card";
-    const attrs = state.tasks.filter((t) => f[t]).map((t) => attrHtml(t, f[t])).join("");
+    const unsure = f.score !== undefined && f.score < UNSURE_SCORE;
+    c.className = "face-card" + (unsure ? " uncertain" : "");
+    const attrs = unsure ?
+      `<p class="probs">Perhaps not a face (detector confidence ${pct(f.score)}): no estimate shown.</p>` :
+      state.tasks.filter((t) => f[t]).map((t) => attrHtml(t, f[t])).join("");
     const opts = state.tasks.filter((t) => f[t]).map((t) => `<option>${t}</option>`).join("");
-    c.innerHTML = `<h3>Face ${i + 1}</h3>${attrs}` + (state.explain ?
+    c.innerHTML = `<h3>Face ${i + 1}${unsure ? " (uncertain)" : ""}</h3>${attrs}` + (state.explain && !unsure ?
       `<div class="heat"><select aria-label="task">${opts}</select><button type="button" class="explain">Heat-map</button></div>` +
       `<div class="heatmap"></div>` : "");
     const btn = c.querySelector(".explain");
     if (btn) btn.addEventListener("click", async () => {
       const task = c.querySelector("select").value;
       btn.disabled = true;
+      const busy = document.createElement("span");
+      busy.className = "busy";
+      busy.setAttribute("role", "status");
+      busy.textContent = "computing the heat-map… (the first takes a few seconds)";
+      btn.after(busy);
       try {
         const r = await analyze(file, { explain: task });
         const m = r.faces[i] && r.faces[i].explain && r.faces[i].explain[task];
@@ -121,6 +145,7 @@ async function handle(file) {
       } catch (err) {
         showError(err.message);
       } finally {
+        busy.remove();
         btn.disabled = false;
       }
     });
@@ -138,6 +163,9 @@ async function handleAll(files) {
 
 $("#files").addEventListener("change", (e) => handleAll(e.target.files));
 const drop = $("#drop");
+drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#files").click(); }
+});
 ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); }));
 ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
 drop.addEventListener("drop", (e) => handleAll(e.dataTransfer.files));

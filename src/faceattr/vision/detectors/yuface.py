@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 # how long yuface's idle OpenMP threads busy-wait before they sleep: libgomp's GOMP_SPINCOUNT, ~100,000 per ms (its
-# default is 300,000, ~3 ms); benchmarks/openmp_wait.py chose the value
+# default is 300,000, ~3 ms); benchmarks/probes/openmp_wait.py chose the value
 DETECTOR_SPINCOUNT = 10000
 _OPENMP_ENV_LOCK = threading.Lock()
 
@@ -36,7 +36,7 @@ def brief_spin_openmp() -> Iterator[None]:
     right after detection, and on a busy machine (another job, a training run, the service's other requests) a
     spinning pool makes detection erratic. Not spinning at all (``OMP_WAIT_POLICY=PASSIVE``) costs a sleep and a
     wake-up between each two of the detector's layers: detection took 1.8-2.6x as long on an idle Intel Xeon. A spin of
-    ~0.1 ms bridges the gaps between layers and is over before the network starts. ``benchmarks/openmp_wait.py``
+    ~0.1 ms bridges the gaps between layers and is over before the network starts. ``benchmarks/probes/openmp_wait.py``
     measures the policies, idle and under load. Only a libgomp loaded inside the block is affected: torch's (its own
     copy) is not, nor yuface's if something imported ``yuface`` before. The environment is process-wide, so the
     change is brief and made under a lock (two detectors built at once)."""

@@ -1,6 +1,6 @@
 """Is UTKFace race limited by the shipped model's race head or by its features? A linear-probe bound.
 
-    python benchmarks/race_probe.py [--model M] [--train-limit 6000] [--sizes 144,160]
+    python benchmarks/probes/race_probe.py [--model M] [--train-limit 6000] [--sizes 144,160]
 
 The race branch's pooled features (float32, averaged with the mirrored face's, as the default path's flip TTA
 does) of UTKFace protocol v1 train/val/test faces. A multinomial logistic regression is re-fitted on them using
@@ -14,13 +14,16 @@ network larger chips than it was trained on (validation only): whether a larger 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
-from _common import SHARED, md_table, write
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from _common import SHARED, md_table, write  # noqa: E402
 from faceattr.evidence.evaluate import split_data
 from faceattr.models.checkpoint import load_model
 from faceattr.models.mtl import MultiTaskNet
@@ -130,8 +133,14 @@ def main() -> None:
         + md_table(by_size, ["input px", "val race accuracy"])
     )
     changed = [f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k != "threads" and v != ap.get_default(k)]
-    cmd = " ".join(["python benchmarks/race_probe.py", *changed])
-    write("race-probe", {"rows": rows, "cv_val": cv, "by_input_size": by_size}, md, cmd)
+    cmd = " ".join(["python benchmarks/probes/race_probe.py", *changed])
+    write(
+        "race-probe",
+        {"rows": rows, "cv_val": cv, "by_input_size": by_size},
+        md,
+        cmd,
+        results=Path(__file__).resolve().parent / "results",
+    )
 
 
 if __name__ == "__main__":

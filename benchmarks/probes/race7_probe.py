@@ -1,6 +1,6 @@
 """Could the shipped network give FairFace's seven races? A linear-probe answer on frozen features.
 
-    python benchmarks/race7_probe.py [--data fairface:data/fairface-official] [--train-limit 12000]
+    python benchmarks/probes/race7_probe.py [--data fairface:data/fairface-official] [--train-limit 12000]
 
 The shipped model predicts UTKFace's five races (FairFace's seven folded: East and Southeast Asian -> Asian,
 Latino/Hispanic and Middle Eastern -> Others). Issue 9 asks for the seven, at >= 68 % on FairFace official val, if
@@ -16,12 +16,15 @@ fitted on or used to choose). Needs ``scripts/get_fairface.py`` (official train 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
-from _common import md_table, write
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from _common import md_table, write  # noqa: E402
 from faceattr.evidence.evaluate import parse_label_map, split_data
 from faceattr.models.checkpoint import load_model
 from faceattr.models.mtl import MultiTaskNet
@@ -124,7 +127,11 @@ def main() -> None:
     )
     changed = [f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k != "threads" and v != ap.get_default(k)]
     write(
-        "race7-probe", {"rows": rows, "recall": recalls}, md, " ".join(["python benchmarks/race7_probe.py", *changed])
+        "race7-probe",
+        {"rows": rows, "recall": recalls},
+        md,
+        " ".join(["python benchmarks/probes/race7_probe.py", *changed]),
+        results=Path(__file__).resolve().parent / "results",
     )
 
 

@@ -1,6 +1,6 @@
 """How far can many networks of the shipped kind go on race together? An ensemble bound from the claims grids.
 
-    python benchmarks/race_ensemble.py [--grid configs/claims-utkface.yaml ...]
+    python benchmarks/probes/race_ensemble.py [--grid configs/claims-utkface.yaml ...]
 
 Every finished run of a claims grid (MobileNetV2 at 128 px, trained at the recipe's full budget: multi-task and
 single-task race networks, every weighting, every seed) keeps its per-face test predictions
@@ -15,12 +15,15 @@ target says that more networks of this kind (or one distilled from them) will no
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from _common import md_table, write
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from _common import md_table, write  # noqa: E402
 from faceattr.evidence.ablate import PREDICTIONS_FILE, kept_results, load_ablation
 
 
@@ -100,8 +103,8 @@ def main() -> None:
             ),
             "",
         ]
-    cmd = "python benchmarks/race_ensemble.py" + "".join(f" --grid {g}" for g in a.grid or [])
-    write("race-ensemble", out, "\n".join(md), cmd)
+    cmd = "python benchmarks/probes/race_ensemble.py" + "".join(f" --grid {g}" for g in a.grid or [])
+    write("race-ensemble", out, "\n".join(md), cmd, results=Path(__file__).resolve().parent / "results")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ sets when it loads yuface's libfacedetection (GOMP_SPINCOUNT=DETECTOR_SPINCOUNT,
 on the default
 path, on an idle machine and on one busy with another job.
 
-    python benchmarks/openmp_wait.py [--n 100] [--rounds 3] [--tag T]
+    python benchmarks/probes/openmp_wait.py [--n 100] [--rounds 3] [--tag T]
 
 Each arm runs in a fresh process (libgomp reads its settings once, when loaded): ``Predictor.from_pretrained(
 threads=2)`` on the first N UTKFace photos (200 x 200) and the six group photos resized to 640 px wide, timing
@@ -22,10 +22,12 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from _common import default_path_photos, md_table, write
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from _common import default_path_photos, md_table, write  # noqa: E402
 from faceattr.vision.detectors.yuface import DETECTOR_SPINCOUNT, OPENMP_WAIT_VARIABLES
 
 FACEATTR = f"faceattr (GOMP_SPINCOUNT={DETECTOR_SPINCOUNT})"
@@ -125,7 +127,9 @@ def main() -> None:
             if b["machine"] == r["machine"] and b["photos"] == r["photos"] and b["wait policy"] == FACEATTR
         )
         r["vs faceattr (total)"] = round(r["total ms"] / base["total ms"], 2)
-    cmd = f"python benchmarks/openmp_wait.py --n {a.n} --rounds {a.rounds}" + (f" --tag {a.tag}" if a.tag else "")
+    cmd = f"python benchmarks/probes/openmp_wait.py --n {a.n} --rounds {a.rounds}" + (
+        f" --tag {a.tag}" if a.tag else ""
+    )
     cols = ["machine", "photos", "wait policy", "n", "detect ms", "network ms", "total ms", "total p90 ms"]
     md = (
         f"# The detector's OpenMP wait policy\n\n`{cmd}`: the default path ({rows[0]['runtime']} + flip TTA, yuface) "
@@ -134,7 +138,13 @@ def main() -> None:
         + md_table(rows, [*cols, "vs faceattr (total)"])
         + "\n"
     )
-    write("openmp-wait" + (f"-{a.tag}" if a.tag else ""), {"rows": rows}, md, cmd)
+    write(
+        "openmp-wait" + (f"-{a.tag}" if a.tag else ""),
+        {"rows": rows},
+        md,
+        cmd,
+        results=Path(__file__).resolve().parent / "results",
+    )
 
 
 if __name__ == "__main__":

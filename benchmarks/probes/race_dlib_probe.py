@@ -1,6 +1,6 @@
 """Would another offline network's features lift UTKFace race past 87 %? dlib's face-recognition ResNet, probed.
 
-    python benchmarks/race_dlib_probe.py [--model M] [--train-limit 0] [--jitters 0]
+    python benchmarks/probes/race_dlib_probe.py [--model M] [--train-limit 0] [--jitters 0]
 
 The only pretrained networks within reach offline are MobileNetV2 (ImageNet, what faceattr is built on) and the face
 networks inside registry wheels: MTCNN (small detectors, `facenet-pytorch`) and dlib's face-recognition ResNet (29
@@ -18,6 +18,7 @@ default path, detection included) on ``--time-n`` test photos. Embeddings are ca
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from _common import md_table, write
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py
+from race_probe import branch_features, race_model, scores
+
+from _common import md_table, write  # noqa: E402
 from faceattr.evidence.claims import paired_bootstrap
 from faceattr.runtime.policy import SHIPPED_MODEL, shown_path
 from faceattr.vision.detectors.dlib import _face_recognition_models_dir
 from faceattr.vision.image import load_image
-from race_probe import branch_features, race_model, scores
 
 CACHE = Path(__file__).resolve().parents[1] / "cache" / "race-dlib"
 
@@ -171,8 +174,14 @@ def main() -> None:
         + md_table([cost], list(cost))
     )
     changed = [f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if k != "threads" and v != ap.get_default(k)]
-    cmd = " ".join(["python benchmarks/race_dlib_probe.py", *changed])
-    write("race-dlib-probe", {"rows": rows, "both_minus_ours": [d, lo, hi], "cost": cost}, md, cmd)
+    cmd = " ".join(["python benchmarks/probes/race_dlib_probe.py", *changed])
+    write(
+        "race-dlib-probe",
+        {"rows": rows, "both_minus_ours": [d, lo, hi], "cost": cost},
+        md,
+        cmd,
+        results=Path(__file__).resolve().parent / "results",
+    )
 
 
 if __name__ == "__main__":
