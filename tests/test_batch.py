@@ -114,3 +114,52 @@ def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
             np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), atol=1e-6, equal_nan=True)
         else:
             assert [None if pd.isna(x) else x for x in a] == [None if pd.isna(x) else x for x in b], c
+
+
+def test_the_output_folder_opens_in_pandas_pyarrow_and_duckdb(photos, tmp_path, synth_checkpoint):
+    """The job file is out of the way and every part has one schema, including a part of unreadable photos only."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("x.jpg", "y.jpg"):
+        (bad / name).write_bytes(b"not an image")
+    out = tmp_path / "out"
+    run_batch([str(photos), str(bad)], out, synth_checkpoint, shard_size=3, detect=False, workers=1)
+    assert (out / "_batch.json").is_file() and not (out / "batch.json").exists()
+    first = sorted(out.glob("part-*.parquet"))[0]  # bad/x.jpg, bad/y.jpg, in/broken.jpg
+    assert pd.read_parquet(first)["error"].notna().all()  # a shard of errors only
+    schemas = {str(pq.read_schema(p).remove_metadata()) for p in out.glob("part-*.parquet")}
+    assert len(schemas) == 1
+    df = pd.read_parquet(out)
+    assert len(df) == 11 and df["error"].notna().sum() == 3
+    assert ds.dataset(out, format="parquet").to_table().num_rows == 11
+    duckdb = pytest.importorskip("duckdb")
+    n, errors = duckdb.sql(f"SELECT count(*), count(error) FROM '{out}/*.parquet'").fetchall()[0]
+    assert (n, errors) == (11, 3)
+
+
+def test_a_damaged_part_is_redone_with_a_warning(photos, tmp_path, synth_checkpoint, caplog):
+    out = tmp_path / "out"
+    run_batch([str(photos)], out, synth_checkpoint, shard_size=4, detect=False, workers=1)
+    want = _read(out)
+    part = out / "part-00001-of-00003.parquet"
+    part.write_bytes(part.read_bytes()[:300])  # a truncated copy
+    res = run_batch([str(photos)], out, synth_checkpoint, shard_size=4, detect=False, workers=1)
+    assert res["skipped_done"] == 2 and [p.split("/")[-1] for p in res["written"]] == [part.name]
+    assert "does not read back" in caplog.text
+    pd.testing.assert_frame_equal(_read(out), want)
+
+
+def test_non_utf8_names_and_several_spellings_of_one_file(photos, tmp_path, synth_checkpoint):
+    import os
+
+    odd = os.fsdecode(bytes(photos) + b"/caf\xe9.jpg")
+    Image.new("RGB", (40, 40), (90, 120, 150)).save(odd, format="JPEG")
+    spelled = [str(photos), str(photos / "p0.jpg"), str(photos) + "/./p0.jpg"]
+    out = tmp_path / "out"
+    res = run_batch(spelled, out, synth_checkpoint, shard_size=20, detect=False, workers=1)
+    assert res["photos"] == 10  # p0.jpg once, whatever its spelling
+    df = _read(out)
+    assert (df["source"].str.endswith("caf\\xe9.jpg")).sum() == 1 and df["source"].is_unique

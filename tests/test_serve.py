@@ -288,3 +288,74 @@ def test_version_matches_pyproject():
 
     py = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert faceattr.__version__ == py["project"]["version"]
+
+
+def test_docs_work_offline_and_describe_the_upload(api):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = api.get(page).text
+        assert not re.findall(r"https?://(?!localhost|127\.0\.0\.1)[\w.-]+", html), page  # nothing from a CDN
+        for asset in re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html):
+            assert api.get(asset).status_code == 200, asset
+    spec = api.get("/openapi.json").json()["paths"]["/v1/analyze"]["post"]
+    body = spec["requestBody"]["content"]
+    assert body["multipart/form-data"]["schema"]["properties"]["image"]["items"]["format"] == "binary"
+    assert "images" in body["application/json"]["schema"]["properties"]
+    assert {p["name"] for p in spec["parameters"]} >= {"tasks", "max_faces", "tta_flip"}
+    assert "results" in spec["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+
+
+def test_every_error_has_the_documented_shape_and_get_routes_answer_head(api):
+    r = api.get("/no/such/route")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = api.delete("/health")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert api.head("/health").status_code == 200 and api.head("/v1/model").status_code == 200
+
+
+def test_a_multipart_body_cut_inside_a_part_is_refused_not_shortened(api, photo):
+    b = "faceattrboundary"
+
+    def part(name: str) -> bytes:
+        head = f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+        return (head + "Content-Type: image/png\r\n\r\n").encode()
+
+    whole = part("a.png") + photo + b"\r\n"
+    cut = whole + part("b.png") + photo[:500]
+    headers = {"Content-Type": f"multipart/form-data; boundary={b}"}
+    r = api.post("/v1/analyze", content=cut, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_multipart"
+    ok = api.post("/v1/analyze", content=whole + f"--{b}--\r\n".encode(), headers=headers)
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 1
+
+
+def test_work_past_the_deadline_stops_and_stays_counted(predictor, photo, monkeypatch):
+    """A 504 does not leave work behind that nobody counts: no stage starts after the deadline, and the request
+    stays in flight (for --max-inflight and /health) until the stage that was running has ended."""
+    app = create_app(predictor, ServeSettings(timeout_s=0.3, microbatch=False))
+    svc = app.state.service
+    calls = {"detect": 0, "estimate": 0}
+    real_detect, real_estimate = svc.predictor.faces_and_chips, svc.predictor.predict_chips
+
+    def slow_detect(rgb):
+        calls["detect"] += 1
+        time.sleep(1.0)
+        return real_detect(rgb)
+
+    def estimate(*a, **k):
+        calls["estimate"] += 1
+        return real_estimate(*a, **k)
+
+    monkeypatch.setattr(svc.predictor, "faces_and_chips", slow_detect)
+    monkeypatch.setattr(svc.predictor, "predict_chips", estimate)
+    with TestClient(app) as c:
+        r = c.post("/v1/analyze", files=[("image", ("a.png", photo)), ("image", ("b.png", photo))])
+        assert r.status_code == 504
+        assert c.get("/health").json()["inflight"] == 1  # detection still running: still counted
+        deadline = time.time() + 10
+        while c.get("/health").json()["inflight"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert c.get("/health").json()["inflight"] == 0
+        time.sleep(0.3)
+    assert calls == {"detect": 2, "estimate": 0}  # the network never ran for the abandoned request

@@ -103,3 +103,61 @@ def test_cli_bad_source_is_one_line_exit_2(tmp_path):
     )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "no such file" in r.stderr
+
+
+def test_an_input_named_like_the_outputs_temporary_file_is_left_alone(clip, predictor, tmp_path):
+    """A killed run leaves X.partial.mp4 behind; running on it with --out X.mp4 must not write over the input."""
+    src = tmp_path / "X.partial.avi"
+    src.write_bytes(clip.read_bytes())
+    before = src.read_bytes()
+    res = process_video(str(src), predictor, tmp_path / "X.avi", None, 4)
+    assert res["frames"] == 40 and src.read_bytes() == before
+    cap = cv2.VideoCapture(str(tmp_path / "X.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40  # only --out: no tracks file needed
+    cap.release()
+
+
+def test_a_video_that_cannot_be_written_whole_replaces_nothing(clip, predictor, tmp_path, monkeypatch):
+    """OpenCV's VideoWriter reports no write error (a full disk): the file is read back before it is published."""
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier video")
+    real = cv2.VideoWriter
+
+    class Lossy:
+        def __init__(self, *a, **k):
+            self.w = real(*a, **k)
+            self.n = 0
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return self.w.isOpened()
+
+        def write(self, frame):
+            self.n += 1
+            if self.n <= 5:  # the disk fills after five frames
+                self.w.write(frame)
+
+        def release(self):
+            self.w.release()
+
+    monkeypatch.setattr(cv2, "VideoWriter", Lossy)
+    monkeypatch.setattr(cv2.VideoWriter, "fourcc", real.fourcc, raising=False)
+    with pytest.raises(VideoError, match="could not be written completely"):
+        process_video(str(clip), predictor, out, tmp_path / "t.jsonl", 4)
+    assert out.read_bytes() == b"an earlier video" and not (tmp_path / "t.jsonl").exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+def test_a_video_that_ends_early_is_reported(clip, predictor, tmp_path, caplog):
+    cut = tmp_path / "cut.avi"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    cap = cv2.VideoCapture(str(cut))
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    if declared < 40:
+        pytest.skip(f"this OpenCV build does not read the declared frame count of a cut AVI ({declared})")
+    res = process_video(str(cut), predictor, None, tmp_path / "t.jsonl", 4)
+    assert res["frames"] < 40 and "ended after" in caplog.text
+    with pytest.raises(VideoError, match="--strict"):
+        process_video(str(cut), predictor, None, tmp_path / "t2.jsonl", 4, strict=True)
+    assert not (tmp_path / "t2.jsonl").exists()

@@ -228,8 +228,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> Any:
         yield
-        if svc.batcher is not None:
-            svc.batcher.stop()
+        svc.close()
 
     # /docs (Swagger UI) and /redoc from assets inside the fastapi-offline package: no CDN
     app = FastAPIOffline(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextvars
 import copy
 import io
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,8 @@ class RequestWork:
 
     deadline: float
     pending: set[Any] = field(default_factory=set)
+    ended: bool = False
+    released: bool = False
 
 
 _WORK: contextvars.ContextVar[RequestWork | None] = contextvars.ContextVar("faceattr_request_work", default=None)
@@ -50,6 +54,11 @@ class Service:
         self._explain_lock = threading.Lock()
         self.inflight = 0
         self.served = 0
+        self._count_lock = threading.Lock()
+        # the requests' stages (decode, detect, estimate, explain); as many threads as asyncio's default pool
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="faceattr-request"
+        )
 
     @property
     def can_explain(self) -> bool:
@@ -70,33 +79,42 @@ class Service:
         work = _WORK.get()
         if work is not None and time.monotonic() > work.deadline:
             raise ApiError(504, "timeout", f"processing took over {self.settings.timeout_s:g} s")
-        fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        # the thread's own future: a cancelled request cannot mark it done while the stage still runs
+        fut = self._pool.submit(fn, *args)
         if work is not None:
-            work.pending.add(fut)
-            fut.add_done_callback(work.pending.discard)
-        return await fut
+            with self._count_lock:
+                work.pending.add(fut)
+            fut.add_done_callback(lambda f: self._stage_done(work, f))
+        return await asyncio.wrap_future(fut)
+
+    def close(self) -> None:
+        """Stop the micro-batcher and the stage threads (the app's shutdown)."""
+        if self.batcher is not None:
+            self.batcher.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _stage_done(self, work: RequestWork, fut: Any) -> None:
+        with self._count_lock:
+            work.pending.discard(fut)
+            if work.ended and not work.pending and not work.released:
+                work.released = True
+                self.inflight -= 1
 
     def begin(self) -> RequestWork:
         """Count a request in flight (until :meth:`end` and every stage it started have finished)."""
-        self.inflight += 1
+        with self._count_lock:
+            self.inflight += 1
         work = RequestWork(time.monotonic() + self.settings.timeout_s)
         _WORK.set(work)
         return work
 
     def end(self, work: RequestWork) -> None:
-        futures = [f for f in work.pending if not f.done()]
-        if not futures:
-            self.inflight -= 1
-            return
-        left = [len(futures)]
-
-        def done(_f: Any) -> None:
-            left[0] -= 1
-            if left[0] == 0:
+        """The request has answered; it leaves the in-flight count when its last running stage ends."""
+        with self._count_lock:
+            work.ended = True
+            if not work.pending and not work.released:
+                work.released = True
                 self.inflight -= 1
-
-        for f in futures:
-            f.add_done_callback(done)
 
     async def _attributes(self, chips: np.ndarray, tta: bool) -> list[dict[str, Attribute]]:
         if not len(chips):
