@@ -158,10 +158,10 @@ def _run_predict(a: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from faceattr.errors import UsageError
-    from faceattr.runtime.draw import draw_result
+    from faceattr.runtime.draw import draw_result, drawing_format
     from faceattr.runtime.files import find_image_paths
     from faceattr.runtime.predictor import Predictor
-    from faceattr.safeio import OutputPlan, atomic_output, atomic_write_bytes, unique_names
+    from faceattr.safeio import OutputPlan, atomic_output, atomic_write_bytes
     from faceattr.vision.image import ImageError, load_image
 
     _check_predict_args(a)
@@ -186,7 +186,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     plan.add_input_dirs(p for p in paths if Path(p).is_dir())
     out_path = plan.claim_file(a.output, "--output") if a.output else None
     draw = plan.claim_dir(a.draw, "--draw") if a.draw else None
-    draw_names = unique_names(files, ".png") if draw else {}
+    draw_names = drawing_names(files) if draw else {}
     pred = Predictor.load(
         a.model,
         a.threads,
@@ -225,9 +225,28 @@ def _run_predict(a: argparse.Namespace) -> int:
             if draw is not None:
                 target = draw / draw_names[f]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, draw_result(rgb, res))
+                atomic_write_bytes(target, draw_result(rgb, res, fmt=drawing_format(target)))
     log.info("%d photos, %d faces, %d unreadable", n_ok, n_faces, n_bad)
     return 0 if n_ok else 1
+
+
+def drawing_names(files: list[Path]) -> dict[Path, Path]:
+    """Where ``--draw`` writes each photo, relative to its folder: the input's own name and relative folder for a
+    JPEG or PNG (``a/x.jpg`` -> ``a/x.jpg``, drawn as JPEG), ``.png`` appended for other formats (``x.gif`` ->
+    ``x.gif.png``); should two inputs meet on one name, every name gets its format's suffix appended."""
+    from faceattr.safeio import unique_names
+
+    names = unique_names(files, "")
+    out = {
+        f: n if n.suffix.lower() in (".jpg", ".jpeg", ".png") else n.with_name(n.name + ".png")
+        for f, n in names.items()
+    }
+    if len(set(out.values())) < len(out):
+        out = {
+            f: n.with_name(n.name + (".jpg" if n.suffix.lower() in (".jpg", ".jpeg") else ".png"))
+            for f, n in names.items()
+        }
+    return out
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import UsageError
+from faceattr.runtime.draw import UNSURE_SCORE
 from faceattr.runtime.predictor import Predictor
 from faceattr.runtime.results import Attribute, FaceResult, PhotoResult
 from faceattr.serve.batcher import MicroBatcher
@@ -238,6 +239,8 @@ class Service:
             "architecture": meta.architecture.name,
             "input_size": meta.input_size,
             "tasks": tasks,
+            # detections scored below this are shown as uncertain, without attributes (faceattr.runtime.draw)
+            "uncertain_below": UNSURE_SCORE,
             # measured on the default path (INT8 or float32 as this CPU runs it, with flip), the one served unless a
             # request or the deployment turns flip off
             "measured": (info.figures if info else {}) if default_path else {},

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import FaceattrError, UsageError, check
+from faceattr.runtime.draw import draw_boxes, face_label
 from faceattr.runtime.predictor import Predictor
 from faceattr.runtime.results import Attribute
 from faceattr.safeio import OutputPlan, atomic_output
@@ -139,27 +140,8 @@ def frames(cap: Any, max_frames: int | None = None) -> Iterator[np.ndarray]:
 
 
 def _label(tr: Track, rho: float) -> str:
-    est = tr.estimate(rho)
-    parts = [f"#{tr.id}"]
-    for e in est.values():
-        if "value" in e:
-            parts.append(f"{e['value']:.0f} ({e['interval'][0]:.0f}-{e['interval'][1]:.0f})")
-        else:
-            parts.append(f"{e['label']} {100 * e['probabilities'][e['label']]:.0f}%")
-    return " ".join(parts)
-
-
-def _draw(bgr: np.ndarray, boxes: list[tuple[np.ndarray, str]]) -> None:
-    import cv2
-
-    scale = max(0.4, bgr.shape[1] / 1600)
-    for box, text in boxes:
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(bgr, (x1, y1), (x2, y2), (255, 224, 0), max(1, int(2 * scale)))
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        y = max(th + 4, y1 - 4)
-        cv2.rectangle(bgr, (x1, y - th - 4), (x1 + tw + 4, y + 2), (0, 0, 0), -1)
-        cv2.putText(bgr, text, (x1 + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    """The drawing's label of a track: its id and pooled estimate, as ``faceattr predict --draw`` labels a face."""
+    return face_label(tr.id, tr.estimate(rho))
 
 
 def verify_video(path: Path, frames_written: int) -> None:
@@ -262,8 +244,8 @@ def process_video(
                     tr.add(i, boxes[int(idx)], attrs[int(idx)])
                     shown.append((boxes[int(idx)], int(tid)))
             if video_path is not None:
-                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-                _draw(bgr, [(b, _label(tracks[t], rho)) for b, t in shown])
+                drawn = draw_boxes(rgb, [(b, _label(tracks[t], rho), True) for b, t in shown])
+                bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
                 if writer is None:
                     code = "mp4v" if video_path.suffix.lower() != ".avi" else "MJPG"
                     fourcc = cv2.VideoWriter.fourcc(*code)

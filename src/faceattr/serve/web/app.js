@@ -18,6 +18,7 @@ async function loadModel() {
     if (!r.ok) throw new Error(m.error ? m.error.message : r.statusText);
     state.tasks = m.tasks.filter((t) => t.enabled).map((t) => t.name);
     state.explain = m.explain;
+    state.unsure = m.uncertain_below;
     $("#tta").checked = Boolean(m.tta_flip); // the service's default path (the shipped model's: on)
     $("#tasks").innerHTML = state.tasks
       .map((t) => `<label><input type="checkbox" class="task" value="${t}" checked> ${t}</label>`).join(" ");
@@ -45,8 +46,6 @@ async function analyze(file, extra) {
   return body.results[0];
 }
 
-// detections scored under this are shown as uncertain, without attribute labels (YuNet's confidence)
-const UNSURE_SCORE = 0.75;
 
 // An error as a person reads it: the file named once, no decoder messages.
 function humanError(name, message) {
@@ -75,21 +74,47 @@ function attrHtml(name, a) {
     `<div class="bar"><i style="width:${100 * top[1]}%"></i></div><div class="probs">${rest}</div></div>`;
 }
 
+// The drawing style of `faceattr predict --draw` and `faceattr video`: the box, and above it on a dark band the
+// face's index (its position in the answer's faces), age with its 80 % range, gender and race; a detection scored
+// under the service's uncertain_below gets a thin grey box and "#k ?".
+function faceLabel(i, f) {
+  if (f.score !== undefined && f.score < state.unsure) return `#${i} ?`;
+  const parts = [`#${i}`];
+  state.tasks.forEach((t) => {
+    const a = f[t];
+    if (!a) return;
+    if (a.value !== undefined && a.interval && !a.probabilities) {
+      parts.push(`${a.value.toFixed(0)} (${a.interval[0].toFixed(0)}-${a.interval[1].toFixed(0)})`);
+    } else parts.push(a.label);
+  });
+  return parts.join(" ");
+}
+
 function drawPhoto(canvas, img, faces) {
   canvas.width = img.naturalWidth;
   canvas.height = img.naturalHeight;
   const g = canvas.getContext("2d");
   g.drawImage(img, 0, 0);
-  const lw = Math.max(2, Math.round(img.naturalWidth / 400));
-  g.lineWidth = lw;
-  g.font = `bold ${Math.max(14, lw * 8)}px system-ui, sans-serif`;
+  const side = Math.max(img.naturalWidth, img.naturalHeight);
+  const lw = Math.max(2, Math.round(side / 500));
+  const size = Math.max(12, Math.round(side / 60));
+  g.font = `${size}px system-ui, sans-serif`;
+  g.textBaseline = "top";
   faces.forEach((f, i) => {
     if (!f.box) return;
     const [x1, y1, x2, y2] = f.box;
-    g.strokeStyle = "#00e0ff";
+    const sure = !(f.score !== undefined && f.score < state.unsure);
+    g.lineWidth = sure ? lw : 1;
+    g.strokeStyle = sure ? "rgb(0,200,255)" : "rgb(160,160,160)";
     g.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    g.fillStyle = "#00e0ff";
-    g.fillText(String(i + 1), x1 + lw, Math.max(y1 - lw * 2, lw * 8));
+    const text = faceLabel(i, f);
+    const w = g.measureText(text).width + 2 * lw, h = size + 2 * lw;
+    const top = y1 - h >= 0 ? y1 - h : y1;
+    const left = Math.min(Math.max(0, x1), Math.max(0, canvas.width - w));
+    g.fillStyle = "rgb(15,25,40)";
+    g.fillRect(left, top, w, h);
+    g.fillStyle = "#fff";
+    g.fillText(text, left + lw, top + lw);
   });
 }
 
@@ -120,13 +145,13 @@ async function handle(file) {
   cards.className = "cards";
   res.faces.forEach((f, i) => {
     const c = document.createElement("div");
-    const unsure = f.score !== undefined && f.score < UNSURE_SCORE;
+    const unsure = f.score !== undefined && f.score < state.unsure;
     c.className = "face-card" + (unsure ? " uncertain" : "");
     const attrs = unsure ?
       `<p class="probs">Perhaps not a face (detector confidence ${pct(f.score)}): no estimate shown.</p>` :
       state.tasks.filter((t) => f[t]).map((t) => attrHtml(t, f[t])).join("");
     const opts = state.tasks.filter((t) => f[t]).map((t) => `<option>${t}</option>`).join("");
-    c.innerHTML = `<h3>Face ${i + 1}${unsure ? " (uncertain)" : ""}</h3>${attrs}` + (state.explain && !unsure ?
+    c.innerHTML = `<h3>Face #${i}${unsure ? " (uncertain)" : ""}</h3>${attrs}` + (state.explain && !unsure ?
       `<div class="heat"><select aria-label="task">${opts}</select><button type="button" class="explain">Heat-map</button></div>` +
       `<div class="heatmap"></div>` : "");
     const btn = c.querySelector(".explain");
