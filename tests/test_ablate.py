@@ -3,7 +3,8 @@ import json
 import yaml
 
 from conftest import REPO, UTK
-from faceattr.evidence.ablate import load_ablation, run_grid, write_report
+from faceattr.evidence.ablate import load_ablation, run_grid
+from faceattr.evidence.ablate_report import write_report
 
 
 def _grid(tmp_path, root=UTK):

