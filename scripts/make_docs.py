@@ -5,6 +5,7 @@ retyped by hand:
   -->``) from ``results/eval-*/metrics.json`` and ``benchmarks/results/default-path.json``;
 - ``benchmarks/README.md`` and ``results/README.md``: every result file with the command that made it, the machine
   and the data it needs;
+- ``docs/cli.md``'s command reference (every command, option, default and example) from the CLI's own parser;
 - ``src/faceattr/weights/models.json``: each shipped model's figures, from the evaluations it names;
 - ``docs/assets/`` and ``docs/model-card.md``: the screenshots the docs show (from ``results/``) and the model
   card (from ``src/faceattr/weights/README.md``); both git-ignored.
@@ -180,6 +181,42 @@ def model_list() -> str:
     return json.dumps(cat, indent=1, ensure_ascii=False) + "\n"
 
 
+def commands_reference() -> str:
+    """Every command of the CLI: what it does, its options with their defaults, its examples (from the parser)."""
+    import argparse
+
+    from faceattr.cli.main import ALIASES, build_parser
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    out: list[str] = []
+    for name, p in sub.choices.items():
+        if name in ALIASES:
+            continue
+        out += [f"### faceattr {name}", "", (p.description or helps.get(name) or "").replace("\n", " "), ""]
+        rows = []
+        for act in p._actions:
+            if act.dest == "help":
+                continue
+            flags = ", ".join(f"`{s}`" for s in act.option_strings) or f"`{act.dest}`"
+            default = "" if act.default in (None, False, argparse.SUPPRESS) or not act.option_strings else act.default
+            text = (act.help or "").replace("|", "\\|").replace("%%", "%")
+            rows.append(f"| {flags} | {default if default == '' else f'`{default}`'} | {text} |")
+        if rows:
+            out += ["| option | default | meaning |", "|---|---|---|", *rows, ""]
+        if p.epilog:
+            out += ["```bash", *[ln.strip() for ln in p.epilog.splitlines()[1:]], "```", ""]
+    return "\n".join(out).rstrip()
+
+
+def _splice_block(text: str, start: str, end: str, block: str) -> str:
+    if start not in text or end not in text:
+        return text
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + "\n" + block + "\n" + text[b:]
+
+
 def generated() -> dict[Path, str]:
     block = headline()
     files = {
@@ -190,6 +227,10 @@ def generated() -> dict[Path, str]:
     for page in (REPO / "README.md", REPO / "docs/index.md"):
         if page.is_file():
             files[page] = _splice(page.read_text(encoding="utf-8"), block)
+    cli = REPO / "docs/cli.md"
+    if cli.is_file():
+        text = cli.read_text(encoding="utf-8")
+        files[cli] = _splice_block(text, "<!-- commands:start -->", "<!-- commands:end -->", commands_reference())
     return files
 
 

@@ -91,7 +91,7 @@ def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
     """Ray Data on a local Ray started here (2 CPUs, 2 actors: every CPU slot held by an actor, so reading and
     writing must not wait for one): the same rows as the local engine."""
     ray = pytest.importorskip("ray")
-    from faceattr.batch.engine import run_batch_ray
+    from faceattr.batch.ray_engine import run_batch_ray
 
     listing = tmp_path / "list.txt"
     listing.write_text(str(tmp_path / "missing.jpg") + "\n")

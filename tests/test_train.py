@@ -51,7 +51,7 @@ def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
 
     import faceattr.training.loop as tr
 
-    real_eval = tr.evaluate
+    real_eval = tr.validate
     calls = {"n": 0}
 
     def interrupted(*a, **k):
@@ -61,10 +61,10 @@ def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
         return real_eval(*a, **k)
 
     cut = tiny_config(tmp_path, "cut", **{"train.epochs": 2})
-    monkeypatch.setattr(tr, "evaluate", interrupted)
+    monkeypatch.setattr(tr, "validate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(cut, progress=False)
-    monkeypatch.setattr(tr, "evaluate", real_eval)
+    monkeypatch.setattr(tr, "validate", real_eval)
     assert load_training_state(tmp_path / "cut" / "last_state.pt")["epoch"] == 0
     main(cut, resume=True, progress=False)
 

@@ -161,3 +161,17 @@ def test_a_video_that_ends_early_is_reported(clip, predictor, tmp_path, caplog):
     with pytest.raises(VideoError, match="--strict"):
         process_video(str(cut), predictor, None, tmp_path / "t2.jsonl", 4, strict=True)
     assert not (tmp_path / "t2.jsonl").exists()
+
+
+def test_track_lines_have_times_clipped_boxes_and_the_shapes_of_predict():
+    t = Track(3, 50)
+    age = Attribute("age", "ordinal", "30", {}, 30.4, (25.0, 36.0))
+    gender = Attribute("gender", "nominal", "female", {"male": 0.2, "female": 0.8})
+    t.add(50, np.array([-2.0, -3.0, 500.0, 10.0]), {"age": age, "gender": gender}, 25.0, (320, 240), 0.91)
+    t.add(75, np.array([10.0, 10.0, 60.0, 70.0]), {"age": age, "gender": gender}, 25.0, (320, 240), 0.88)
+    d = t.to_dict(1.0, 25.0)
+    assert d["fps"] == 25.0 and d["start_s"] == 2.0 and d["end_s"] == 3.0
+    first = d["detections"][0]
+    assert first["box"] == [0.0, 0.0, 320.0, 10.0] and first["time_s"] == 2.0 and first["score"] == 0.91
+    assert first["gender"] == gender.to_dict() and first["age"] == age.to_dict()  # as faceattr predict writes them
+    assert d["age"]["label"] == "30" and set(d["gender"]) == {"label", "probabilities"}

@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -37,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from faceattr.batch.schema import BATCH_FORMAT, arrow_schema, part_is_complete, rows_of, table, write_part
 from faceattr.errors import UsageError, check
 from faceattr.runtime.meta import ModelMeta
 
 log = logging.getLogger(__name__)
-
-BATCH_FORMAT = 2  # 2: fixed Arrow schema, parts checked on resume, _batch.json, --max-pixels in the fingerprint
 
 
 def list_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
@@ -130,129 +128,6 @@ def _prepare(path: str | bytes, source: str | None = None) -> dict[str, Any]:
     faces = _WORKER["detector"].detect(rgb)
     chips = np.stack([align_face(rgb, f.landmarks, _WORKER["template"], size) for f in faces]) if faces else None
     return {"source": name, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
-
-
-def row_columns(meta: ModelMeta) -> list[str]:
-    """The columns of every batch row, fixed by the model's tasks (the same schema in every shard and engine)."""
-    cols = ["source", "model", "width", "height", "num_faces", "face", "box", "score", "landmarks"]
-    for t in meta.tasks:
-        cols.append(t.name)
-        if t.kind == "ordinal":
-            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
-        if not t.is_numeric:
-            cols += [f"{t.name}_p_{c}" for c in t.labels]
-    return [*cols, "error", "message"]
-
-
-INT_COLUMNS = ("width", "height", "num_faces", "face")
-STRING_COLUMNS = ("source", "model", "landmarks", "error", "message")
-
-
-def arrow_schema(meta: ModelMeta) -> Any:
-    """The one Arrow schema of a batch job's rows (:func:`row_columns`), the same for every shard and engine."""
-    import pyarrow as pa
-
-    fields = []
-    labels = {t.name for t in meta.tasks}
-    for c in row_columns(meta):
-        if c in INT_COLUMNS:
-            typ = pa.int64()
-        elif c == "box":
-            typ = pa.list_(pa.float64())
-        elif c in STRING_COLUMNS or c in labels:
-            typ = pa.string()
-        else:
-            typ = pa.float64()
-        fields.append(pa.field(c, typ))
-    return pa.schema(fields)
-
-
-def text(s: Any) -> Any:
-    """A file name as valid UTF-8 for Parquet: undecodable bytes (kept by Python as surrogates) become ``\\xNN``."""
-    if isinstance(s, str):
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return s
-
-
-def table(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
-    """Rows as an Arrow table with the job's fixed schema."""
-    import pyarrow as pa
-
-    schema = arrow_schema(meta)
-    cols: dict[str, list[Any]] = {c: [] for c in schema.names}
-    for r in rows:
-        for c in schema.names:
-            v = r.get(c)
-            if c in ("source", "error", "message"):
-                v = text(v)
-            cols[c].append(None if isinstance(v, float) and v != v and c in STRING_COLUMNS else v)
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
-def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
-    """Rows as a pandas DataFrame (the fixed schema's columns; integers as nullable Int64)."""
-    return table(rows, meta).to_pandas(types_mapper=_pandas_types)
-
-
-def _pandas_types(t: Any) -> Any:
-    import pandas as pd
-    import pyarrow as pa
-
-    return pd.Int64Dtype() if t == pa.int64() else None
-
-
-def part_is_complete(path: Path, schema: Any, fingerprint: str) -> bool:
-    """Whether a part file reads back whole, with the job's schema and fingerprint and the row count it recorded."""
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        md = pf.metadata.metadata or {}
-        if md.get(b"faceattr.fingerprint", b"").decode() != fingerprint:
-            return False
-        if not pf.schema_arrow.remove_metadata().equals(schema):
-            return False
-        rows = int(md.get(b"faceattr.rows", b"-1"))
-        return rows == pf.metadata.num_rows and pf.read().num_rows == rows
-    except Exception:  # noqa: BLE001 - any unreadable part is redone
-        return False
-
-
-def write_part(tbl: Any, target: Path, fingerprint: str) -> None:
-    """One part, atomically, with the job's fingerprint and its row count in the Parquet metadata."""
-    import pyarrow.parquet as pq
-
-    from faceattr.safeio import atomic_output
-
-    tbl = tbl.replace_schema_metadata(
-        {"faceattr.fingerprint": fingerprint, "faceattr.rows": str(tbl.num_rows), "faceattr.format": str(BATCH_FORMAT)}
-    )
-    with atomic_output(target, "wb") as f:
-        pq.write_table(tbl, f)
-
-
-def _rows(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
-    base = {"source": prep["source"], "model": model}
-    if "error" in prep:
-        return [{**base, "num_faces": None, "face": None, "error": prep["error"]}]
-    base.update({"width": prep["width"], "height": prep["height"], "num_faces": len(prep["faces"])})
-    if not prep["faces"]:
-        return [{**base, "face": None, "message": "no face found"}]
-    rows = []
-    for i, (f, a) in enumerate(zip(prep["faces"], attrs)):
-        row: dict[str, Any] = {**base, "face": i}
-        if f:
-            row.update({"box": f["box"], "score": f["score"], "landmarks": json.dumps(f["landmarks"])})
-        for name, at in a.items():
-            row[name] = at.label
-            if at.value is not None:
-                row[f"{name}_value"] = at.value
-            if at.interval is not None:
-                row[f"{name}_low"], row[f"{name}_high"] = at.interval
-            for c, p in at.probabilities.items():
-                row[f"{name}_p_{c}"] = p
-        rows.append(row)
-    return rows
 
 
 def _fingerprint(files: list[str], shard_size: int, model: str, job: Job) -> str:
@@ -365,7 +240,7 @@ def run_batch(
                 j = 0
                 for p in preps:
                     nf = 0 if p.get("chips") is None else len(p["chips"])
-                    rows += _rows(p, attrs[j : j + nf], model_name)
+                    rows += rows_of(p, attrs[j : j + nf], model_name)
                     j += nf
                 if bar is not None:
                     bar.update(len(preps))
@@ -397,118 +272,3 @@ def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, 
 def _model_name(model: str | Path | None, pred: Any) -> str:
     """The ``model`` column: a user's model file's name, or the shipped model with the backend that ran it."""
     return Path(str(model)).name if model else f"shipped ({pred.backend.name})"
-
-
-# ---- Ray Data --------------------------------------------------------------------------------------------------
-class RayPredictor:
-    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
-    loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
-
-    def __init__(self, job: Job, model: str | None, runtime: str, batch_size: int) -> None:
-        from faceattr.runtime.predictor import Predictor
-
-        _init_worker(job)
-        self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
-        self.model_name = _model_name(model, self.pred)  # this actor's: "auto" resolves on the actor's own CPU
-
-    def __call__(self, batch: dict[str, Any]) -> Any:
-        preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
-        chips = [p["chips"] for p in preps if p.get("chips") is not None]
-        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
-        rows: list[dict[str, Any]] = []
-        j = 0
-        for p in preps:
-            nf = 0 if p.get("chips") is None else len(p["chips"])
-            rows += _rows(p, attrs[j : j + nf], self.model_name)
-            j += nf
-        return table(rows, self.pred.meta)
-
-
-def run_batch_ray(
-    inputs: Sequence[str],
-    out: str | Path,
-    model: str | None = None,
-    actors: int = 2,
-    batch_photos: int = 16,
-    detect: bool = True,
-    detector: str = "auto",
-    yunet_model: str | None = None,
-    max_pixels: int = 64_000_000,
-    min_score: float | None = None,
-    runtime: str = "auto",
-    path_column: str = "path",
-    address: str | None = None,
-    cpus_per_actor: float = 1.0,
-) -> dict[str, Any]:
-    """The same job on Ray Data: ``read_binary_files`` -> ``map_batches(RayPredictor)`` on an actor pool of
-    ``actors`` (the model loaded once per actor) -> ``write_parquet``. ``address``: a running Ray cluster
-    (``auto``, or ``ray://host:10001``); None starts a local Ray. Each actor reserves ``cpus_per_actor`` CPUs:
-    leave at least one CPU of the cluster to the read tasks (e.g. ``actors`` = CPUs - 1 on one node). Missing
-    files become error rows at the driver; every other row is what the local engine writes."""
-    try:
-        import ray
-    except ImportError as e:
-        raise UsageError(
-            "the ray engine needs Ray Data: pip install 'ray[data]' (the local engine needs nothing)"
-        ) from e
-    from faceattr.runtime.predictor import Predictor
-    from faceattr.safeio import OutputPlan
-
-    check(actors >= 1, f"actors must be at least 1, got {actors}")
-    check(batch_photos >= 1, f"batch size must be at least 1, got {batch_photos}")
-    files = list_inputs(inputs, path_column)
-    if not files:
-        raise UsageError(f"no photos in {list(inputs)}")
-    out_dir = OutputPlan(files).claim_dir(out, "--out")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
-    pred = Predictor.load(model, 1, runtime=runtime)
-    model_name = _model_name(model, pred)
-    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
-    present = [f for f in files if Path(f).is_file()]
-    missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
-        # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
-        # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
-        io_args = {"num_cpus": 0}
-        # newer Ray takes the read's resources as named parameters (ray_remote_args there is deprecated, to be
-        # removed in Ray 2.64); older Ray (>= 2.9 is supported) knows only ray_remote_args
-        read_named = "num_cpus" in inspect.signature(ray.data.read_binary_files).parameters
-        read_args = io_args if read_named else {"ray_remote_args": io_args}
-        ds = ray.data.read_binary_files(present, include_paths=True, **read_args)
-        by_key = {str(Path(f).resolve()): f for f in present}
-        ds = ds.map(
-            lambda r: {
-                "bytes": r["bytes"],
-                "source": by_key.get(str(Path("/" + r["path"].lstrip("/")).resolve()), r["path"]),
-            }
-        )
-        ds = ds.map_batches(
-            RayPredictor,
-            fn_constructor_kwargs={
-                "job": job,
-                "model": str(model) if model else None,
-                "runtime": runtime,
-                "batch_size": 64,
-            },
-            batch_size=batch_photos,
-            concurrency=actors,
-            num_cpus=cpus_per_actor,
-            batch_format="numpy",
-        )
-        # every block as the job's Arrow table: a block of error rows keeps the list type of `box` (else Ray
-        # stores its nulls as pickled Python objects, which pandas and pyarrow cannot read)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(out_dir), ray_remote_args=io_args)
-        if missing:
-            import pyarrow.parquet as pq
-
-            pq.write_table(table(missing, pred.meta), out_dir / "missing-files.parquet")
-    finally:
-        if started:
-            ray.shutdown()
-    return {"photos": len(files), "missing": len(missing), "out": str(out_dir)}

@@ -162,13 +162,13 @@ def _cmd_cache(a: argparse.Namespace) -> int:
 # error, never a silently missing command.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("faceattr.cli.predict", "_add_predict", "_run_predict"),
-    "batch": ("faceattr.cli.predict", "_add_batch", "_run_batch"),
+    "batch": ("faceattr.cli.batch", "_add_batch", "_run_batch"),
     "train": ("faceattr.cli.main", "_add_train", "_cmd_train"),
     "evaluate": ("faceattr.cli.evaluate", "_add", "_run"),
     "fit-calibration": ("faceattr.cli.evaluate", "_add_fit", "_run_fit"),
     "split": ("faceattr.cli.main", "_add_split", "_cmd_split"),
-    "export": ("faceattr.cli.predict", "_add_export", "_run_export"),
-    "fit-alignment": ("faceattr.cli.predict", "_add_calibrate", "_run_calibrate"),
+    "export": ("faceattr.cli.export", "_add_export", "_run_export"),
+    "fit-alignment": ("faceattr.cli.export", "_add_calibrate", "_run_calibrate"),
     "ablate": ("faceattr.cli.evidence", "_add_ablate", "_run_ablate"),
     "claims": ("faceattr.cli.evidence", "_add_claims", "_run_claims"),
     "audit": ("faceattr.cli.evidence", "_add_audit", "_run_audit"),
@@ -290,7 +290,7 @@ def harmonise(sub: argparse._SubParsersAction) -> None:
         if p.description and "\n" not in p.description:
             import textwrap
 
-            p.description = textwrap.fill(p.description, 100)
+            p.description = textwrap.fill(p.description, 100, break_on_hyphens=False)
         p.epilog = "examples:\n  " + EXAMPLES[name] if name in EXAMPLES else p.epilog
         dests = {a.dest for a in p._actions}
         for act in p._actions:

@@ -254,6 +254,26 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
     return paths
 
 
+def _group_order(g: str) -> tuple[int, float, str]:
+    """Age bands in age order ("0-2" < "3-9" < "10-19" ... < "70+" / "more than 70"), other groups as named."""
+    import re
+
+    m = re.search(r"\d+(?:\.\d+)?", str(g))
+    if m is None:
+        return (1, 0.0, "")  # not a band: kept in the order given
+    return (0, float(m.group()) + (0.5 if "more" in str(g) or "+" in str(g) else 0.0), str(g))
+
+
+def _metric_axis(m: str) -> tuple[str, float]:
+    """A metric's panel title with its unit, and the factor that puts its values in that unit."""
+    task, _, kind = m.partition("_")
+    if kind == "mae":
+        return f"{task} MAE (years)", 1.0
+    if kind in ("accuracy", "group_exact", "group_1off", "interval_coverage", "macro_f1", "selection_rate", "cs5"):
+        return f"{task} {kind.replace('_', ' ')} (%)", 100.0
+    return m.replace("_", " "), 1.0
+
+
 def _plots(res: dict[str, Any], out: Path) -> dict[str, Path]:
     import matplotlib
 
@@ -264,16 +284,23 @@ def _plots(res: dict[str, Any], out: Path) -> dict[str, Path]:
     for feat, fr in res["features"].items():
         ms = [m for m in res["metrics"] if m in fr["summary"]]
         fig, axes = plt.subplots(1, len(ms), figsize=(3.6 * len(ms), 3.8), squeeze=False)
-        groups = list(fr["groups"])
+        groups = sorted(fr["groups"], key=_group_order)
         for ax, m in zip(axes[0], ms):
-            v = [fr["groups"][g][m]["value"] for g in groups]
-            lo = [fr["groups"][g][m]["value"] - fr["groups"][g][m]["ci"][0] for g in groups]
-            hi = [fr["groups"][g][m]["ci"][1] - fr["groups"][g][m]["value"] for g in groups]
+            label, scale = _metric_axis(m)
+            v = [scale * fr["groups"][g][m]["value"] for g in groups]
+            lo = [scale * (fr["groups"][g][m]["value"] - fr["groups"][g][m]["ci"][0]) for g in groups]
+            hi = [scale * (fr["groups"][g][m]["ci"][1] - fr["groups"][g][m]["value"]) for g in groups]
             ax.bar(range(len(groups)), v, yerr=[lo, hi], capsize=3, color="tab:blue")
-            ax.axhline(fr["summary"][m]["overall"], color="tab:red", lw=1, ls="--")
+            ax.axhline(scale * fr["summary"][m]["overall"], color="tab:red", lw=1, ls="--")
             ax.set_xticks(range(len(groups)), groups, rotation=60, fontsize=8)
-            ax.set_title(m)
-        fig.suptitle(f"by {feat} (95 % bootstrap CI; dashed: overall)")
+            ax.set_title(label, fontsize=10)
+            ax.set_ylabel(label.split("(")[-1].rstrip(")") if "(" in label else "")
+            ax.set_xlabel(feat.replace("_", " "))
+        fig.suptitle(
+            f"{m.split('_')[0] if len(ms) == 1 else 'metrics'} by {feat.replace('_', ' ')} "
+            "(bars: 95 % bootstrap CI; dashed line: all faces)",
+            fontsize=11,
+        )
         fig.tight_layout()
         p = out / f"{feat}.png"
         save_figure(fig, p, dpi=100)

@@ -1,4 +1,4 @@
-"""Training, shaped like torchvision's reference scripts: ``train_one_epoch()``, ``evaluate()``, ``main(cfg)``.
+"""Training, shaped like torchvision's reference scripts: ``train_one_epoch()``, ``validate()``, ``main(cfg)``.
 
 Each epoch is seeded from (seed, epoch), so a run stopped after epoch e and resumed continues exactly as if
 it had not stopped. Every epoch writes ``last.safetensors``/``.json`` + ``last_state.pt``; the best epoch on
@@ -25,7 +25,6 @@ from faceattr.data.combine import hi_column
 from faceattr.data.dataset import TensorDataset, make_tensor_dataset
 from faceattr.data.sources import load_train_val
 from faceattr.data.transforms import IMAGENET_MEAN, IMAGENET_STD, augment, normalize
-from faceattr.errors import FaceattrError
 from faceattr.models import count_parameters, create_model
 from faceattr.models.checkpoint import (
     CheckpointError,
@@ -37,26 +36,21 @@ from faceattr.models.checkpoint import (
 )
 from faceattr.runtime.meta import Architecture, ModelMeta
 from faceattr.safeio import atomic_output
-from faceattr.tasks.decode import decode_outputs
 from faceattr.tasks.formulations import get_formulation
-from faceattr.tasks.metrics import compute_metrics, headline, selection_score
-from faceattr.tasks.task import MISSING, Task
+from faceattr.tasks.metrics import headline, selection_score
+from faceattr.tasks.task import Task
 from faceattr.training.distributed import (
     DistContext,
     average_gradients,
     convert_sync_batchnorm,
-    gather_rows,
-    shard_range,
 )
-from faceattr.training.inference import predict_outputs
 from faceattr.training.losses import create_weighting, task_loss
+from faceattr.training.resume import TrainingError, check_resume_config
+from faceattr.training.setup import build_optimizer, build_scheduler, init_from_checkpoint
+from faceattr.training.validate import validate
 from faceattr.training.weighting import LossWeighting
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(FaceattrError, RuntimeError):
-    pass
 
 
 def peak_memory_mb() -> float:
@@ -71,51 +65,6 @@ def select_tasks(tasks: Sequence[Task], names: Sequence[str] | None) -> tuple[Ta
     if unknown:
         raise TrainingError(f"train.tasks names unknown tasks {unknown}; the dataset has {list(by)}")
     return tuple(by[n] for n in names)
-
-
-def build_optimizer(model: nn.Module, weighting: LossWeighting, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norms; the weighting's parameters get their own lr, no decay."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for _, p in model.named_parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.train.weight_decay, "lr": cfg.train.lr},
-        {"params": no_decay, "weight_decay": 0.0, "lr": cfg.train.lr},
-    ]
-    wp = list(weighting.parameters())
-    if wp:
-        groups.append({"params": wp, "weight_decay": 0.0, "lr": cfg.train.weighting_lr, "name": "loss_weighting"})
-    return torch.optim.AdamW(groups, lr=cfg.train.lr)
-
-
-def build_scheduler(
-    opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: ExperimentConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay, per step; the loss-weighting group keeps a constant lr."""
-    total = max(1, steps_per_epoch * cfg.train.epochs)
-    warm = max(1, int(cfg.train.warmup_epochs * steps_per_epoch))
-
-    def net(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    lambdas = [net, net] + [lambda step: 1.0] * (len(opt.param_groups) - 2)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
-
-
-def init_from_checkpoint(model: nn.Module, path: str | Path) -> str:
-    """Copy every tensor of a faceattr checkpoint whose name and shape match (transfer between datasets:
-    the trunk and branches carry over, heads with other levels/classes stay fresh)."""
-    state = load_state(path)
-    own = model.state_dict()
-    take = {
-        k: v.float() if v.is_floating_point() else v for k, v in state.items() if k in own and own[k].shape == v.shape
-    }
-    model.load_state_dict(take, strict=False)
-    log.info("initialised %d of %d tensors from %s", len(take), len(own), path)
-    return f"faceattr checkpoint {path} ({len(take)} of {len(own)} tensors; the rest ImageNet or fresh)"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -137,42 +86,6 @@ def _autocast(device: torch.device, enabled: bool) -> Any:
 
 
 # settings that do not change what a run computes: a resumed run may differ in these
-RESUME_MAY_CHANGE = ("train.threads", "train.device", "train.eval_batch_size", "data.cache_dir", "out_dir")
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k in ("data", "model", "augment", "train"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def check_resume_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    """Refuse to resume ``run_dir`` with a configuration that differs from the one it was started with (the
-    optimizer and schedule state would silently keep the old one while the new one was recorded); only the
-    settings in ``RESUME_MAY_CHANGE`` may differ."""
-    from faceattr.config import load_config
-
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise TrainingError(f"{run_dir}: cannot resume, its config.yaml is missing")
-    saved = _flat(config_to_dict(load_config(saved_path)))
-    new = _flat(config_to_dict(cfg))
-    diff = [
-        f"{k}: {saved.get(k)!r} -> {new.get(k)!r}"
-        for k in sorted(set(saved) | set(new))
-        if k not in RESUME_MAY_CHANGE and saved.get(k) != new.get(k)
-    ]
-    if diff:
-        raise TrainingError(
-            f"{run_dir} was started with another configuration ({'; '.join(diff)}); resume it "
-            "unchanged, or start a new run (train.init_from can start from its weights)"
-        )
-
-
 def _seed_epoch(seed: int, epoch: int) -> torch.Generator:
     s = seed * 100_003 + epoch
     torch.manual_seed(s)
@@ -276,36 +189,6 @@ def train_one_epoch(
         for name, v in zip(weighting.task_names, lv.detach().tolist()):
             row[f"logvar_{name}"] = v
     return row
-
-
-def evaluate(
-    model: nn.Module,
-    data: TensorDataset,
-    tasks: Sequence[Task],
-    formulation: str,
-    batch_size: int = 256,
-    breakdown: Sequence[str] = ("race", "gender"),
-    ctx: DistContext | None = None,
-) -> dict[str, Any]:
-    """Metrics of ``model`` on ``data`` (under ``torch.inference_mode``); under several processes each runs
-    its share of the images and all get the metrics of the whole."""
-    if ctx is not None and ctx.active:
-        raw = gather_rows(predict_outputs(model, data.rows(*shard_range(len(data), ctx)), batch_size), ctx)
-    else:
-        raw = predict_outputs(model, data, batch_size)
-    preds = decode_outputs(raw, tasks, formulation)
-    metrics = compute_metrics([t for t in tasks], preds, data.exact_labels(), breakdown)
-    cols = {n: j for j, n in enumerate(data.task_names)}
-    for t in tasks:  # interval-censored labels (joint training): how often the estimate falls in the interval
-        if hi_column(t.name) not in cols or t.name not in metrics["overall"]:
-            continue
-        lo, hi = data.labels[:, cols[t.name]], data.labels[:, cols[hi_column(t.name)]]
-        cens = (lo != MISSING) & (hi != lo)
-        if cens.any():
-            idx = preds[t.name]["index"][cens]
-            metrics["overall"][t.name]["interval_hit"] = float(((idx >= lo[cens]) & (idx <= hi[cens])).mean())
-            metrics["overall"][t.name]["interval_n"] = int(cens.sum())
-    return metrics
 
 
 def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **extra: Any) -> ModelMeta:
@@ -476,7 +359,7 @@ def _main(
     for epoch in range(start_epoch, last_epoch):
         row = train_one_epoch(trained, weighting, optimizer, scheduler, train_d, tasks, cfg, epoch, progress, ctx)
         train_seconds += row["epoch_seconds"]
-        metrics = evaluate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, (), ctx)
+        metrics = validate(model, val_d, tasks, cfg.model.ordinal_formulation, cfg.train.eval_batch_size, (), ctx)
         score = selection_score(metrics)
         is_best = score < best_score
         if is_best:

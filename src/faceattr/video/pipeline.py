@@ -57,18 +57,33 @@ class Track:
     _high: dict[str, list[float]] = field(default_factory=dict)
     _probs: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
-    def add(self, frame: int, box: np.ndarray, attrs: dict[str, Attribute]) -> None:
+    def add(
+        self,
+        frame: int,
+        box: np.ndarray,
+        attrs: dict[str, Attribute],
+        fps: float = 25.0,
+        size: tuple[int, int] | None = None,
+        score: float | None = None,
+    ) -> None:
+        """One detection: its frame, time in seconds, box (clipped to the frame of ``size`` = (width, height)) and
+        attributes in the shape ``faceattr predict`` gives them."""
         self.last_frame = frame
-        det: dict[str, Any] = {"frame": frame, "box": [round(float(v), 1) for v in box]}
+        b = [float(v) for v in box]
+        if size is not None:
+            w, h = size
+            b = [min(max(b[0], 0.0), w), min(max(b[1], 0.0), h), min(max(b[2], 0.0), w), min(max(b[3], 0.0), h)]
+        det: dict[str, Any] = {"frame": frame, "time_s": round(frame / fps, 3), "box": [round(v, 1) for v in b]}
+        if score is not None:
+            det["score"] = round(float(score), 4)
         for name, a in attrs.items():
             if a.value is not None and a.interval is not None and not a.probabilities:
                 self._values.setdefault(name, []).append(a.value)
                 self._low.setdefault(name, []).append(a.value - a.interval[0])
                 self._high.setdefault(name, []).append(a.interval[1] - a.value)
-                det[name] = {"value": round(a.value, 2), "interval": [round(a.interval[0], 2), round(a.interval[1], 2)]}
             else:
                 self._probs.setdefault(name, []).append(a.probabilities)
-                det[name] = a.label
+            det[name] = a.to_dict()
         self.detections.append(det)
 
     @property
@@ -82,7 +97,7 @@ class Track:
         for name, vals in self._values.items():
             v = float(np.mean(vals))
             lo, hi = float(np.mean(self._low[name])) * shrink, float(np.mean(self._high[name])) * shrink
-            out[name] = {"value": round(v, 2), "interval": [round(v - lo, 2), round(v + hi, 2)]}
+            out[name] = {"label": str(round(v)), "value": round(v, 2), "interval": [round(v - lo, 2), round(v + hi, 2)]}
         for name, plist in self._probs.items():
             keys = list(plist[0])
             mean = {k: float(np.mean([p[k] for p in plist])) for k in keys}
@@ -92,11 +107,14 @@ class Track:
             }
         return out
 
-    def to_dict(self, rho: float) -> dict[str, Any]:
+    def to_dict(self, rho: float, fps: float = 25.0) -> dict[str, Any]:
         return {
             "track": self.id,
+            "fps": round(fps, 3),
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
+            "start_s": round(self.first_frame / fps, 3),
+            "end_s": round(self.last_frame / fps, 3),
             "detections_used": self.n,
             **self.estimate(rho),
             "detections": self.detections,
@@ -241,7 +259,9 @@ def process_video(
                 ids = tracked.tracker_id if tracked.tracker_id is not None else np.zeros(0, int)
                 for tid, idx in zip(ids, tracked.data["idx"]):
                     tr = tracks.setdefault(int(tid), Track(int(tid), i))
-                    tr.add(i, boxes[int(idx)], attrs[int(idx)])
+                    tr.add(
+                        i, boxes[int(idx)], attrs[int(idx)], fps_in, (rgb.shape[1], rgb.shape[0]), faces[int(idx)].score
+                    )
                     shown.append((boxes[int(idx)], int(tid)))
             if video_path is not None:
                 drawn = draw_boxes(rgb, [(b, _label(tracks[t], rho), True) for b, t in shown])
@@ -274,7 +294,7 @@ def process_video(
         if tracks_path is not None:
             with atomic_output(tracks_path) as f:
                 for tr in sorted(tracks.values(), key=lambda t: t.id):
-                    f.write(json.dumps(tr.to_dict(rho)) + "\n")
+                    f.write(json.dumps(tr.to_dict(rho, fps_in)) + "\n")
         if video_path is not None and tmp_video is not None:
             os.replace(tmp_video, video_path)
     finally:

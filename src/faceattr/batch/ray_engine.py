@@ -1,0 +1,131 @@
+"""The batch job on Ray Data: the same per-photo pipeline in an actor pool, the same rows and schema."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceattr.batch.engine import Job, _init_worker, _model_name, _prepare, list_inputs
+from faceattr.batch.schema import rows_of, table
+from faceattr.errors import UsageError, check
+
+log = logging.getLogger(__name__)
+
+
+class RayPredictor:
+    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
+    loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
+
+    def __init__(self, job: Job, model: str | None, runtime: str, batch_size: int) -> None:
+        from faceattr.runtime.predictor import Predictor
+
+        _init_worker(job)
+        self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
+        self.model_name = _model_name(model, self.pred)  # this actor's: "auto" resolves on the actor's own CPU
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
+        chips = [p["chips"] for p in preps if p.get("chips") is not None]
+        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
+        rows: list[dict[str, Any]] = []
+        j = 0
+        for p in preps:
+            nf = 0 if p.get("chips") is None else len(p["chips"])
+            rows += rows_of(p, attrs[j : j + nf], self.model_name)
+            j += nf
+        return table(rows, self.pred.meta)
+
+
+def run_batch_ray(
+    inputs: Sequence[str],
+    out: str | Path,
+    model: str | None = None,
+    actors: int = 2,
+    batch_photos: int = 16,
+    detect: bool = True,
+    detector: str = "auto",
+    yunet_model: str | None = None,
+    max_pixels: int = 64_000_000,
+    min_score: float | None = None,
+    runtime: str = "auto",
+    path_column: str = "path",
+    address: str | None = None,
+    cpus_per_actor: float = 1.0,
+) -> dict[str, Any]:
+    """The same job on Ray Data: ``read_binary_files`` -> ``map_batches(RayPredictor)`` on an actor pool of
+    ``actors`` (the model loaded once per actor) -> ``write_parquet``. ``address``: a running Ray cluster
+    (``auto``, or ``ray://host:10001``); None starts a local Ray. Each actor reserves ``cpus_per_actor`` CPUs:
+    leave at least one CPU of the cluster to the read tasks (e.g. ``actors`` = CPUs - 1 on one node). Missing
+    files become error rows at the driver; every other row is what the local engine writes."""
+    try:
+        import ray
+    except ImportError as e:
+        raise UsageError(
+            "the ray engine needs Ray Data: pip install 'ray[data]' (the local engine needs nothing)"
+        ) from e
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.safeio import OutputPlan
+
+    check(actors >= 1, f"actors must be at least 1, got {actors}")
+    check(batch_photos >= 1, f"batch size must be at least 1, got {batch_photos}")
+    files = list_inputs(inputs, path_column)
+    if not files:
+        raise UsageError(f"no photos in {list(inputs)}")
+    out_dir = OutputPlan(files).claim_dir(out, "--out")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
+    pred = Predictor.load(model, 1, runtime=runtime)
+    model_name = _model_name(model, pred)
+    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    present = [f for f in files if Path(f).is_file()]
+    missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    try:
+        # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
+        # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
+        io_args = {"num_cpus": 0}
+        # newer Ray takes the read's resources as named parameters (ray_remote_args there is deprecated, to be
+        # removed in Ray 2.64); older Ray (>= 2.9 is supported) knows only ray_remote_args
+        read_named = "num_cpus" in inspect.signature(ray.data.read_binary_files).parameters
+        read_args = io_args if read_named else {"ray_remote_args": io_args}
+        ds = ray.data.read_binary_files(present, include_paths=True, **read_args)
+        by_key = {str(Path(f).resolve()): f for f in present}
+        ds = ds.map(
+            lambda r: {
+                "bytes": r["bytes"],
+                "source": by_key.get(str(Path("/" + r["path"].lstrip("/")).resolve()), r["path"]),
+            }
+        )
+        ds = ds.map_batches(
+            RayPredictor,
+            fn_constructor_kwargs={
+                "job": job,
+                "model": str(model) if model else None,
+                "runtime": runtime,
+                "batch_size": 64,
+            },
+            batch_size=batch_photos,
+            concurrency=actors,
+            num_cpus=cpus_per_actor,
+            batch_format="numpy",
+        )
+        # every block as the job's Arrow table: a block of error rows keeps the list type of `box` (else Ray
+        # stores its nulls as pickled Python objects, which pandas and pyarrow cannot read)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ds.write_parquet(str(out_dir), ray_remote_args=io_args)
+        if missing:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table(missing, pred.meta), out_dir / "missing-files.parquet")
+    finally:
+        if started:
+            ray.shutdown()
+    return {"photos": len(files), "missing": len(missing), "out": str(out_dir)}
