@@ -135,7 +135,7 @@ def test_same_names_in_two_folders_never_overwrite(capsys, model, tmp_path):
     a, b = face_jpg(tmp_path / "a" / "x.jpg", 1), face_jpg(tmp_path / "b" / "x.jpg", 2)
     rc, _, _ = run(capsys, *predict(model, a, b, "--draw", tmp_path / "draw"))
     assert rc == 0
-    assert (tmp_path / "draw" / "a" / "x.jpg.png").is_file() and (tmp_path / "draw" / "b" / "x.jpg.png").is_file()
+    assert (tmp_path / "draw" / "a" / "x.jpg").is_file() and (tmp_path / "draw" / "b" / "x.jpg").is_file()
 
 
 def test_output_is_complete_and_renamed(capsys, model, photos, tmp_path):

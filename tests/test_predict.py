@@ -68,7 +68,8 @@ def test_cli_jsonl_streams_and_skips_bad_files(tiny_checkpoint, tmp_path, capsys
     assert good["faces"][0]["gender"]["label"] in ("male", "female")
     assert "truncated" in broken["error"] or "unreadable" in broken["error"]
     assert "not an image" in junk["error"]
-    assert (tmp_path / "draw" / "a.jpg.png").is_file()  # drawings keep the full input name: no collisions
+    drawn = tmp_path / "draw" / "a.jpg"  # drawings keep the input's name and folder; a JPEG stays a JPEG
+    assert drawn.is_file() and drawn.read_bytes()[:3] == b"\xff\xd8\xff"
 
 
 def Path_name(p):  # noqa: N802 - tiny helper
