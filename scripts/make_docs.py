@@ -154,7 +154,7 @@ def results_index() -> str:
         "Other results: `claims.md` (`faceattr claims -c configs/claims-utkface.yaml -c",
         "configs/claims-fairface.yaml`), `audit-*/` (`faceattr audit`), `ablation-*/` (`faceattr ablate`), `train-*/`",
         "(the training runs' logs and resolved configs), `gradcam/` (`faceattr explain`), `web-*.png`",
-        "(`FACEATTR_SCREENSHOTS=results python -m pytest tests/test_web.py`).",
+        "(`FACEATTR_SCREENSHOTS=results python -m pytest tests/serve/test_web.py`).",
     ]
     return "\n".join(out) + "\n"
 

@@ -318,6 +318,7 @@ def test_metadata_swapped_after_training(capsys, model, photos, tmp_path):
     fails(capsys, *predict(tmp_path / "m.safetensors", photos), match="does not belong")
 
 
+@pytest.mark.slow
 def test_onnx_without_or_with_broken_metadata(capsys, model, photos, tmp_path):
     import onnx
 
@@ -418,6 +419,7 @@ def test_every_user_error_shares_one_base():
         assert issubclass(cls, FaceattrError), cls
 
 
+@pytest.mark.slow
 def test_one_predictor_many_threads(model):
     """Eight threads share one Predictor (detector included) and get the sequential answers."""
     from faceattr.cli.predict import example_photo
@@ -513,6 +515,7 @@ def test_config_file_problems(capsys, tmp_path):
     fails(capsys, "train", "--data", "utkface", match="DATASET:DIR")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
     from faceattr.training.loop import main
@@ -530,6 +533,7 @@ def test_resume_refuses_a_changed_config(capsys, tmp_path, synth_utk):
     assert rc == 0  # threads do not change what is computed
 
 
+@pytest.mark.slow
 def test_resume_with_a_corrupt_state(capsys, tmp_path, synth_utk):
     from faceattr.config import save_config
     from faceattr.training.loop import main

@@ -31,6 +31,7 @@ def test_a_registry_resolves_lazy_entries_and_names_the_choices():
         reg.register("local", lambda: None)
 
 
+@pytest.mark.slow
 def test_every_model_builds_for_every_sharing_depth_and_formulation():
     torch = pytest.importorskip("torch")
     from faceattr.models import create_model, list_models
@@ -78,6 +79,7 @@ def test_every_weighting_combines_losses():
         assert torch.isfinite(total) and set(weights) == {"a", "b"}
 
 
+@pytest.mark.slow
 def test_every_detector_is_registered_and_the_ones_installed_find_the_example_face():
     from faceattr.cli.predict import example_photo
     from faceattr.vision.detect import DETECTORS, DetectorSpec, DetectorUnavailable, create_detector, list_detectors

@@ -51,6 +51,7 @@ def test_readme_main_job_runs_on_the_bundled_example(capsys):
     assert set(face["race"]["probabilities"]) == {"White", "Black", "Asian", "Indian", "Others"}
 
 
+@pytest.mark.slow
 def test_evaluate_without_a_checkpoint_measures_predicts_default_path(utk_dir, tmp_path, capsys):
     """`faceattr evaluate --data ...` with no --checkpoint judges what `faceattr predict` runs: the shipped INT8
     model with flip TTA; --no-tta-flip turns the flip off."""
@@ -63,6 +64,7 @@ def test_evaluate_without_a_checkpoint_measures_predicts_default_path(utk_dir, t
     assert json.loads(capsys.readouterr().out)["tta_flip"] is False
 
 
+@pytest.mark.slow
 def test_audit_without_a_checkpoint_audits_predicts_default_path(utk_dir, tmp_path, capsys):
     out = tmp_path / "audit"
     assert cli(["-q", "audit", "--data", f"utkface:{UTK}", "--limit", "40", "--n-boot", "10", "--out", str(out)]) == 0

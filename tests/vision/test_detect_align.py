@@ -99,6 +99,7 @@ def test_yunet_boxes_with_dlib_landmarks():
     assert faces and all(f.landmarks.shape == (3, 2) for f in faces)
 
 
+@pytest.mark.slow
 def test_small_face_in_a_large_photo_is_found():
     """Detection looks at the scale the faces are at: a face that is ~3 % of an 8000 x 6000 photo."""
     import cv2
@@ -121,6 +122,7 @@ def test_small_face_in_a_large_photo_is_found():
     assert 5200 < x0 < x1 < 6224 and 3500 < y0 < y1 < 4524
 
 
+@pytest.mark.slow
 def test_collage_of_group_photos_finds_what_each_photo_gives():
     import cv2
 
@@ -176,6 +178,7 @@ def test_yuface_and_opencv_yunet_agree():
             assert np.abs(fa.landmarks - fb.landmarks).max() <= 2.0  # yuface rounds to whole pixels
 
 
+@pytest.mark.slow
 def test_yuface_does_not_leak_and_matches_its_binding():
     """The package's binding leaks a 36 KB buffer per call; ours owns the buffer (same answers, flat memory)."""
     pytest.importorskip("yuface")
@@ -242,6 +245,7 @@ def test_yuface_openmp_pool_spins_briefly_unless_the_user_asks(user, spincount, 
     assert res.stdout.strip() == left
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's LD_DEBUG")
 def test_yuface_uses_its_own_openmp_even_after_torch(tmp_path):
     """torch puts its libgomp (spinning by default) in the process's global symbol scope; libfacedetection's

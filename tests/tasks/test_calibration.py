@@ -160,6 +160,7 @@ def test_fit_and_decode_apply_the_calibration():
     )
 
 
+@pytest.mark.slow
 def test_calibrated_outputs_agree_on_torch_and_onnx(tiny_checkpoint, tmp_path):
     """The calibration travels with the model into the ONNX file and is applied there the same way."""
     import json

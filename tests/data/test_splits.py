@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from faceattr.data.splits import fairface_protocol, split_of, utkface_protocol
 
@@ -9,6 +10,7 @@ def test_split_rule():
     assert split_of(format(19, "08x") + "0" * 56) == "test"
 
 
+@pytest.mark.slow
 def test_utkface_protocol_reproduces_split_file(utk_dir):
     ours = utkface_protocol(utk_dir).astype(str).reset_index(drop=True)
     ref = pd.read_csv(utk_dir / "split.csv", dtype=str, keep_default_na=False)
@@ -18,6 +20,7 @@ def test_utkface_protocol_reproduces_split_file(utk_dir):
     assert ours["split"].value_counts().to_dict() == {"train": 18457, "val": 2308, "test": 2291}
 
 
+@pytest.mark.slow
 def test_fairface_protocol_reproduces_split_file(fairface_dir):
     wide = fairface_dir.parent / "fairface-wide" / "labels.csv"
     ours = fairface_protocol(fairface_dir, wide).astype(str).reset_index(drop=True)

@@ -19,6 +19,7 @@ def _run(path, x):
     return s.run(None, {"image": x})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("half", [True, False])
 def test_compact_export_is_lossless(tmp_path, tiny_checkpoint, half):
     import torch

@@ -29,6 +29,7 @@ def _read(out):
     return pd.concat([pd.read_parquet(p) for p in sorted(out.glob("part-*.parquet"))], ignore_index=True)
 
 
+@pytest.mark.slow
 def test_shards_rows_and_resume(photos, tmp_path, synth_checkpoint):
     out = tmp_path / "out"
     listing = tmp_path / "list.txt"
@@ -68,6 +69,7 @@ def test_inputs_from_a_table(photos, tmp_path):
         list_inputs([str(t)])
 
 
+@pytest.mark.slow
 def test_cli_with_detection_and_bad_options(tmp_path, capsys, synth_checkpoint):
     from faceattr.cli.predict import example_photo
 
@@ -87,6 +89,7 @@ def test_cli_with_detection_and_bad_options(tmp_path, capsys, synth_checkpoint):
     assert cli(["-q", "batch", str(example_photo()), "--out", str(tmp_path / "p"), "--shard", "x"]) == 2
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
     """Ray Data on a local Ray started here (2 CPUs, 2 actors: every CPU slot held by an actor, so reading and
     writing must not wait for one): the same rows as the local engine."""

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import yaml
 
 from conftest import REPO, UTK
@@ -35,6 +36,7 @@ def _grid(tmp_path, root=UTK):
     return load_ablation(p)
 
 
+@pytest.mark.slow
 def test_grid_runs_resumes_and_reports(tmp_path, train_dir):
     ab = _grid(tmp_path, train_dir)
     results = run_grid(ab)

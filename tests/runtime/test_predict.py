@@ -134,6 +134,7 @@ def test_onnx_parity_and_runtime_without_torch(tiny_checkpoint, tmp_path):
     assert out.stdout.split()[-1] == "False"
 
 
+@pytest.mark.slow
 def test_int8_export_runs(tiny_checkpoint, tmp_path):
     from faceattr.training.export import export_onnx, quantize_int8
     from faceattr.vision.image import load_image, square_resize
@@ -178,6 +179,7 @@ def test_flip_tta_is_the_mean_of_both_views(tiny_checkpoint):
     assert abs(p["male"] - e[0] / e.sum()) < 1e-5
 
 
+@pytest.mark.slow
 def test_calibrate_on_the_checkpoints_own_training_data(tiny_checkpoint, tmp_path, capsys):
     import json
     import shutil
@@ -198,6 +200,7 @@ def test_calibrate_on_the_checkpoints_own_training_data(tiny_checkpoint, tmp_pat
     assert "--data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_end_to_end_train_calibrate_predict(tmp_path, train_dir, capsys):
     """The whole path a user takes, with nothing injected: train, measure the alignment template on the training
     chips, then predict on a photo with detection and alignment."""

@@ -15,6 +15,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_step_smoke_run(tmp_path, train_dir):
     cfg = tiny_config(tmp_path, "smoke", **{"train.max_steps_per_epoch": 2})
     s = main(cfg, progress=False)
@@ -45,6 +46,7 @@ def test_two_step_smoke_run(tmp_path, train_dir):
         main(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, train_dir, monkeypatch):
     full = tiny_config(tmp_path, "full", **{"train.epochs": 2})
     main(full, progress=False)
@@ -177,6 +179,7 @@ def test_init_from_checkpoint_transfers_matching_tensors(tiny_checkpoint):
     assert "471 of 474" in origin
 
 
+@pytest.mark.slow
 def test_joint_run_on_two_datasets(tmp_path, utk_dir, fairface_dir):
     from conftest import FAIRFACE
 

@@ -82,6 +82,7 @@ def group_photo() -> Path:
     return example_photo()
 
 
+@pytest.mark.slow
 def test_page_end_to_end(server, browser, predictor, tmp_path):
     photo = group_photo()
     expected = predictor.predict(str(photo)).to_dict()["num_faces"]

@@ -78,6 +78,7 @@ def test_map_to_tasks_on_real_fairface_rows(fairface_dir):
         map_to_tasks(t, utkface_tasks(), {"hair": {}})
 
 
+@pytest.mark.slow
 def test_joint_train_val_from_real_data(utk_dir, fairface_dir, tmp_path):
     cfg = load_config(
         REPO / "configs" / "utkface-fairface.yaml",

@@ -23,6 +23,7 @@ def _synthetic():
     return tasks, preds, labels
 
 
+@pytest.mark.slow
 def test_audit_numbers_match_direct_computation():
     tasks, preds, labels = _synthetic()
     df = build_face_table(tasks, preds, labels)
@@ -65,6 +66,7 @@ def test_audit_takes_any_declared_tasks():
     assert res["features"]["pose_band"]["summary"]["pose_group_accuracy"]["overall"] == 0.0
 
 
+@pytest.mark.slow
 def test_audit_on_real_subset(tiny_checkpoint, train_dir):
     df = face_table(tiny_checkpoint, f"utkface:{train_dir}", "test", limit=40)
     n = len(df)
@@ -73,6 +75,7 @@ def test_audit_on_real_subset(tiny_checkpoint, train_dir):
     assert sum(g["n"] for g in res["features"]["gender"]["groups"].values()) == n
 
 
+@pytest.mark.slow
 def test_gradcam_shapes_and_task_differences(utk_dir):
     from faceattr.evidence.explain import ExplainError, explain_chips, grad_cam
     from faceattr.models.checkpoint import load_model

@@ -40,6 +40,7 @@ def test_parse_label_map():
         parse_label_map(str(REPO / "configs" / "utkface.yaml"))
 
 
+@pytest.mark.slow
 def test_evaluate_with_label_map_on_real_fairface(tiny_checkpoint, fairface_dir):
     res = evaluate_checkpoint(tiny_checkpoint, f"fairface:{fairface_dir}", "test", limit=40, label_map={"race": FOLD})
     m = res["metrics"]["overall"]
@@ -49,6 +50,7 @@ def test_evaluate_with_label_map_on_real_fairface(tiny_checkpoint, fairface_dir)
     assert plain["metrics"]["overall"]["race"]["n"] < 40
 
 
+@pytest.mark.slow
 def test_an_onnx_model_is_evaluated_as_predict_runs_it(tiny_checkpoint, synth_utk, tmp_path):
     """`faceattr evaluate --checkpoint m.onnx [--tta-flip]` measures the ONNX path (the shipped default is INT8 ONNX
     with flip TTA): same faces, the torch checkpoint's metrics; flip changes them; the report shows the calibration

@@ -84,6 +84,7 @@ def _epoch(rank: int, world: int, port: int, cfg, out: str) -> None:
         ctx.close()
 
 
+@pytest.mark.slow
 def test_two_processes_compute_one_batch(tmp_path):
     import torch.multiprocessing as mp
 
@@ -154,6 +155,7 @@ def _torchrun(tmp_path: Path, name: str, *extra: str) -> subprocess.CompletedPro
     return r
 
 
+@pytest.mark.slow
 def test_torchrun_trains_writes_once_and_resumes_exactly(tmp_path):
     from faceattr.models.checkpoint import load_state
 
@@ -181,6 +183,7 @@ def test_torchrun_trains_writes_once_and_resumes_exactly(tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_an_indivisible_batch(tmp_path):
     r = subprocess.run(_torchrun_cmd(tmp_path, "-otrain.batch_size=15"), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
