@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from faceattr.runtime.meta import ModelMeta
+from faceattr.runtime.results import attribute_columns
 
 BATCH_FORMAT = 2  # 2: fixed Arrow schema, parts checked on resume, _batch.json, --max-pixels in the fingerprint
 
@@ -123,13 +124,6 @@ def rows_of(prep: dict[str, Any], attrs: list[dict[str, Any]], model: str) -> li
         row: dict[str, Any] = {**base, "face": i}
         if f:
             row.update({"box": f["box"], "score": f["score"], "landmarks": json.dumps(f["landmarks"])})
-        for name, at in a.items():
-            row[name] = at.label
-            if at.value is not None:
-                row[f"{name}_value"] = at.value
-            if at.interval is not None:
-                row[f"{name}_low"], row[f"{name}_high"] = at.interval
-            for c, p in at.probabilities.items():
-                row[f"{name}_p_{c}"] = p
+        row.update(attribute_columns(a))
         rows.append(row)
     return rows

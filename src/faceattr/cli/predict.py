@@ -91,6 +91,9 @@ CSV_FIELDS = ("file", "face", "x0", "y0", "x1", "y1", "score")
 
 
 def _csv_rows(res: Any) -> list[dict[str, Any]]:
+    """One CSV row per face (the flat columns of :func:`attribute_columns`), rounded as the JSON lines are."""
+    from faceattr.runtime.results import attribute_columns
+
     rows = []
     base = {"file": res.source}
     if not res.faces:
@@ -100,13 +103,8 @@ def _csv_rows(res: Any) -> list[dict[str, Any]]:
         if f.box is not None:
             row.update(zip(("x0", "y0", "x1", "y1"), [round(v, 1) for v in f.box]))
             row["score"] = round(f.score or 0.0, 4)
-        for name, a in f.attributes.items():
-            row[name] = a.label
-            if a.value is not None:
-                row[f"{name}_value"] = round(a.value, 2)
-                row[f"{name}_low"], row[f"{name}_high"] = (round(v, 2) for v in a.interval or (a.value, a.value))
-            for c, pr in a.probabilities.items():
-                row[f"{name}_p_{c}"] = round(pr, 4)
+        for k, val in attribute_columns(f.attributes).items():
+            row[k] = round(val, 4 if "_p_" in k else 2) if isinstance(val, float) else val
         rows.append(row)
     return rows
 

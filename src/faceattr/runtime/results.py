@@ -37,6 +37,21 @@ class Attribute:
         return d
 
 
+def attribute_columns(attributes: dict[str, Attribute]) -> dict[str, Any]:
+    """A face's attributes as flat columns, the one flattening of CSV, Parquet and records: per task ``<task>`` (the
+    label), ``<task>_value``, ``<task>_low``/``_high`` (the interval) and ``<task>_p_<class>``."""
+    r: dict[str, Any] = {}
+    for name, a in attributes.items():
+        r[name] = a.label
+        if a.value is not None:
+            r[f"{name}_value"] = a.value
+        if a.interval is not None:
+            r[f"{name}_low"], r[f"{name}_high"] = a.interval
+        for c, pr in a.probabilities.items():
+            r[f"{name}_p_{c}"] = pr
+    return r
+
+
 @dataclass
 class FaceResult:
     attributes: dict[str, Attribute]
@@ -70,14 +85,7 @@ class FaceResult:
         if self.box is not None:
             r.update(zip(("x0", "y0", "x1", "y1"), (float(v) for v in self.box)))
             r["score"] = None if self.score is None else float(self.score)
-        for name, a in self.attributes.items():
-            r[name] = a.label
-            if a.value is not None:
-                r[f"{name}_value"] = a.value
-            if a.interval is not None:
-                r[f"{name}_low"], r[f"{name}_high"] = a.interval
-            for c, pr in a.probabilities.items():
-                r[f"{name}_p_{c}"] = pr
+        r.update(attribute_columns(self.attributes))
         return r
 
     def to_dict(self) -> dict[str, Any]:
