@@ -743,3 +743,167 @@ def test_cache_command(capsys, tmp_path, monkeypatch):
     rc, out, _ = run(capsys, "cache", "--clear")
     assert rc == 0 and not (tmp_path / "cache" / "images-abc.npy").exists()
     assert (tmp_path / "cache" / "unrelated.txt").read_text() == "keep"
+
+
+# ---- the surfaces added since: train, detectors, models, configs, export, CSV, limits, privacy, batch, service --
+def test_train_out_dir_that_is_a_file(capsys, synth_utk, tmp_path):
+    f = tmp_path / "runs"
+    f.write_text("a file")
+    fails(
+        capsys,
+        "train",
+        "-c",
+        REPO / "configs/utkface.yaml",
+        "--data",
+        f"utkface:{synth_utk}",
+        "--out-dir",
+        f,
+        match="is a file",
+    )
+    assert f.read_text() == "a file"
+
+
+def test_a_config_whose_top_level_is_a_list(capsys, tmp_path):
+    cfg = tmp_path / "list.yaml"
+    cfg.write_text("- name: x\n- train: {}\n")
+    fails(capsys, "train", "-c", cfg, match="mapping")
+
+
+def test_a_faceattr_onnx_given_as_the_yunet_model(capsys, photos, tmp_path):
+    from faceattr.runtime.policy import SHIPPED_ONNX
+
+    fails(
+        capsys,
+        "predict",
+        photos / "p0.jpg",
+        "--detector",
+        "yunet",
+        "--yunet-model",
+        SHIPPED_ONNX,
+        match="not a YuNet model",
+    )
+
+
+def test_an_onnx_model_whose_metadata_names_another_input_size(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from faceattr.runtime.backends import ModelFormatError
+    from faceattr.runtime.policy import SHIPPED_ONNX
+    from faceattr.runtime.predictor import Predictor
+
+    m = onnx.load(str(SHIPPED_ONNX))
+    for p in m.metadata_props:
+        if p.key == "faceattr":
+            meta = json.loads(p.value)
+            meta["input_size"] = 96
+            p.value = json.dumps(meta)
+    bad = tmp_path / "m.onnx"
+    onnx.save(m, str(bad))
+    with pytest.raises(ModelFormatError, match="96 px"):
+        Predictor.load(bad)
+
+
+def test_export_names_its_output_as_given(capsys, model, tmp_path):
+    fails(capsys, "export", "--model", model, "--out", tmp_path / "m.bin", match="must end in .onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_defused(capsys, model, tmp_path, monkeypatch):
+    face_jpg(tmp_path / "=HYPERLINK(1).jpg")
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = run(capsys, *predict(model, "=HYPERLINK(1).jpg", "--format", "csv"))
+    assert rc == 0
+    assert out.splitlines()[1].startswith("'=HYPERLINK(1).jpg,")  # the file cell starts with an apostrophe
+    from faceattr.cli.predict import csv_safe
+
+    assert csv_safe("-1 + 2") == "'-1 + 2" and csv_safe(-1.5) == -1.5 and csv_safe("White") == "White"
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured():
+    im = Image.new("L", (9600, 9600))  # 92 MP: over Pillow's fixed 89 MP warning
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    from faceattr.vision.image import load_image
+
+    assert load_image(buf.getvalue(), max_pixels=100_000_000).shape == (9600, 9600, 3)
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        load_image(buf.getvalue(), max_pixels=90_000_000)
+
+
+def test_nothing_is_written_outside_the_outputs(tmp_path, model):
+    """onnxruntime, loaded by faceattr, writes no device id or database under the home folder."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "TMPDIR": str(tmp_path)}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "faceattr", "-q", "predict", "--example"], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert not list(home.rglob("*")), list(home.rglob("*"))
+    assert not list(tmp_path.glob("mat-debug-*"))
+
+
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["video", "x.mp4"], "--out"),
+        (["video", "x.mp4", "--tracks", "t.jsonl", "--detect-every", "0"], "detect_every"),
+        (["video", "x.mp4", "--tracks", "t.jsonl", "--rho", "2"], "rho"),
+        (["video", "x.mp4", "--tracks", "t.jsonl", "--max-frames", "0"], "max_frames"),
+        (["video", "x.mp4", "--out", "x.txt"], ".mp4"),
+        (["video", "missing.mp4", "--tracks", "t.jsonl"], "no such file"),
+        (["batch", "p.jpg", "--out", "o", "--shard", "1/1"], "shards must be"),
+        (["batch", "p.jpg", "--out", "o", "--shard-size", "0"], "shard size"),
+        (["batch", "p.jpg", "--out", "o", "--workers", "0"], "workers"),
+        (["batch", "p.jpg", "--out", "o", "--batch-size", "0"], "batch size"),
+        (["batch", "p.jpg", "--out", "o", "--engine", "ray", "--workers", "2"], "local engine"),
+        (["batch", "p.jpg", "--out", "o", "--engine", "ray", "--shard", "0/2"], "local engine"),
+        (["batch", "--out", "o"], "required"),
+        (["evaluate", "--data", "nodataset"], "DATASET:PATH"),
+        (["evaluate", "--data", "imagenet:x"], "unknown dataset"),
+        (["evaluate", "--data", "utkface:x", "--limit", "0"], "--limit"),
+        (["audit", "--data", "utkface:x", "-o", "a", "--n-boot", "2"], "--n-boot"),
+        (["audit", "--data", "utkface:x", "-o", "a", "--limit", "0"], "--limit"),
+        (["explain", "--average-n", "0", "p.jpg", "-o", "c"], "--average-n"),
+        (["explain", "-o", "c"], "give photos"),
+        (["split", "nodataset", "-o", "s.csv"], "DATASET:DIR"),
+        (["split", "imagenet:x", "-o", "s.csv"], "utkface or fairface"),
+        (["split", "utkface:missing-folder", "-o", "s.csv"], "not a folder"),
+        (["train", "-c", "missing.yaml"], "not found"),
+        (["train", "-c", "configs/utkface.yaml", "--data", "nocolon"], "DATASET:DIR"),
+        (["train", "-c", "configs/utkface.yaml", "-o", "train.lr=-1"], "train.lr"),
+        (["train", "-c", "configs/utkface.yaml", "-o", "model.ordinal_formulation=corall"], "did you mean"),
+        (["train", "-c", "configs/utkface.yaml", "-o", "train.weighting=uncertain"], "train.weighting"),
+        (["train", "-c", "configs/utkface.yaml", "-o", "model.shared_stages=9"], "shared_stages"),
+        (["train", "-c", "configs/utkface.yaml", "-o", "data.image_size=8"], "image_size"),
+        (["train", "-c", "configs/utkface.yaml", "--stop-after-epoch", "0"], "--stop-after-epoch"),
+        (["predict", "p.jpg", "--model", "no-such-model"], "no-such-model"),
+        (["predict", "p.jpg", "--detector", "yunnet"], "yunnet"),
+        (["predict", "p.jpg", "--detector", "yunet"], "model file"),
+        (["models", "--json", "extra"], "unrecognized"),
+        (["fit-calibration", "--data", "utkface:x"], "--model"),
+        (["export", "--model", "missing.safetensors", "-o", "m.onnx"], "not found"),
+        (["serve", "--port", "0"], "1 to 65535"),
+        (["serve", "--port", "65536"], "1 to 65535"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_every_command_refuses_bad_options_in_one_line(capsys, tmp_path, argv, match, monkeypatch):
+    """A usage error is one line and exit status 2, whatever the command; nothing is written."""
+    monkeypatch.chdir(REPO if argv[0] == "train" else tmp_path)
+    (tmp_path / "p.jpg").write_bytes(b"")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    capsys.readouterr()
+    try:
+        rc = cli(["-q", *argv])
+    except SystemExit as e:  # argparse's own errors
+        rc = int(e.code or 0)
+    err = capsys.readouterr().err
+    assert rc == 2, (argv, err)
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert lines and match.lower() in err.lower(), (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -275,6 +275,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Exper
             d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError(
+                f"{p}: an experiment config is a mapping (name:, data:, model:, train:), not a {type(d).__name__}"
+            )
     return config_from_dict(apply_overrides(d, overrides))
 
 

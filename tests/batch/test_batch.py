@@ -166,3 +166,45 @@ def test_non_utf8_names_and_several_spellings_of_one_file(photos, tmp_path, synt
     assert res["photos"] == 10  # p0.jpg once, whatever its spelling
     df = _read(out)
     assert (df["source"].str.endswith("caf\\xe9.jpg")).sum() == 1 and df["source"].is_unique
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_parent_leaves_no_worker_and_a_rerun_completes(photos, tmp_path, synth_checkpoint):
+    """The workers end with their parent, and the rerun of a killed job gives the rows of an uninterrupted one."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(600):
+        shutil.copyfile(photos / f"p{i % 8}.jpg", many / f"x{i:04d}.jpg")
+    args = ["--model", str(synth_checkpoint), "--shard-size", "50"]
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faceattr", "-q", "batch", str(many), "--out", str(out), "--workers", "2", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    kids: list = []
+    while time.time() < deadline:
+        kids = [k for k in psutil.Process(proc.pid).children(recursive=True) if k.is_running()]
+        if len(kids) >= 2 and list(out.glob("part-*.parquet")):
+            break
+        time.sleep(0.1)
+    done = len(list(out.glob("part-*.parquet")))
+    proc.kill()
+    proc.wait()
+    if done >= 12:
+        pytest.skip("the job finished before it could be killed")
+    assert kids, "no worker process was seen"
+    gone, alive = psutil.wait_procs(kids, timeout=5)
+    assert not alive, f"workers left running after kill -9 of their parent: {[k.pid for k in alive]}"
+    res = run_batch([str(many)], out, synth_checkpoint, shard_size=50, workers=1)
+    assert res["skipped_done"] >= 1 and res["skipped_done"] + len(res["written"]) == 12
+    ref = tmp_path / "ref"
+    run_batch([str(many)], ref, synth_checkpoint, shard_size=50, workers=1)
+    pd.testing.assert_frame_equal(_read(out), _read(ref))

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import socket
+import textwrap
 import threading
 import time
 import zlib
@@ -360,3 +361,33 @@ def test_work_past_the_deadline_stops_and_stays_counted(predictor, photo, monkey
         assert c.get("/health").json()["inflight"] == 0
         time.sleep(0.3)
     assert calls == {"detect": 2, "estimate": 0}  # the network never ran for the abandoned request
+
+
+def test_json_nested_thousands_deep_is_a_422_not_a_500(api):
+    body = "[" * 100_000 + "]" * 100_000
+    r = api.post("/v1/analyze", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_json"
+
+
+def test_mime_wrapped_base64_is_base64(api, photo):
+    wrapped = "\n".join(textwrap.wrap(base64.b64encode(photo).decode(), 76)) + "\n"  # what `base64 FILE` prints
+    r = api.post("/v1/analyze", json={"images": [{"data": wrapped, "name": "a.png"}]})
+    assert r.status_code == 200 and r.json()["results"][0]["num_faces"] == 1
+
+
+@pytest.mark.parametrize("value", [True, 1.9, "2.5", "two", [1]])
+def test_max_faces_is_a_whole_number_or_refused(api, photo, value):
+    r = api.post("/v1/analyze", json={"images": [base64.b64encode(photo).decode()], "max_faces": value})
+    assert r.status_code == 422 and "max_faces" in r.json()["error"]["message"]
+
+
+def test_a_port_in_use_is_one_line(predictor, capsys):
+    from faceattr.cli.main import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        rc = main(["-q", "serve", "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot listen" in err and len([ln for ln in err.splitlines() if "error" in ln]) == 1

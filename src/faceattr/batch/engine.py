@@ -88,11 +88,29 @@ class Job:
 _WORKER: dict[str, Any] = {}  # per worker process: its own detector (dlib/OpenCV are not thread- or fork-safe)
 
 
+def _exit_with_parent() -> None:
+    """End this worker within a second of its parent's death (``kill -9`` of ``faceattr batch`` included), so no
+    orphaned worker holds a core: a thread watches the parent's pid."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="faceattr-parent-watch", daemon=True).start()
+
+
 def _init_worker(job: Job) -> None:
     # one core per worker: yuface's OpenMP reads this when it loads (below, in this fresh process); left at its
     # default it would start a thread per core in every worker and the workers would fight for the cores (its idle
     # threads spin only briefly: the detector loads it so, faceattr.vision.detectors.yuface.brief_spin_openmp)
     os.environ["OMP_NUM_THREADS"] = "1"
+    _exit_with_parent()
     import cv2
 
     cv2.setNumThreads(1)

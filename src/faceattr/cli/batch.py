@@ -56,7 +56,11 @@ def _run_batch(a: argparse.Namespace) -> int:
 
         local_only = [
             opt
-            for opt, given in (("--shard", a.shard != "0/1"), ("--shard-size", a.shard_size), ("--workers", a.workers))
+            for opt, given in (
+                ("--shard", a.shard != "0/1"),
+                ("--shard-size", a.shard_size is not None),
+                ("--workers", a.workers is not None),
+            )
             if given
         ]
         if local_only:
@@ -89,7 +93,7 @@ def _run_batch(a: argparse.Namespace) -> int:
         a.inputs,
         a.out,
         a.model,
-        a.shard_size or 1000,
+        1000 if a.shard_size is None else a.shard_size,
         (i, m),
         a.workers,
         not a.no_detect,

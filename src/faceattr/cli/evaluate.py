@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from faceattr.cli.predict import add_tta_flip_arg
+
+
+def output_plan(checkpoint: str, data: str) -> Any:
+    """The outputs of a command that reads a model and a dataset: never the model, never inside the data's folder
+    (a report among the photos would become a photo of the next run, or replace a file of the dataset)."""
+    from faceattr.data.spec import parse_data_spec
+    from faceattr.safeio import OutputPlan
+
+    plan = OutputPlan([checkpoint])
+    plan.add_input_dirs([parse_data_spec(data).root])
+    return plan
 
 
 def _add(sub: argparse._SubParsersAction) -> None:
@@ -33,11 +45,11 @@ def _run(a: argparse.Namespace) -> int:
     from faceattr.errors import check
     from faceattr.evidence.evaluate import evaluate_checkpoint, parse_label_map, report_markdown
     from faceattr.runtime.policy import shipped_or
-    from faceattr.safeio import OutputPlan, atomic_output
+    from faceattr.safeio import atomic_output
 
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
     checkpoint, flip = shipped_or(a.checkpoint, a.tta_flip)
-    out = OutputPlan([checkpoint]).claim_dir(a.out, "--out") if a.out else None
+    out = output_plan(checkpoint, a.data).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
     res = evaluate_checkpoint(checkpoint, a.data, a.split, a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm)
     md = report_markdown(res)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 
+from faceattr.cli.evaluate import output_plan
 from faceattr.cli.predict import add_tta_flip_arg
 
 
@@ -130,12 +131,11 @@ def _run_audit(a: argparse.Namespace) -> int:
     from faceattr.evidence.audit import audit_table, face_table, write_audit
     from faceattr.evidence.evaluate import parse_label_map
     from faceattr.runtime.policy import shipped_or
-    from faceattr.safeio import OutputPlan
 
     check(a.n_boot >= 10, f"--n-boot must be at least 10 (500 is the default), got {a.n_boot}")
     check(a.limit is None or a.limit >= 1, f"--limit must be at least 1, got {a.limit}")
     ckpt, flip = shipped_or(a.checkpoint, a.tta_flip)
-    OutputPlan([ckpt]).claim_dir(a.out, "--out")
+    output_plan(str(ckpt), a.data).claim_dir(a.out, "--out")
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
     df = face_table(ckpt, a.data, a.split, a.limit, lm, tta_flip=flip)
     res = audit_table(df, n_boot=a.n_boot)

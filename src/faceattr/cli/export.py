@@ -37,7 +37,11 @@ def _run_export(a: argparse.Namespace) -> int:
     )
     ckpt = a.model or SHIPPED_MODEL
     out = Path(a.out)
-    onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    check(
+        a.format != "onnx" or out.suffix == ".onnx",
+        f"--out {out}: the ONNX model's name must end in .onnx (e.g. {out.with_suffix('.onnx')})",
+    )
+    onnx_out = out if out.suffix == ".onnx" else out.with_suffix(".onnx")  # tensorrt: the ONNX beside the engine
     plan = OutputPlan([ckpt, Path(str(ckpt)).with_suffix(".json")])
     plan.claim_file(onnx_out, "--out")
     if a.int8:
@@ -46,7 +50,7 @@ def _run_export(a: argparse.Namespace) -> int:
         plan.claim_file(out.with_suffix(".engine"), "the TensorRT engine")
     load_model(ckpt)  # a broken checkpoint is an error before anything is written
     report: dict[str, Any] = {}
-    onnx_path = out if out.suffix == ".onnx" else out.with_suffix(".onnx")
+    onnx_path = onnx_out
     export_onnx(ckpt, onnx_path)
     report["onnx"] = str(onnx_path)
     if a.int8:

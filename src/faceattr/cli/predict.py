@@ -109,6 +109,15 @@ def _csv_rows(res: Any) -> list[dict[str, Any]]:
     return rows
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(v: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (``=HYPERLINK(...)`` in a file name, say) gets a leading
+    apostrophe, as the OWASP guidance on CSV injection says; numbers are left as they are."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
 class _Writer:
     def __init__(self, fmt: str, stream: IO[str], task_cols: list[str]) -> None:
         self.fmt, self.stream = fmt, stream
@@ -126,7 +135,7 @@ class _Writer:
                     self.stream, fieldnames=list(CSV_FIELDS) + self.task_cols + ["error"], extrasaction="ignore"
                 )
                 self._csv.writeheader()
-            self._csv.writerows(rows)
+            self._csv.writerows([{k: csv_safe(v) for k, v in r.items()} for r in rows])
         self.stream.flush()
 
 

@@ -42,6 +42,19 @@ BACKENDS: Registry[Any] = Registry("backend")
 SUFFIXES: dict[str, str] = {}
 
 
+def import_onnxruntime() -> Any:
+    """onnxruntime, imported with its telemetry off. From 1.2x on Linux it writes a device id and a database under
+    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` when it loads, and may send usage events; an offline tool
+    should do neither. ``ORT_DISABLE_TELEMETRY=1``, read when the library loads, stops both (a user who sets the
+    variable keeps their value)."""
+    import os
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def register_backend(name: str, obj: Any, suffixes: Sequence[str] = ()) -> None:
     BACKENDS.register(name, obj)
     for s in suffixes:
@@ -65,7 +78,7 @@ def open_backend(path: str | Path, threads: int | None = None, backend: str | No
 class OnnxBackend:
     def __init__(self, path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
         try:
-            import onnxruntime as ort
+            ort = import_onnxruntime()
         except ImportError as e:
             raise ModelFormatError("running an ONNX model needs onnxruntime: pip install onnxruntime") from e
         path = Path(path)
@@ -91,7 +104,13 @@ class OnnxBackend:
         except (json.JSONDecodeError, MetaError) as e:
             raise ModelFormatError(f"{path}: its faceattr metadata is broken ({type(e).__name__}: {e})") from e
         self.path = path
-        self.input_name = self.session.get_inputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        side = [d for d in list(inp.shape)[2:4] if isinstance(d, int)]
+        if side and any(d != self.meta.input_size for d in side):
+            raise ModelFormatError(
+                f"{path}: its metadata says {self.meta.input_size} px input, but the network takes {inp.shape}"
+            )
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = "onnxruntime-int8" if self.meta.extra.get("quantization") else "onnxruntime"
 

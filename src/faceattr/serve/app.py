@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
 from fastapi.responses import Response
 
+from faceattr.errors import UsageError
 from faceattr.runtime.predictor import Predictor
 from faceattr.serve.errors import ApiError
 from faceattr.serve.options import decode_base64, parse_options
@@ -294,6 +295,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
                 body = json.loads(await request.body())
             except (ValueError, UnicodeDecodeError):
                 raise ApiError(422, "bad_json", "the body is not valid JSON") from None
+            except RecursionError:  # a JSON body nested thousands deep
+                raise ApiError(422, "bad_json", "the JSON body is nested too deeply") from None
             if not isinstance(body, dict):
                 raise ApiError(422, "bad_json", 'the JSON body must be an object: {"images": [...], ...}')
             items = body.pop("images", None)
@@ -372,8 +375,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
 def serve(predictor: Predictor, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the service with uvicorn until interrupted (one process: the network uses the cores itself, and
     micro-batching gathers the requests of one process)."""
+    import socket
+
     import uvicorn
 
+    try:  # a port in use (or not ours to take) is the user's to fix: one line, before the app starts
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     app = create_app(predictor, settings)
     card = app.state.service.model_card()
     shown = "localhost" if host in ("127.0.0.1", "::1") else host

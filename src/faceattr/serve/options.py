@@ -56,7 +56,7 @@ def parse_options(raw: dict[str, Any], predictor: Predictor, settings: ServeSett
     if not tasks:
         raise ApiError(422, "bad_option", "tasks is empty")
     try:
-        max_faces = int(raw.get("max_faces", settings.max_faces))
+        max_faces = _strict_int(raw.get("max_faces", settings.max_faces))
     except (TypeError, ValueError):
         raise ApiError(422, "bad_option", f"max_faces must be an integer, got {raw.get('max_faces')!r}") from None
     if not 1 <= max_faces <= settings.max_faces:
@@ -76,11 +76,25 @@ def parse_options(raw: dict[str, Any], predictor: Predictor, settings: ServeSett
     )
 
 
+def _strict_int(v: Any) -> int:
+    """A whole number as an int or its digits; true, 1.9 and "2.0" are refused rather than coerced."""
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(v)
+    if isinstance(v, str):
+        if not v.strip().lstrip("+-").isdigit():
+            raise ValueError(v)
+        return int(v)
+    if isinstance(v, (int, float)):
+        return int(v)
+    raise ValueError(v)
+
+
 def decode_base64(data: Any, i: int) -> bytes:
     if not isinstance(data, str) or not data:
         raise ApiError(422, "bad_image", f"images[{i}].data must be a non-empty base64 string")
     if data.startswith("data:"):
         data = data.split(",", 1)[-1]
+    data = "".join(data.split())  # MIME-wrapped base64 (what `base64 FILE` prints: lines of 76) is base64 too
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):

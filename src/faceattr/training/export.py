@@ -53,21 +53,21 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17, compac
     dummy = torch.zeros(2, 3, s, s)
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Wrap(model).eval(),
-            (dummy,),
-            str(out),
-            input_names=["image"],
-            output_names=names,
-            dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=not compact,
-            training=torch.onnx.TrainingMode.PRESERVE if compact else torch.onnx.TrainingMode.EVAL,
-        )
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Wrap(model).eval(),
+                (dummy,),
+                str(out),
+                input_names=["image"],
+                output_names=names,
+                dynamic_axes={"image": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                opset_version=opset,
+                dynamo=False,
+                do_constant_folding=not compact,
+                training=torch.onnx.TrainingMode.PRESERVE if compact else torch.onnx.TrainingMode.EVAL,
+            )
         if compact:
             _half_exact_weights(out)
         _set_metadata(out, {**_public_meta(meta), "source_checkpoint": str(checkpoint)})
@@ -165,6 +165,9 @@ def quantize_int8(
     ``method``: how activation ranges are set from the calibration chips — ``percentile`` (99.999 %, the
     default: on the shipped model's UTKFace validation split it halves the accuracy cost of ``minmax``:
     race −0.22 vs −0.44 points, MAE +0.04 vs +0.10 years) or ``minmax``."""
+    from faceattr.runtime.backends import import_onnxruntime
+
+    import_onnxruntime()  # telemetry off before the quantisation tools load the library
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

@@ -270,6 +270,9 @@ def _main(
     cfg: ExperimentConfig, ctx: DistContext, resume: bool, progress: bool, stop_after_epoch: int | None
 ) -> dict[str, Any]:
     run_dir = cfg.run_dir
+    for folder in (Path(cfg.out_dir), run_dir):
+        if folder.exists() and not folder.is_dir():
+            raise TrainingError(f"{folder}: is a file; the runs' folder (--out-dir) must be a folder")
     state_path = run_dir / "last_state.pt"
     if state_path.is_file() and not resume:
         raise TrainingError(f"{run_dir} already holds a run: add --resume to continue it, or choose another name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im
 
 
+_PIL_LIMIT_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is process-wide
+
+
 def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Load ``src`` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an HxWx3 uint8 RGB array, upright."""
     if isinstance(src, np.ndarray):
@@ -71,9 +75,16 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 if p.stat().st_size == 0:
                     raise ImageError(f"{name}: empty file")
             fp = io.BytesIO(src) if isinstance(src, bytes) else src
-            with warnings.catch_warnings():
+            # the size limit is ours (max_pixels, checked below from the header, before any decoding): Pillow's
+            # own, fixed at 89 MP, would refuse an image a user allowed with --max-pixels
+            with _PIL_LIMIT_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(fp)
+                saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    im = Image.open(fp)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
         w, h = im.size
         if w * h > max_pixels:
             raise ImageError(

@@ -45,6 +45,8 @@ class YuNetDetector:
         self._cv2 = cv2
         try:
             self._det = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), score_threshold, 0.3, 5000)
+            self._det.setInputSize((64, 64))  # one probe run: a network that is not YuNet fails here, not mid-job
+            self._det.detect(np.zeros((64, 64, 3), np.uint8))
         except cv2.error as e:
             raise DetectorUnavailable(
                 f"{model_path}: not a YuNet model OpenCV can load ({str(e).strip().splitlines()[-1]})"
