@@ -217,6 +217,32 @@ def _splice_block(text: str, start: str, end: str, block: str) -> str:
     return text[:a] + "\n" + block + "\n" + text[b:]
 
 
+def serve_faults() -> str:
+    """The service-under-faults figures (``benchmarks/results/serve-faults.json``) for the failure-behaviour page."""
+    f = REPO / "benchmarks/results/serve-faults.json"
+    if not f.is_file():
+        return "(not measured yet: `python benchmarks/serve_faults.py`)"
+    d = json.loads(f.read_text(encoding="utf-8"))
+    load, ab, m = d["mixed_load"], d["abandoned_work"], d["machine"]
+    return "\n".join(
+        [
+            f"Measured by `{d['command']}` ({m['cpu']}, {m['cores']} cores, {m['date']}):",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| good requests answered 200 | {load['good answered 200']:,} |",
+            f"| malformed requests ({100 * load['malformed share']:.0f} %) answered with their 4xx | "
+            f"{load['malformed answered 4xx']:,} |",
+            f"| wrong answers (a 200 that differs from the photo's answer alone) | {load['wrong answers']} |",
+            f"| 5xx other than 503/504, or failed connections | {load['other 5xx or failures']} |",
+            f"| shed at once with 503 (`--max-inflight`) | {load['503 shed']:,} |",
+            f"| after {ab['heavy requests']} requests past their deadline (504): server CPU seconds spent after "
+            f"the last 504 | {ab['server CPU s after the last 504']} |",
+            f"| ... and seconds until a small request is answered | {ab['s until a small request is answered 200']} |",
+        ]
+    )
+
+
 def generated() -> dict[Path, str]:
     block = headline()
     files = {
@@ -227,6 +253,10 @@ def generated() -> dict[Path, str]:
     for page in (REPO / "README.md", REPO / "docs/index.md"):
         if page.is_file():
             files[page] = _splice(page.read_text(encoding="utf-8"), block)
+    fb = REPO / "docs/failure-behaviour.md"
+    if fb.is_file():
+        text = fb.read_text(encoding="utf-8")
+        files[fb] = _splice_block(text, "<!-- serve-faults:start -->", "<!-- serve-faults:end -->", serve_faults())
     cli = REPO / "docs/cli.md"
     if cli.is_file():
         text = cli.read_text(encoding="utf-8")

@@ -29,6 +29,7 @@ python benchmarks/default_path.py --n 600
 python benchmarks/selective_flip.py
 python benchmarks/batch.py --n 10000 --workers 2
 python benchmarks/serve_load.py
+python benchmarks/serve_faults.py
 python benchmarks/video.py
 python benchmarks/ddp.py --steps 24 --batch 64 --size 128 --device cpu
 python benchmarks/install.py
