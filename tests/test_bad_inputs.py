@@ -907,3 +907,87 @@ def test_every_command_refuses_bad_options_in_one_line(capsys, tmp_path, argv, m
     lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
     assert lines and match.lower() in err.lower(), (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ---- the service: every documented bad request, each followed by a good one ----------------------------------
+def _png(w: int = 64, h: int = 64) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def service(synth_checkpoint):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.serve import ServeSettings, create_app
+
+    pred = Predictor.load(synth_checkpoint)
+    settings = ServeSettings(max_images=2, max_upload_mb=1.0, max_pixels=1_000_000, disabled_tasks=("race",))
+    with TestClient(create_app(pred, settings)) as c:
+        yield c
+
+
+J = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    "kind,request_kw,status,code",
+    [
+        ("not an image", {"files": {"image": ("a.jpg", b"text")}}, 415, "not_an_image"),
+        ("empty file", {"files": {"image": ("a.jpg", b"")}}, 422, "empty_image"),
+        ("tiny image", {"files": {"image": ("a.png", "TINY")}}, 422, "image_too_small"),
+        ("too many images", {"files": [("image", ("a.png", "PNG"))] * 3}, 413, "too_many_images"),
+        ("image over max_pixels", {"files": {"image": ("a.png", "HUGE")}}, 413, "image_too_large"),
+        ("body over max_upload_mb", {"content": b"x" * 2_000_000, "headers": J}, 413, "body_too_large"),
+        ("no image", {"json": {"images": []}}, 422, "no_image"),
+        ("JSON without images", {"json": {"tasks": "age"}}, 422, "no_image"),
+        ("JSON not an object", {"content": b"[1, 2]", "headers": J}, 422, "bad_json"),
+        ("broken JSON", {"content": b"{images", "headers": J}, 422, "bad_json"),
+        ("bad base64", {"json": {"images": [{"data": "%%%"}]}}, 422, "bad_base64"),
+        ("unknown option", {"params": {"colour": "red"}, "files": {"image": ("a.png", "PNG")}}, 422, "unknown_option"),
+        ("unknown task", {"params": {"tasks": "height"}, "files": {"image": ("a.png", "PNG")}}, 422, "bad_option"),
+        ("disabled task", {"params": {"tasks": "race"}, "files": {"image": ("a.png", "PNG")}}, 403, "task_disabled"),
+        ("max_faces 0", {"params": {"max_faces": "0"}, "files": {"image": ("a.png", "PNG")}}, 422, "bad_option"),
+        ("max_faces true", {"json": {"images": ["PNG64"], "max_faces": True}}, 422, "bad_option"),
+        (
+            "detect not a boolean",
+            {"params": {"detect": "maybe"}, "files": {"image": ("a.png", "PNG")}},
+            422,
+            "bad_option",
+        ),
+        ("no Content-Type", {"content": b"abc"}, 415, "unsupported_media_type"),
+        (
+            "text/plain body",
+            {"content": b"abc", "headers": {"Content-Type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        ("GET on the analyze route", {"method": "GET"}, 405, "method_not_allowed"),
+    ],
+)
+def test_every_bad_request_has_its_status_and_the_server_goes_on(service, kind, request_kw, status, code):
+    kw = dict(request_kw)
+    method = kw.pop("method", "POST")
+
+    def fill(v):  # placeholders for images made here
+        return {"PNG": _png(), "TINY": _png(4, 4), "HUGE": _png(1200, 1000)}.get(v, v) if isinstance(v, str) else v
+
+    if "files" in kw:
+        files = kw["files"]
+        items = files.items() if isinstance(files, dict) else files
+        kw["files"] = [(k, (name, fill(data))) for k, (name, data) in items]
+    if "json" in kw and isinstance(kw["json"].get("images"), list):
+        import base64
+
+        kw["json"] = {
+            **kw["json"],
+            "images": [base64.b64encode(_png()).decode() if x == "PNG64" else x for x in kw["json"]["images"]],
+        }
+    r = service.request(method, "/v1/analyze", **kw)
+    assert r.status_code == status, (kind, r.status_code, r.text[:300])
+    assert r.json()["error"]["code"] == code, (kind, r.json())
+    ok = service.post("/v1/analyze", params={"detect": "false"}, files={"image": ("a.png", _png())})
+    assert ok.status_code == 200 and ok.json()["results"][0]["num_faces"] == 1

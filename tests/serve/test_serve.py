@@ -391,3 +391,34 @@ def test_a_port_in_use_is_one_line(predictor, capsys):
         rc = main(["-q", "serve", "--port", str(port)])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot listen" in err and len([ln for ln in err.splitlines() if "error" in ln]) == 1
+
+
+def test_a_client_that_sends_half_its_headers_is_cut_off(predictor):
+    """uvicorn alone would wait for the rest of the headers for ever; the service closes such a connection."""
+    import uvicorn
+
+    from faceattr.serve.server import header_timeout_protocol
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(predictor, ServeSettings())
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=header_timeout_protocol(1.0))
+    server = uvicorn.Server(config)
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        deadline = time.time() + 20
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            c.sendall(b"POST /v1/analyze HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/")
+            t0 = time.time()
+            assert c.recv(100) == b""  # closed by the server
+            assert time.time() - t0 < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:  # a whole request is served
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert c.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        th.join(10)

@@ -52,7 +52,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _run_serve(a: argparse.Namespace) -> int:
     from faceattr.runtime.predictor import Predictor
-    from faceattr.serve.app import serve
+    from faceattr.serve.server import serve
     from faceattr.serve.settings import ServeSettings
 
     disabled = list(a.disable_task) + [t for t in os.environ.get("FACEATTR_DISABLED_TASKS", "").split(",") if t]

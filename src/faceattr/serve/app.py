@@ -28,7 +28,6 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI resolves the endpoints' annotations here
 from fastapi.responses import Response
 
-from faceattr.errors import UsageError
 from faceattr.runtime.predictor import Predictor
 from faceattr.serve.errors import ApiError
 from faceattr.serve.options import decode_base64, parse_options
@@ -370,33 +369,3 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
         return asset("style.css", "text/css")
 
     return app
-
-
-def serve(predictor: Predictor, settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until interrupted (one process: the network uses the cores itself, and
-    micro-batching gathers the requests of one process)."""
-    import socket
-
-    import uvicorn
-
-    try:  # a port in use (or not ours to take) is the user's to fix: one line, before the app starts
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.bind((host, port))
-    except OSError as e:
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    app = create_app(predictor, settings)
-    card = app.state.service.model_card()
-    shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    log.info(
-        "faceattr serve: http://%s:%d/ (API docs at /docs) · model %s, licence: %s · runtime %s · limits: %s MB "
-        "per request, %d images, %d s",
-        shown,
-        port,
-        card["model"],
-        card["licence"],
-        card["runtime"],
-        f"{settings.max_upload_mb:g}",
-        settings.max_images,
-        settings.timeout_s,
-    )
-    uvicorn.run(app, host=host, port=port, log_level="info")

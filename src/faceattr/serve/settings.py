@@ -20,6 +20,7 @@ class ServeSettings:
     max_faces: int = 100
     timeout_s: float = 30.0
     read_timeout_s: float = 15.0
+    header_timeout_s: float = 10.0  # a connection whose request headers have not arrived by then is closed
     max_inflight: int = 32
     disabled_tasks: tuple[str, ...] = ()
     api_key: str | None = None
@@ -34,5 +35,5 @@ class ServeSettings:
         check(self.max_pixels >= MIN_SIDE * MIN_SIDE, f"max_pixels too small: {self.max_pixels}")
         for name in ("max_images", "max_faces", "max_inflight", "max_batch_faces"):
             check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check(self.timeout_s > 0 and self.read_timeout_s > 0, "timeouts must be positive")
+        check(self.timeout_s > 0 and self.read_timeout_s > 0 and self.header_timeout_s > 0, "timeouts must be positive")
         check(0 <= self.batch_wait_ms <= 1000, f"batch_wait_ms must be in 0..1000, got {self.batch_wait_ms}")
