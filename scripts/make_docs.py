@@ -217,6 +217,76 @@ def _splice_block(text: str, start: str, end: str, block: str) -> str:
     return text[:a] + "\n" + block + "\n" + text[b:]
 
 
+# The evaluations the model page tables: (label, results folder).
+UTK_ROWS = (
+    ("**shipped model, the default path** (INT8 ONNX + flip TTA)", "eval-utkface-test-default"),
+    ("shipped model, float32, no flip (`--runtime onnx --no-tta-flip`)", "eval-utkface-test"),
+    ("shipped model, float32 + flip TTA (`--runtime onnx`)", "eval-utkface-test-flip"),
+    ("shipped model, INT8 without flip", "eval-utkface-test-int8-noflip"),
+    (
+        "float32 + flip TTA, on an AVX2-only CPU",
+        "eval-utkface-test-default-avx2",
+    ),
+    (
+        "the INT8 model on a CPU without VNNI (saturating kernels: why it is not the default there)",
+        "eval-utkface-test-int8-avx2",
+    ),
+    ("`configs/utkface.yaml` (UTKFace only)", "eval-utkface-test-utkface-mtl"),
+)
+FAIRFACE_ROWS = (
+    ("**shipped model, the default path** (INT8 + flip TTA)", "eval-fairface-test-shipped-default"),
+    ("shipped model, float32, no flip", "eval-fairface-test-shipped"),
+    ("shipped model, float32 + flip TTA", "eval-fairface-test-shipped-flip"),
+    ("shipped model, INT8 without flip", "eval-fairface-test-shipped-int8-noflip"),
+    ("the first shipped model (CORAL, FairFace 1-16,000)", "archive/eval-fairface-official-val-shipped-v1"),
+)
+SHARED_FF_ROWS = (
+    ("`configs/fairface.yaml` (FairFace 1-16,000 only)", "eval-fairface-test"),
+    ("same, `--tta-flip`", "eval-fairface-test-flip"),
+    ("`configs/fairface-from-utkface.yaml` (fine-tuned from the UTKFace model)", "eval-fairface-from-utkface-test"),
+    ("`configs/utkface.yaml` (UTKFace only), races folded", "eval-fairface-test-utkface-mtl"),
+)
+
+
+def _eval_table(rows: tuple[tuple[str, str], ...], cols: tuple[tuple[str, str, str], ...], title: str) -> str:
+    """A table of evaluations: one row per results folder that exists, columns (header, task, metric)."""
+    out = [f"| {title} | " + " | ".join(h for h, _, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, folder in rows:
+        f = REPO / "results" / folder / "metrics.json"
+        if not f.is_file():
+            continue
+        m = json.loads(f.read_text(encoding="utf-8"))["metrics"]["overall"]
+        cells = []
+        for _, task, metric in cols:
+            v = m.get(task, {}).get(metric) if metric != "cs5" else (m.get(task, {}).get("cs") or {}).get("5")
+            cells.append("—" if v is None else (f"{v:.2f}" if metric == "mae" else f"{100 * v:.1f} %"))
+        out.append(f"| {label} (`results/{folder}/`) | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def model_tables() -> dict[str, str]:
+    utk_cols = (
+        ("age MAE", "age", "mae"),
+        ("CS@5", "age", "cs5"),
+        ("gender", "gender", "accuracy"),
+        ("race (5)", "race", "accuracy"),
+        ("80 % interval coverage", "age", "interval_coverage"),
+    )
+    ff_cols = (
+        ("age group exact", "age", "group_exact"),
+        ("1-off", "age", "group_1off"),
+        ("gender", "gender", "accuracy"),
+        ("race", "race", "accuracy"),
+    )
+    return {
+        "utkface": _eval_table(UTK_ROWS, utk_cols, "UTKFace test, this project's protocol (2,291 faces)"),
+        "fairface": _eval_table(FAIRFACE_ROWS, ff_cols, "FairFace official val (4,992 faces)"),
+        "fairface-shared": _eval_table(
+            SHARED_FF_ROWS, ff_cols, "FairFace test of `../shared`'s protocol (2,123 faces)"
+        ),
+    }
+
+
 def serve_faults() -> str:
     """The service-under-faults figures (``benchmarks/results/serve-faults.json``) for the failure-behaviour page."""
     f = REPO / "benchmarks/results/serve-faults.json"
@@ -257,6 +327,12 @@ def generated() -> dict[Path, str]:
     if fb.is_file():
         text = fb.read_text(encoding="utf-8")
         files[fb] = _splice_block(text, "<!-- serve-faults:start -->", "<!-- serve-faults:end -->", serve_faults())
+    mp = REPO / "docs/model.md"
+    if mp.is_file():
+        text = mp.read_text(encoding="utf-8")
+        for key, table in model_tables().items():
+            text = _splice_block(text, f"<!-- table:{key}:start -->", f"<!-- table:{key}:end -->", table)
+        files[mp] = text
     cli = REPO / "docs/cli.md"
     if cli.is_file():
         text = cli.read_text(encoding="utf-8")
