@@ -52,3 +52,46 @@ def test_the_site_builds_strictly(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     html = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "non-commercial" in html
+
+
+def every_documented_command() -> list[tuple[str, str]]:
+    """Every ``faceattr ...`` line in the README and the docs' code blocks, with the file it is in."""
+    out = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]:
+        fence = ""
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("```"):
+                fence = "" if fence else (line[3:].strip() or "text")
+                continue
+            if fence not in ("bash", "sh"):
+                continue
+            for part in re.split(r"&&|\|", line.split(" #")[0]):
+                part = part.strip()
+                if part.startswith("faceattr "):
+                    out.append((page.name, part))
+    assert len(out) > 30, "the docs hold fewer commands than expected"
+    return [(name, cmd) for name, cmd in out]
+
+
+def test_every_documented_command_parses_as_written():
+    """Each command of the README and the docs names a command and options that exist (the block above is also
+    run; the others name files of the reader's own)."""
+    import shlex
+
+    from faceattr.cli.main import build_parser
+
+    ap = build_parser()
+    bad = []
+    for page, cmd in every_documented_command():
+        argv = shlex.split(cmd)[1:]
+        if any(a.startswith("[") or a.endswith("]") for a in argv):  # [optional] parts are not literal
+            bad.append(f"{page}: {cmd} (write the optional parts as a second command)")
+            continue
+        if argv and argv[-1] == "...":
+            argv = argv[:-1]
+        try:
+            ap.parse_args(argv)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                bad.append(f"{page}: {cmd}")
+    assert not bad, "documented commands that do not parse:\n" + "\n".join(bad)

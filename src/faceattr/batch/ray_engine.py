@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from faceattr.batch.schema import rows_of, table
 from faceattr.errors import UsageError, check
 
 log = logging.getLogger(__name__)
+
+WORK_MARK = "_faceattr_job_in_progress"
 
 
 class RayPredictor:
@@ -79,6 +83,14 @@ def run_batch_ray(
     out_dir = OutputPlan(files).claim_dir(out, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageError(f"{out_dir} is not empty: the ray engine writes a whole job at once; choose a new --out")
+    # the job is written into a sibling folder, renamed onto --out when complete: a killed job leaves no partial
+    # --out, and its leftover (marked as ours) is removed by the next run
+    work = out_dir.with_name(out_dir.name + ".partial")
+    if work.exists():
+        if not (work / WORK_MARK).is_file():
+            raise UsageError(f"{work} exists and is not a faceattr job's; move it away or choose another --out")
+        log.warning("removing %s, left by an interrupted Ray job", work)
+        shutil.rmtree(work)
     pred = Predictor.load(model, 1, runtime=runtime)
     model_name = _model_name(model, pred)
     job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
@@ -119,12 +131,17 @@ def run_batch_ray(
         )
         # every block as the job's Arrow table: a block of error rows keeps the list type of `box` (else Ray
         # stores its nulls as pickled Python objects, which pandas and pyarrow cannot read)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ds.write_parquet(str(out_dir), ray_remote_args=io_args)
+        work.mkdir(parents=True)
+        (work / WORK_MARK).write_text("a faceattr batch job in progress (Ray engine)\n", encoding="utf-8")
+        ds.write_parquet(str(work), ray_remote_args=io_args)
         if missing:
             import pyarrow.parquet as pq
 
-            pq.write_table(table(missing, pred.meta), out_dir / "missing-files.parquet")
+            pq.write_table(table(missing, pred.meta), work / "missing-files.parquet")
+        (work / WORK_MARK).unlink()
+        if out_dir.exists():
+            out_dir.rmdir()  # empty: checked above
+        os.replace(work, out_dir)
     finally:
         if started:
             ray.shutdown()
