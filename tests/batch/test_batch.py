@@ -108,7 +108,8 @@ def test_ray_engine_gives_the_local_rows(photos, tmp_path, synth_checkpoint):
         ray.shutdown()
     assert res["photos"] == 11 and res["missing"] == 1
     local = _read(tmp_path / "local").sort_values(["source", "face"]).reset_index(drop=True)
-    got = pd.concat([pd.read_parquet(p) for p in (tmp_path / "ray").glob("*.parquet")], ignore_index=True)
+    got = pd.read_parquet(tmp_path / "ray")  # the whole folder at once: one schema, no pickled objects
+    assert all(b is None or hasattr(b, "__len__") and not isinstance(b, bytes) for b in got["box"])
     got = got.sort_values(["source", "face"]).reset_index(drop=True)[list(local.columns)]
     assert len(got) == len(local) == 11
     for c in local.columns:
@@ -208,3 +209,52 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_a_rerun_completes(photos, tmp
     ref = tmp_path / "ref"
     run_batch([str(many)], ref, synth_checkpoint, shard_size=50, workers=1)
     pd.testing.assert_frame_equal(_read(out), _read(ref))
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_ray_job_leaves_no_ray_process_and_no_partial_output(tmp_path, synth_checkpoint):
+    """A local Ray's agents outlive a killed driver unless the reaper ends them; the killed job leaves only its
+    marked work folder, which the next run removes before it writes a whole --out."""
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ray")
+    psutil = pytest.importorskip("psutil")
+    many = tmp_path / "many"
+    many.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2500):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(many / f"x{i:04d}.jpg")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "faceattr", "-q", "batch", str(many), "--out", str(out), "--engine", "ray"]
+    proc = subprocess.Popen(
+        [*cmd, "--actors", "1", "--model", str(synth_checkpoint), "--no-detect"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    ray_procs: list = []
+    while time.time() < deadline:
+        ray_procs = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ray::" in " ".join(p.cmdline())]
+        if any("MapWorker" in " ".join(p.cmdline()) for p in ray_procs):
+            break
+        time.sleep(0.2)
+    assert ray_procs, "Ray did not start"
+    ray_procs = [p for p in psutil.Process(proc.pid).children(recursive=True)]
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(ray_procs, timeout=15)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running after kill -9 of the job: {[(p.pid, p.name()) for p in alive]}"
+    assert not out.exists()  # no partial --out: the work folder is a sibling, marked as the job's
+    from faceattr.batch.ray_engine import run_batch_ray
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        res = run_batch_ray([str(many)], out, str(synth_checkpoint), actors=1, detect=False)
+    finally:
+        ray.shutdown()
+    assert res["photos"] == 2500 and len(pd.read_parquet(out)) == 2500
+    assert not (tmp_path / "out.partial").exists()

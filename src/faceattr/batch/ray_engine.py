@@ -6,6 +6,8 @@ import inspect
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,14 @@ def run_batch_ray(
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         started = True
+        if address is None and sys.platform.startswith("linux"):
+            # a local Ray's agents outlive a killed driver: a reaper in its own session ends them
+            subprocess.Popen(
+                [sys.executable, "-m", "faceattr.batch.reaper", str(os.getpid())],
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
     try:
         # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
         # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
