@@ -991,3 +991,21 @@ def test_every_bad_request_has_its_status_and_the_server_goes_on(service, kind, 
     assert r.json()["error"]["code"] == code, (kind, r.json())
     ok = service.post("/v1/analyze", params={"detect": "false"}, files={"image": ("a.png", _png())})
     assert ok.status_code == 200 and ok.json()["results"][0]["num_faces"] == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "audit"])
+def test_a_report_folder_inside_the_dataset_is_refused(capsys, synth_utk, model, command):
+    """A report written among the photos would become a photo of the next run, or replace a dataset's file."""
+    before = digest(synth_utk)
+    fails(
+        capsys,
+        command,
+        "--model",
+        model,
+        "--data",
+        f"utkface:{synth_utk}",
+        "-o",
+        synth_utk / "report",
+        match="inside the input folder",
+    )
+    assert digest(synth_utk) == before and not (synth_utk / "report").exists()

@@ -422,3 +422,9 @@ def test_a_client_that_sends_half_its_headers_is_cut_off(predictor):
     finally:
         server.should_exit = True
         th.join(10)
+
+
+def test_options_says_what_each_route_accepts(api):
+    r = api.options("/v1/analyze")
+    assert r.status_code == 204 and r.headers["allow"] == "POST, OPTIONS"
+    assert "HEAD" in api.options("/health").headers["allow"]

@@ -351,6 +351,14 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
         authorise(request)
         return svc.model_card()
 
+    allowed = {"/v1/analyze": "POST, OPTIONS", "/v1/model": "GET, HEAD, OPTIONS", "/health": "GET, HEAD, OPTIONS"}
+
+    @app.options("/{path:path}", include_in_schema=False)
+    async def options(path: str) -> Response:
+        """What each route accepts (``Allow``); a CORS preflight is answered by the CORS middleware first."""
+        allow = allowed.get("/" + path, "GET, HEAD, OPTIONS")
+        return Response(status_code=204, headers={"Allow": allow})
+
     web = resources.files("faceattr.serve") / "web"
 
     def asset(name: str, media: str) -> Response:
