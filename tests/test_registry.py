@@ -133,3 +133,35 @@ def test_the_layer_contract_holds():
         pytest.skip("lint-imports is not on PATH")
     out = subprocess.run([exe], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_a_tensorrt_engine_opens_through_the_tensorrt_backend(tmp_path):
+    """The engine that `faceattr export --format tensorrt` writes is one file for the tensorrt backend: without
+    TensorRT or a GPU it is a one-line error; with them (a GPU machine) its answers match the ONNX model's."""
+    import json
+
+    from faceattr.runtime.backends import ModelFormatError, backend_for, open_backend
+    from faceattr.runtime.policy import SHIPPED_ONNX
+
+    assert backend_for("m.engine") == "tensorrt" and backend_for("m.plan") == "tensorrt"
+    fake = tmp_path / "m.engine"
+    fake.write_bytes(b"not an engine")
+    with pytest.raises(ModelFormatError, match="metadata"):
+        open_backend(fake)
+    meta = json.loads(
+        __import__("onnx").load(str(SHIPPED_ONNX)).metadata_props[0].value if pytest.importorskip("onnx") else "{}"
+    )
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    if not gpu:
+        with pytest.raises(ModelFormatError, match="tensorrt|GPU"):
+            open_backend(fake)
+        pytest.skip("no TensorRT and GPU here: the engine itself is run on a GPU machine")
+    with pytest.raises(ModelFormatError, match="cannot load"):
+        open_backend(fake)

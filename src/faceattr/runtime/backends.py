@@ -125,3 +125,4 @@ class OnnxBackend:
 
 register_backend("onnx", OnnxBackend, (".onnx",))
 register_backend("torch", "faceattr.models.backend:TorchBackend", (".safetensors", ".pt", ".json"))
+register_backend("tensorrt", "faceattr.models.tensorrt:TensorRTBackend", (".engine", ".plan"))
