@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from faceattr.tasks.decode import decode_task
-from faceattr.tasks.formulations import Formulation, get_formulation, list_formulations, make_head, register_formulation
+from faceattr.tasks.formulations import Formulation, get_formulation, list_formulations, register_formulation
+from faceattr.tasks.kinds import make_head
 from faceattr.tasks.ordinal import corn_loss
 from faceattr.tasks.task import ordinal_task
 from faceattr.training.weighting import GradNormWeighting, create_weighting
@@ -20,7 +21,7 @@ def test_every_formulation_trains_and_decodes(name):
     torch.manual_seed(0)
     task = ordinal_task("age", range(1, 11))
     form = get_formulation(name)
-    head = make_head(8, "ordinal", task.num_classes, name, dropout=0.0)
+    head = make_head(8, task, name, dropout=0.0)
     x = torch.randn(16, 8)
     y = torch.randint(0, 10, (16,))
     y[0] = -1  # a missing label counts for nothing

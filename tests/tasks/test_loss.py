@@ -67,6 +67,17 @@ def test_shape_checks():
         ordinal_binary_loss(torch.zeros(2, 3), torch.tensor([0, 9]))
 
 
+def _task(kind: str, form: str, k: int):
+    """A task whose head has ``k`` outputs under ``form`` (labels up to 5 in these tests)."""
+    from faceattr.tasks.formulations import get_formulation
+    from faceattr.tasks.task import nominal_task
+
+    if kind == "nominal":
+        return nominal_task("t", [f"c{i}" for i in range(k)])
+    levels = next(n for n in range(6, 30) if get_formulation(form).num_outputs(n) == k)
+    return ordinal_task("t", range(levels))
+
+
 @pytest.mark.parametrize(
     "kind,form,k",
     [
@@ -78,6 +89,7 @@ def test_shape_checks():
     ],
 )
 def test_masked_labels_contribute_nothing(kind, form, k):
+    kind = _task(kind, form, k)
     torch.manual_seed(0)
     w = torch.randn(8, k, requires_grad=True)
     labels = torch.tensor([0, 2, MISSING, 5, MISSING, 1, 3, MISSING])
@@ -185,6 +197,10 @@ def test_softmax_interval_is_minus_log_probability_of_the_interval():
 def test_regression_interval_costs_distance_to_the_interval():
     pred = torch.tensor([[2.0], [5.5], [0.0]])
     loss, n = task_loss(
-        pred, torch.tensor([1, 2, MISSING]), "ordinal", "regression", upper=torch.tensor([3, 4, MISSING])
+        pred,
+        torch.tensor([1, 2, MISSING]),
+        ordinal_task("t", range(6)),
+        "regression",
+        upper=torch.tensor([3, 4, MISSING]),
     )
     assert n == 2 and abs(loss.item() - (0.0 + 1.5) / 2) < 1e-6

@@ -70,3 +70,27 @@ def test_json_round_trip():
 )
 def test_age_to_group(age, group):
     assert FAIRFACE_AGE_GROUPS[age_to_group(age)] == group
+
+
+def test_groups_are_declared_by_the_task_not_assumed():
+    import numpy as np
+
+    from faceattr.tasks.metrics import compute_metrics
+    from faceattr.tasks.task import FAIRFACE_AGE_GROUPS, Task, ordinal_task, utkface_tasks
+
+    age = utkface_tasks()[0]
+    assert age.group_labels == FAIRFACE_AGE_GROUPS and age.group_of(2.4) == 0 and age.group_of(75) == 8
+    plain = ordinal_task("score", range(0, 11))  # a numeric task that declares no groups
+    assert plain.group_labels == ()
+    m = compute_metrics([plain], {"score": {"value": np.array([1.0, 5.0])}}, {"score": np.array([1, 7])})["overall"]
+    assert m["score"]["mae"] == 1.0 and "group_exact" not in m["score"]
+    kids = ordinal_task("age", range(0, 18), groups=[("infant", 0), ("child", 2), ("teen", 13)])
+    assert kids.group_labels == ("infant", "child", "teen") and kids.group_of(12.6) == 2
+    assert Task.from_dict(kids.to_dict()) == kids
+    # metadata written before tasks declared groups: exact ages were reported in FairFace's groups, and still are
+    old = {"name": "age", "kind": "ordinal", "levels": list(range(1, 117)), "classes": [], "values": []}
+    assert Task.from_dict(old).group_labels == FAIRFACE_AGE_GROUPS
+    import pytest
+
+    with pytest.raises(ValueError, match="increase"):
+        ordinal_task("age", range(0, 18), groups=[("a", 5), ("b", 5)])

@@ -9,6 +9,7 @@ from typing import Any
 
 from faceattr.runtime.meta import ModelMeta
 from faceattr.runtime.results import attribute_columns
+from faceattr.tasks.kinds import kind_of
 
 BATCH_FORMAT = 2  # 2: fixed Arrow schema, parts checked on resume, _batch.json, --max-pixels in the fingerprint
 
@@ -17,11 +18,7 @@ def row_columns(meta: ModelMeta) -> list[str]:
     """The columns of every batch row, fixed by the model's tasks (the same schema in every shard and engine)."""
     cols = ["source", "model", "width", "height", "num_faces", "face", "box", "score", "landmarks"]
     for t in meta.tasks:
-        cols.append(t.name)
-        if t.kind == "ordinal":
-            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
-        if not t.is_numeric:
-            cols += [f"{t.name}_p_{c}" for c in t.labels]
+        cols += [t.name, *kind_of(t).columns(t)]
     return [*cols, "error", "message"]
 
 

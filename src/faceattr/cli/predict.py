@@ -140,14 +140,11 @@ class _Writer:
 
 
 def _task_columns(pred: Any) -> list[str]:
+    from faceattr.tasks.kinds import kind_of
+
     cols = []
     for t in pred.tasks:
-        cols.append(t.name)
-        if t.kind == "ordinal":
-            cols += [f"{t.name}_value", f"{t.name}_low", f"{t.name}_high"]
-        numeric = t.is_numeric
-        if not numeric:
-            cols += [f"{t.name}_p_{c}" for c in t.labels]
+        cols += [t.name, *kind_of(t).columns(t)]
     return cols
 
 

@@ -239,14 +239,16 @@ def read_manifest(
 
 
 def tasks_from_spec(spec: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
-    """Tasks declared in a config: ``[{name: age, kind: ordinal, levels: [...]}, {name: g, kind: nominal, ...}]``."""
+    """Tasks declared in a config: ``[{name: age, kind: ordinal, levels: [...]}, {name: g, kind: nominal, ...}]``;
+    a numeric ordinal task may declare the groups it is also reported in: ``groups: [{label: 0-17, from: 0}, ...]``."""
     out = []
     for d in spec:
         if not isinstance(d, dict) or "name" not in d:
             raise DataError(f"a declared task must be a mapping with a name, got {d!r}")
         try:
             if d.get("kind") == "ordinal":
-                out.append(ordinal_task(d["name"], d["levels"], d.get("values")))
+                groups = [(g["label"], g["from"]) for g in d.get("groups") or ()]
+                out.append(ordinal_task(d["name"], d["levels"], d.get("values"), groups))
             elif d.get("kind") == "nominal":
                 out.append(nominal_task(d["name"], d["classes"]))
             else:

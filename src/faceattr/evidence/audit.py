@@ -64,9 +64,10 @@ def build_face_table(
                 df[f"{n}_value_pred"] = p["value"]
                 df[f"{n}_abs_err"] = (df[f"{n}_value_pred"] - df[f"{n}_value_true"]).abs()
                 groups = t.group_labels
-                df[f"{n}_band"] = [groups[t.group_of(a)] if a == a else "unknown" for a in df[f"{n}_value_true"]]
-                df[f"{n}_true"] = [t.group_of(a) if a == a else MISSING for a in df[f"{n}_value_true"]]
-                df[f"{n}_pred"] = [t.group_of(a) for a in df[f"{n}_value_pred"]]
+                if groups:  # the bands the task declares (none: no band columns)
+                    df[f"{n}_band"] = [groups[t.group_of(a)] if a == a else "unknown" for a in df[f"{n}_value_true"]]
+                    df[f"{n}_true"] = [t.group_of(a) if a == a else MISSING for a in df[f"{n}_value_true"]]
+                    df[f"{n}_pred"] = [t.group_of(a) for a in df[f"{n}_value_pred"]]
             else:
                 df[f"{n}_band"] = [str(t.levels[v]) if v != MISSING else "unknown" for v in y]
                 df[f"{n}_true"] = y

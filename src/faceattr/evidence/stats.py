@@ -34,7 +34,8 @@ def metrics_for(tasks: Sequence[Task]) -> dict[str, Metric]:
         if t.kind == "ordinal":
             if t.is_numeric:
                 out[f"{t.name}_mae"] = Metric(f"{t.name}_mae", t.name, False, f"{t.name} MAE (years)")
-            out[f"{t.name}_group_exact"] = Metric(f"{t.name}_group_exact", t.name, True, f"{t.name} group exact %")
+            if t.group_labels:
+                out[f"{t.name}_group_exact"] = Metric(f"{t.name}_group_exact", t.name, True, f"{t.name} group exact %")
         else:
             out[f"{t.name}_accuracy"] = Metric(f"{t.name}_accuracy", t.name, True, f"{t.name} accuracy %")
     return out

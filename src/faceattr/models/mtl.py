@@ -16,7 +16,7 @@ from torch import nn
 
 from faceattr.models.backbones import MOBILENET_V2_STAGE_NAMES, mobilenet_v2_stages
 from faceattr.registry import Registry
-from faceattr.tasks.formulations import make_head
+from faceattr.tasks.kinds import make_head
 from faceattr.tasks.task import Task
 
 MODELS: Registry[Callable[..., "MultiTaskNet"]] = Registry("model")
@@ -63,9 +63,7 @@ class MultiTaskNet(nn.Module):
         feat = stage_channels[-1]
         self.num_features = feat
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.heads = nn.ModuleDict(
-            {t.name: make_head(feat, t.kind, t.num_classes, ordinal_formulation, dropout) for t in tasks}
-        )
+        self.heads = nn.ModuleDict({t.name: make_head(feat, t, ordinal_formulation, dropout) for t in tasks})
 
     def forward_shared(self, x: torch.Tensor) -> torch.Tensor:
         return self.shared(x)

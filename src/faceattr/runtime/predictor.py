@@ -29,6 +29,7 @@ from faceattr.runtime.policy import (
 from faceattr.runtime.results import Attribute, FaceResult, PhotoResult
 from faceattr.runtime.tta import FlipMode, check_flip, run_numpy
 from faceattr.tasks.decode import decode_outputs
+from faceattr.tasks.kinds import kind_of
 from faceattr.tasks.task import Task
 from faceattr.vision.align import align_face
 from faceattr.vision.detect import Detector, Face, create_detector
@@ -180,15 +181,7 @@ class Predictor:
         return results
 
     def _attribute(self, task: Task, d: dict[str, np.ndarray], i: int) -> Attribute:
-        if task.kind == "nominal":
-            probs = {str(c): float(p) for c, p in zip(task.classes, d["probs"][i])}
-            return Attribute(task.name, "nominal", str(task.classes[int(d["index"][i])]), probs)
-        numeric = task.is_numeric
-        probs = {} if numeric else {str(c): float(p) for c, p in zip(task.levels, d["probs"][i])}
-        label = str(round(float(d["value"][i]))) if numeric else str(task.levels[int(d["index"][i])])
-        return Attribute(
-            task.name, "ordinal", label, probs, float(d["value"][i]), (float(d["low"][i]), float(d["high"][i]))
-        )
+        return Attribute(task.name, task.kind, **kind_of(task).attribute_fields(task, d, i))
 
     def faces_and_chips(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray]:
         det = self.detector

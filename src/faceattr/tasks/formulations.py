@@ -225,33 +225,3 @@ class Regression(Formulation):
 
     def expected_value(self, out: "torch.Tensor", values: "torch.Tensor") -> "torch.Tensor":
         return out[:, 0]
-
-
-def make_head(
-    in_features: int, kind: str, num_classes: int, formulation: str = "coral", dropout: float = 0.2
-) -> nn.Module:
-    from torch import nn
-
-    out = (
-        nn.Linear(in_features, num_classes)
-        if kind == "nominal"
-        else get_formulation(formulation).make_layer(in_features, num_classes)
-    )
-    return nn.Sequential(nn.Dropout(dropout), out)
-
-
-def task_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    kind: str,
-    formulation: str = "coral",
-    label_smoothing: float = 0.0,
-    upper: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, int]:
-    """The loss of one task's head output, by the task's kind and (for ordinal tasks) formulation;
-    ``upper``: upper levels of interval-censored ordinal labels (see the module docstring)."""
-    if kind == "nominal":
-        from faceattr.tasks.ordinal import cross_entropy_loss
-
-        return cross_entropy_loss(logits, labels, label_smoothing)
-    return get_formulation(formulation).loss(logits, labels, upper)

@@ -14,72 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
-from faceattr.tasks.task import MISSING, Task
-
-CS_LEVELS = tuple(range(11))
-
-
-def is_exact_age(task: Task) -> bool:
-    return task.is_numeric
-
-
-def ordinal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    m = labels != MISSING
-    out: dict[str, Any] = {"n": int(m.sum())}
-    if not m.any():
-        return out
-    values = np.asarray(task.values)
-    true_v, est = values[labels[m]], pred["value"][m]
-    if is_exact_age(task):
-        err = np.abs(est - true_v)
-        out["mae"] = float(err.mean())
-        rerr = np.abs(np.rint(est) - true_v)
-        out["cs"] = {str(k): float((rerr <= k).mean()) for k in CS_LEVELS}
-        g_true = np.array([task.group_of(a) for a in true_v])
-        g_pred = np.array([task.group_of(a) for a in est])
-        out["group_labels"] = list(task.group_labels)
-    else:
-        g_true, g_pred = labels[m], pred["index"][m]
-        out["mae_levels"] = float(np.abs(g_pred - g_true).mean())
-        out["group_labels"] = [str(x) for x in task.levels]
-        out["mae_value"] = float(np.abs(est - true_v).mean())
-    out["group_exact"] = float((g_true == g_pred).mean())
-    out["group_1off"] = float((np.abs(g_true - g_pred) <= 1).mean())
-    k = len(out["group_labels"])
-    out["group_confusion"] = confusion_matrix(g_true, g_pred, labels=list(range(k))).tolist()
-    if "low" in pred:
-        lo, hi = pred["low"][m], pred["high"][m]
-        out["interval_coverage"] = float(((true_v >= lo) & (true_v <= hi)).mean())
-        out["interval_width_median"] = float(np.median(hi - lo))
-        out["interval_width_mean"] = float(np.mean(hi - lo))
-    return out
-
-
-def nominal_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    m = labels != MISSING
-    out: dict[str, Any] = {"n": int(m.sum())}
-    if not m.any():
-        return out
-    y, p = labels[m], pred["index"][m]
-    k = task.num_classes
-    out["accuracy"] = float((y == p).mean())
-    if "probs" in pred:  # what the printed probabilities are worth (faceattr.tasks.calibration)
-        from faceattr.tasks.calibration import brier, ece
-
-        probs = np.asarray(pred["probs"])[m]
-        out["ece"] = ece(probs, y)
-        out["brier"] = brier(probs, y)
-        out["mean_confidence"] = float(probs.max(1).mean())
-    out["macro_f1"] = float(f1_score(y, p, labels=list(range(k)), average="macro", zero_division=0))
-    out["confusion"] = confusion_matrix(y, p, labels=list(range(k))).tolist()
-    out["classes"] = list(task.classes)
-    return out
+from faceattr.tasks.kinds import CS_LEVELS, kind_of  # noqa: F401  (CS_LEVELS re-exported)
+from faceattr.tasks.task import Task
 
 
 def task_metrics(task: Task, pred: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, Any]:
-    return ordinal_metrics(task, pred, labels) if task.kind == "ordinal" else nominal_metrics(task, pred, labels)
+    """One task's metrics, by its kind (:mod:`faceattr.tasks.kinds`)."""
+    return kind_of(task).metrics(task, pred, labels)
 
 
 def compute_metrics(

@@ -23,7 +23,9 @@ class Task:
     ``levels`` are the ordered values of an ordinal task (numbers for exact ages, strings for groups);
     ``classes`` are the names of a nominal task's classes. ``values`` gives the numeric value of each ordinal
     level, used to decode an expected value (e.g. the midpoint of an age group), and defaults to the level
-    itself when levels are numbers, else to the level index.
+    itself when levels are numbers, else to the level index. ``groups`` declares the groups a numeric ordinal task
+    is also reported in (e.g. FairFace's age groups for exact ages): ``(label, lowest value)`` pairs in increasing
+    order; a grouped task's own levels are its groups.
     """
 
     name: str
@@ -31,6 +33,7 @@ class Task:
     levels: tuple[Any, ...] = ()
     classes: tuple[str, ...] = ()
     values: tuple[float, ...] = ()
+    groups: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("ordinal", "nominal"):
@@ -56,6 +59,12 @@ class Task:
                 raise ValueError(f"nominal task {self.name!r} needs at least 2 classes")
             if self.levels:
                 raise ValueError(f"nominal task {self.name!r} takes classes, not levels")
+        if self.groups:
+            if not self.is_numeric:
+                raise ValueError(f"task {self.name!r}: only a numeric ordinal task declares groups")
+            object.__setattr__(self, "groups", tuple((str(g), float(lo)) for g, lo in self.groups))
+            if any(b[1] <= a[1] for a, b in zip(self.groups, self.groups[1:])):
+                raise ValueError(f"task {self.name!r}: group bounds must increase strictly")
         names = self.labels
         if len(set(map(str, names))) != len(names):
             raise ValueError(f"task {self.name!r}: duplicate levels/classes")
@@ -73,17 +82,21 @@ class Task:
 
     @property
     def group_labels(self) -> tuple[str, ...]:
-        """The groups an ordinal task is reported in: its own levels, or for a numeric task the FairFace age
-        groups (the groups the literature reports exact ages in)."""
+        """The groups an ordinal task is reported in: its declared ``groups``, or a grouped task's own levels;
+        none for a nominal task or a numeric one that declares none."""
         if self.kind != "ordinal":
             return ()
-        return FAIRFACE_AGE_GROUPS if self.is_numeric else tuple(str(x) for x in self.levels)
+        if self.is_numeric:
+            return tuple(g for g, _ in self.groups)
+        return tuple(str(x) for x in self.levels)
 
     def group_of(self, value: float) -> int:
-        """Index into :attr:`group_labels` of a numeric value (numeric tasks: via :func:`age_to_group`)."""
-        if not self.is_numeric:
-            raise ValueError(f"task {self.name!r} has no numeric values to group")
-        return age_to_group(value)
+        """Index into :attr:`group_labels` of a numeric value rounded to a whole level (the last group whose lowest
+        value it reaches)."""
+        if not self.groups:
+            raise ValueError(f"task {self.name!r} declares no groups")
+        v = round(float(value))
+        return max(0, sum(1 for _, lo in self.groups if v >= lo) - 1)
 
     @property
     def num_classes(self) -> int:
@@ -111,21 +124,33 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["groups"] = [list(g) for g in self.groups]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Task":
+        levels = tuple(d.get("levels") or ())
+        groups = d.get("groups")
+        if groups is None and d["kind"] == "ordinal" and levels and all(isinstance(v, (int, float)) for v in levels):
+            # metadata written before tasks declared their groups reported exact ages in FairFace's age groups
+            groups = FAIRFACE_AGE_GROUP_BOUNDS
         return cls(
             name=str(d["name"]),
             kind=d["kind"],
-            levels=tuple(d.get("levels") or ()),
+            levels=levels,
             classes=tuple(d.get("classes") or ()),
             values=tuple(float(v) for v in (d.get("values") or ())),
+            groups=tuple((str(g), float(lo)) for g, lo in (groups or ())),
         )
 
 
-def ordinal_task(name: str, levels: Sequence[Any], values: Sequence[float] | None = None) -> Task:
-    return Task(name=name, kind="ordinal", levels=tuple(levels), values=tuple(values or ()))
+def ordinal_task(
+    name: str,
+    levels: Sequence[Any],
+    values: Sequence[float] | None = None,
+    groups: Sequence[tuple[str, float]] = (),
+) -> Task:
+    return Task(name=name, kind="ordinal", levels=tuple(levels), values=tuple(values or ()), groups=tuple(groups))
 
 
 def nominal_task(name: str, classes: Sequence[str]) -> Task:
@@ -140,13 +165,15 @@ FAIRFACE_AGE_GROUPS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59"
 # Midpoints (years) of the FairFace groups, used to decode an expected age; the last group is open, 75 is a guess
 # documented here rather than hidden.
 FAIRFACE_AGE_MIDPOINTS = (1.0, 6.0, 14.5, 24.5, 34.5, 44.5, 54.5, 64.5, 75.0)
+# FairFace's groups as (label, lowest age): how exact ages are also reported (the literature's groups)
+FAIRFACE_AGE_GROUP_BOUNDS = tuple(zip(FAIRFACE_AGE_GROUPS, (0.0, 3.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0)))
 FAIRFACE_GENDERS = ("Male", "Female")
 FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern")
 
 
 def utkface_tasks() -> tuple[Task, ...]:
     return (
-        ordinal_task("age", range(UTK_AGE_MIN, UTK_AGE_MAX + 1)),
+        ordinal_task("age", range(UTK_AGE_MIN, UTK_AGE_MAX + 1), groups=FAIRFACE_AGE_GROUP_BOUNDS),
         nominal_task("gender", UTK_GENDERS),
         nominal_task("race", UTK_RACES),
     )

@@ -145,7 +145,7 @@ def train_one_epoch(
         losses, ns = {}, {}
         for t in tasks:  # losses in float32 (the loss functions cast the outputs)
             losses[t.name], ns[t.name] = task_loss(
-                out[t.name], y[t.name], t.kind, form, cfg.train.label_smoothing, y.get(hi_column(t.name))
+                out[t.name], y[t.name], t, form, cfg.train.label_smoothing, y.get(hi_column(t.name))
             )
         if ctx.active:  # each task's loss as the mean over the labelled rows of the whole batch
             n_all = ctx.sum_(torch.tensor([float(ns[t.name]) for t in tasks]))

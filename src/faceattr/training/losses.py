@@ -1,6 +1,6 @@
 """The training losses: per-task losses (:mod:`faceattr.tasks`) and the loss weightings."""
 
-from faceattr.tasks.formulations import task_loss
+from faceattr.tasks.kinds import task_loss
 from faceattr.tasks.ordinal import (
     cross_entropy_loss,
     interval_cross_entropy_loss,
