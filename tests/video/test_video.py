@@ -62,7 +62,7 @@ def predictor():
 
 
 def test_one_person_one_track(clip, predictor, tmp_path):
-    res = process_video(str(clip), predictor, tmp_path / "out.mp4", tmp_path / "tracks.jsonl", 2, rho=0.5)
+    res = process_video(str(clip), predictor, tmp_path / "out.mp4", tmp_path / "tracks.jsonl", detect_every=2, rho=0.5)
     assert res["frames"] == 40 and res["tracks"] == 1
     tracks = [json.loads(line) for line in (tmp_path / "tracks.jsonl").read_text().splitlines()]
     assert len(tracks) == 1
@@ -110,7 +110,7 @@ def test_an_input_named_like_the_outputs_temporary_file_is_left_alone(clip, pred
     src = tmp_path / "X.partial.avi"
     src.write_bytes(clip.read_bytes())
     before = src.read_bytes()
-    res = process_video(str(src), predictor, tmp_path / "X.avi", None, 4)
+    res = process_video(str(src), predictor, tmp_path / "X.avi", None, detect_every=4)
     assert res["frames"] == 40 and src.read_bytes() == before
     cap = cv2.VideoCapture(str(tmp_path / "X.avi"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40  # only --out: no tracks file needed
@@ -142,7 +142,7 @@ def test_a_video_that_cannot_be_written_whole_replaces_nothing(clip, predictor, 
     monkeypatch.setattr(cv2, "VideoWriter", Lossy)
     monkeypatch.setattr(cv2.VideoWriter, "fourcc", real.fourcc, raising=False)
     with pytest.raises(VideoError, match="could not be written completely"):
-        process_video(str(clip), predictor, out, tmp_path / "t.jsonl", 4)
+        process_video(str(clip), predictor, out, tmp_path / "t.jsonl", detect_every=4)
     assert out.read_bytes() == b"an earlier video" and not (tmp_path / "t.jsonl").exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
@@ -156,10 +156,10 @@ def test_a_video_that_ends_early_is_reported(clip, predictor, tmp_path, caplog):
     cap.release()
     if declared < 40:
         pytest.skip(f"this OpenCV build does not read the declared frame count of a cut AVI ({declared})")
-    res = process_video(str(cut), predictor, None, tmp_path / "t.jsonl", 4)
+    res = process_video(str(cut), predictor, None, tmp_path / "t.jsonl", detect_every=4)
     assert res["frames"] < 40 and "ended after" in caplog.text
     with pytest.raises(VideoError, match="--strict"):
-        process_video(str(cut), predictor, None, tmp_path / "t2.jsonl", 4, strict=True)
+        process_video(str(cut), predictor, None, tmp_path / "t2.jsonl", detect_every=4, strict=True)
     assert not (tmp_path / "t2.jsonl").exists()
 
 

@@ -161,6 +161,7 @@ def run_batch(
     inputs: Sequence[str],
     out: str | Path,
     model: str | Path | None = None,
+    *,
     shard_size: int = 1000,
     shards: tuple[int, int] = (0, 1),
     workers: int | None = None,

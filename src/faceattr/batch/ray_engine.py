@@ -51,6 +51,7 @@ def run_batch_ray(
     inputs: Sequence[str],
     out: str | Path,
     model: str | None = None,
+    *,
     actors: int = 2,
     batch_photos: int = 16,
     detect: bool = True,

@@ -51,7 +51,9 @@ def _run(a: argparse.Namespace) -> int:
     checkpoint, flip = shipped_or(a.checkpoint, a.tta_flip)
     out = output_plan(checkpoint, a.data).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
-    res = evaluate_checkpoint(checkpoint, a.data, a.split, a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm)
+    res = evaluate_checkpoint(
+        checkpoint, a.data, a.split, limit=a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm
+    )
     md = report_markdown(res)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -171,14 +171,14 @@ def _run_explain(a: argparse.Namespace) -> int:
         a.images,
         a.out,
         a.checkpoint,
-        a.task,
-        a.layer,
-        a.age_threshold,
-        a.no_detect,
-        a.detector,
-        a.yunet_model,
-        a.average_data,
-        a.average_n,
+        task=a.task,
+        layer=a.layer,
+        age_threshold=a.age_threshold,
+        no_detect=a.no_detect,
+        detector=a.detector,
+        yunet_model=a.yunet_model,
+        average_data=a.average_data,
+        average_n=a.average_n,
     )
     print(json.dumps(summary, indent=1))
     return 0

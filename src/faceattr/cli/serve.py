@@ -108,7 +108,15 @@ def _run_video(a: argparse.Namespace) -> int:
 
     pred = Predictor.load(a.model, a.threads, a.runtime, detector=a.detector, yunet_model=a.yunet_model)
     res = process_video(
-        a.source, pred, a.out, a.tracks, a.detect_every, a.rho, a.max_frames, progress=not a.quiet, strict=a.strict
+        a.source,
+        pred,
+        a.out,
+        a.tracks,
+        detect_every=a.detect_every,
+        rho=a.rho,
+        max_frames=a.max_frames,
+        progress=not a.quiet,
+        strict=a.strict,
     )
     print(json.dumps(res))
     return 0

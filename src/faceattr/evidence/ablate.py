@@ -184,7 +184,7 @@ def run_one(ab: AblationConfig, exp: str, seed: int, progress: bool = False) -> 
     device = resolve_device(cfg.train.device)
     t1 = time.perf_counter()
     tasks, _, table, labels, preds = checkpoint_predictions(
-        last, cfg.data, ab.eval_split, ab.eval_limit, device=str(device)
+        last, cfg.data, ab.eval_split, limit=ab.eval_limit, device=str(device)
     )
     infer_s = time.perf_counter() - t1
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)

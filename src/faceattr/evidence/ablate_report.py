@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from faceattr.config import load_config
+from faceattr.evidence import report
 from faceattr.evidence.ablate import COST, METRICS, AblationConfig
 from faceattr.safeio import atomic_output, atomic_write_bytes, save_figure
 
@@ -161,21 +162,22 @@ def write_report(ab: AblationConfig, results: list[dict[str, Any]]) -> dict[str,
         if not names:
             continue
         ms = [m for m in METRICS if any(m in table[n] for n in names)]
-        lines += [
-            f"## {g}",
-            "",
-            "| experiment | seeds | tasks | " + " | ".join(ms) + " | train s | img/s | params (M) | GFLOPs |",
-            "|---" * (len(ms) + 7) + "|",
-        ]
-        for n in names:
-            r = table[n]
-            cells = [(_fmt(m, r[m], r["seeds"]) if m in r else "") for m in ms]
-            lines.append(
-                f"| {n} | {r['seeds']} | {'+'.join(r['tasks'])} | "
-                + " | ".join(cells)
-                + f" | {r['train_seconds'][0]:.0f} | {r['images_per_s'][0]:.0f} | {r['parameters'][0] / 1e6:.2f} |"
-                f" {r['gflops'][0]:.3f} |"
-            )
+        head = ["experiment", "seeds", "tasks", *ms, "train s", "img/s", "params (M)", "GFLOPs"]
+        rows = (
+            [
+                n,
+                r["seeds"],
+                "+".join(r["tasks"]),
+                *((_fmt(m, r[m], r["seeds"]) if m in r else "") for m in ms),
+                f"{r['train_seconds'][0]:.0f}",
+                f"{r['images_per_s'][0]:.0f}",
+                f"{r['parameters'][0] / 1e6:.2f}",
+                f"{r['gflops'][0]:.3f}",
+            ]
+            for n in names
+            for r in [table[n]]
+        )
+        lines += [f"## {g}", "", *report.table(head, rows)]
         lines.append("")
     lines += ["## What the numbers say", "", *verdicts(ab, table), ""]
     atomic_write_bytes(out / "ablation.md", "\n".join(lines).encode())

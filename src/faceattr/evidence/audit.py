@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from faceattr.evidence import report
 from faceattr.runtime.tta import FlipMode
 from faceattr.safeio import atomic_write_text, save_figure
 from faceattr.tasks.task import MISSING
@@ -39,7 +40,7 @@ def face_table(
     from faceattr.evidence.evaluate import checkpoint_predictions
 
     tasks, _, _, labels, preds = checkpoint_predictions(
-        checkpoint, data, split, limit, tta_flip=tta_flip, label_map=label_map
+        checkpoint, data, split, limit=limit, tta_flip=tta_flip, label_map=label_map
     )
     return build_face_table(tasks, preds, labels)
 
@@ -220,35 +221,33 @@ def write_audit(res: dict[str, Any], out: str | Path, title: str) -> dict[str, P
     ]
     for feat, fr in res["features"].items():
         ms = [m for m in res["metrics"] if m in fr["summary"]]
-        lines += [f"## By {feat}", "", "| group | n | " + " | ".join(ms) + " |", "|---" * (len(ms) + 2) + "|"]
-        for g, gr in fr["groups"].items():
-            cells = [f"{_fmt(m, gr[m]['value'])} [{_fmt(m, gr[m]['ci'][0])}, {_fmt(m, gr[m]['ci'][1])}]" for m in ms]
-            lines.append(f"| {g} | {gr['n']} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "| metric | overall | best group | worst group | largest gap [95 % CI] | ratio smaller/larger |",
-            "|---|---|---|---|---|---|",
-        ]
-        for m in ms:
-            s = fr["summary"][m]
-            lines.append(
-                f"| {m} | {_fmt(m, s['overall'])} | {s['best_group']} ({_fmt(m, s['best'])}) | "
-                f"{s['worst_group']} ({_fmt(m, s['worst'])}) | {_fmt(m, s['gap'])} "
-                f"[{_fmt(m, s['gap_ci'][0])}, {_fmt(m, s['gap_ci'][1])}] | {s['ratio']:.3f} |"
-            )
+        ci = lambda m, v: f"{_fmt(m, v['value'])} [{_fmt(m, v['ci'][0])}, {_fmt(m, v['ci'][1])}]"  # noqa: E731
+        lines += [f"## By {feat}", ""]
+        lines += report.table(
+            ["group", "n", *ms], ([g, gr["n"], *(ci(m, gr[m]) for m in ms)] for g, gr in fr["groups"].items())
+        )
+        lines += [""]
+        head = ["metric", "overall", "best group", "worst group", "largest gap [95 % CI]", "ratio smaller/larger"]
+        lines += report.table(
+            head,
+            (
+                [
+                    m,
+                    _fmt(m, s["overall"]),
+                    f"{s['best_group']} ({_fmt(m, s['best'])})",
+                    f"{s['worst_group']} ({_fmt(m, s['worst'])})",
+                    f"{_fmt(m, s['gap'])} [{_fmt(m, s['gap_ci'][0])}, {_fmt(m, s['gap_ci'][1])}]",
+                    f"{s['ratio']:.3f}",
+                ]
+                for m in ms
+                for s in [fr["summary"][m]]
+            ),
+        )
         lines += ["", f"![{feat}]({feat}.png)", ""]
     lines += ["## Confusion matrices", ""]
     for task, c in res["confusion"].items():
         labels = c["labels"]
-        lines += [
-            f"### {task}",
-            "",
-            "| true \\ predicted | " + " | ".join(labels) + " |",
-            "|---" * (len(labels) + 1) + "|",
-        ]
-        for lab, row in zip(labels, c["matrix"]):
-            lines.append(f"| {lab} | " + " | ".join(str(v) for v in row[: len(labels)]) + " |")
-        lines.append("")
+        lines += [f"### {task}", "", *report.confusion(labels, [row[: len(labels)] for row in c["matrix"]]), ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     paths = {"report": out / "report.md", "json": out / "audit.json"}
     paths.update(_plots(res, out))

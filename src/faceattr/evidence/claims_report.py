@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from faceattr.evidence import report as report_md
 from faceattr.evidence.ablate import load_ablation
 from faceattr.evidence.claims import Grid, cost, device_effect, inference_timing, judge, on_cpu
 from faceattr.safeio import atomic_write_text, save_figure
@@ -117,10 +118,7 @@ def write_claims(
             "",
         ]
         if rows:
-            lines += [
-                "| claim | A | B | metric | A | B | A better by (95 % CI) | seeds | verdict |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
+            cells = []
             for r in rows:
                 mae = r["metric"].endswith("_mae")
 
@@ -128,14 +126,22 @@ def write_claims(
                     return "" if v is None else f" ± {_fmt(v, mae)}"
 
                 mixed = r["mixed_device_seeds"]
-                lines.append(
-                    f"| {r['claim']} | {r['a']} | {r['b']} | {r['label']} "
-                    f"| {_fmt(r['a_mean'], mae)}{sd(r['a_seed_std'])} "
-                    f"| {_fmt(r['b_mean'], mae)}{sd(r['b_seed_std'])} | {_fmt(r['diff'], mae)} "
-                    f"[{_fmt(r['ci'][0], mae)}, {_fmt(r['ci'][1], mae)}] | {len(r['seeds'])} "
-                    f"| **{r['verdict']}**{' (provisional)' if r['provisional'] else ''}"
-                    f"{' (devices differ: seed ' + ', '.join(map(str, mixed)) + ')' if mixed else ''} |"
+                cells.append(
+                    [
+                        r["claim"],
+                        r["a"],
+                        r["b"],
+                        r["label"],
+                        f"{_fmt(r['a_mean'], mae)}{sd(r['a_seed_std'])}",
+                        f"{_fmt(r['b_mean'], mae)}{sd(r['b_seed_std'])}",
+                        f"{_fmt(r['diff'], mae)} [{_fmt(r['ci'][0], mae)}, {_fmt(r['ci'][1], mae)}]",
+                        len(r["seeds"]),
+                        f"**{r['verdict']}**{' (provisional)' if r['provisional'] else ''}"
+                        f"{' (devices differ: seed ' + ', '.join(map(str, mixed)) + ')' if mixed else ''}",
+                    ]
                 )
+            head = ["claim", "A", "B", "metric", "A", "B", "A better by (95 % CI)", "seeds", "verdict"]
+            lines += report_md.table(head, cells)
             lines.append("")
         cst = g["cost"]
         if cst:
@@ -204,22 +210,22 @@ def write_claims(
 
 def _table_ii(report: dict[str, Any]) -> list[str]:
     """The paper's Table II next to ours (MTL vs STL, accuracy %)."""
-    lines = [
-        "## Next to the paper's Table II (multi-task vs single-task, %)",
-        "",
-        "| | paper MTL | paper STL | " + " | ".join(f"{g} MTL | {g} STL | verdict" for g in report["grids"]) + " |",
-        "|---|---|---|" + "---|---|---|" * len(report["grids"]),
-    ]
+    head = ["", "paper MTL", "paper STL", *(h for g in report["grids"] for h in (f"{g} MTL", f"{g} STL", "verdict"))]
+    rows = []
     for key, metric in (("age_group", "age_group_exact"), ("gender", "gender_accuracy"), ("race", "race_accuracy")):
-        cells = []
+        cells: list[Any] = []
         for g in report["grids"].values():
             row = next((r for r in g["comparisons"] if r["claim"] == "mtl_vs_stl" and r["metric"] == metric), None)
-            cells.append(
-                "– | – | –"
+            cells += (
+                ["–", "–", "–"]
                 if row is None
-                else f"{row['a_mean']:.1f} | {row['b_mean']:.1f} | {row['verdict']}"
-                f"{' (provisional)' if row['provisional'] else ''}"
+                else [
+                    f"{row['a_mean']:.1f}",
+                    f"{row['b_mean']:.1f}",
+                    f"{row['verdict']}{' (provisional)' if row['provisional'] else ''}",
+                ]
             )
         pm, ps = PAPER_TABLE_II[key]
-        lines.append(f"| {key} | {pm} | {ps} | " + " | ".join(cells) + " |")
+        rows.append([key, pm, ps, *cells])
+    lines = ["## Next to the paper's Table II (multi-task vs single-task, %)", "", *report_md.table(head, rows)]
     return lines + [""]

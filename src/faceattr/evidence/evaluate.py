@@ -17,6 +17,7 @@ from faceattr.data.dataset import TensorDataset, make_tensor_dataset
 from faceattr.data.readers import DataError, SampleTable
 from faceattr.data.sources import load_split
 from faceattr.data.spec import parse_data_spec
+from faceattr.evidence import report
 from faceattr.models.checkpoint import CheckpointError, load_model
 from faceattr.runtime.meta import ModelMeta
 from faceattr.runtime.tta import FlipMode, flip_words
@@ -114,6 +115,7 @@ def checkpoint_predictions(
     checkpoint: str | Path,
     data: str | DataConfig,
     split: str = "test",
+    *,
     limit: int | None = None,
     batch_size: int = 256,
     tta_flip: FlipMode = False,
@@ -135,6 +137,7 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | DataConfig,
     split: str = "test",
+    *,
     limit: int | None = None,
     batch_size: int = 256,
     tta_flip: FlipMode = False,
@@ -142,7 +145,14 @@ def evaluate_checkpoint(
     label_map: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     tasks, cfg, table, labels, preds = checkpoint_predictions(
-        checkpoint, data, split, limit, batch_size, tta_flip, progress, label_map
+        checkpoint,
+        data,
+        split,
+        limit=limit,
+        batch_size=batch_size,
+        tta_flip=tta_flip,
+        progress=progress,
+        label_map=label_map,
     )
     metrics = compute_metrics(tasks, {k: v for k, v in preds.items() if k in labels}, labels)
     return {
@@ -181,18 +191,11 @@ def markdown_table(rows: list[tuple[str, dict[str, str]]], first: str = "") -> s
     cols: list[str] = []
     for _, r in rows:
         cols += [c for c in r if c not in cols]
-    lines = [f"| {first} | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in rows:
-        lines.append(f"| {name} | " + " | ".join(r.get(c, "") for c in cols) + " |")
-    return "\n".join(lines)
+    return "\n".join(report.table([first, *cols], ([name, *(r.get(c, "") for c in cols)] for name, r in rows)))
 
 
 def _confusion_md(labels: Sequence[str], cm: list[list[int]]) -> str:
-    head = "| true \\ predicted | " + " | ".join(map(str, labels)) + " |"
-    lines = [head, "|---" * (len(labels) + 1) + "|"]
-    for lab, row in zip(labels, cm):
-        lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
+    return "\n".join(report.confusion(labels, cm))
 
 
 def report_markdown(res: dict[str, Any]) -> str:
@@ -212,9 +215,7 @@ def report_markdown(res: dict[str, Any]) -> str:
             out += [
                 f"### {tname}: cumulative score CS@k (share within k years)",
                 "",
-                "| k | " + " | ".join(tm["cs"]) + " |",
-                "|---" * (len(tm["cs"]) + 1) + "|",
-                "| CS@k % | " + " | ".join(_pct(v) for v in tm["cs"].values()) + " |",
+                *report.table(["k", *tm["cs"]], [["CS@k %", *(_pct(v) for v in tm["cs"].values())]]),
                 "",
             ]
         if "interval_coverage" in tm:
@@ -229,13 +230,19 @@ def report_markdown(res: dict[str, Any]) -> str:
         out += [
             "## Are the printed probabilities worth what they say?",
             "",
-            "| task | n | accuracy % | mean confidence % | ECE % (15 bins, top label) | Brier |",
-            "|---|---|---|---|---|---|",
-            *(
-                f"| {t} | {tm['n']} | {_pct(tm['accuracy'])} | "
-                f"{_pct(tm['mean_confidence']) if 'mean_confidence' in tm else ''} | {100 * tm['ece']:.2f} | "
-                f"{tm['brier']:.4f} |"
-                for t, tm in cal
+            *report.table(
+                ["task", "n", "accuracy %", "mean confidence %", "ECE % (15 bins, top label)", "Brier"],
+                (
+                    [
+                        t,
+                        tm["n"],
+                        _pct(tm["accuracy"]),
+                        _pct(tm["mean_confidence"]) if "mean_confidence" in tm else "",
+                        f"{100 * tm['ece']:.2f}",
+                        f"{tm['brier']:.4f}",
+                    ]
+                    for t, tm in cal
+                ),
             ),
             "",
         ]
@@ -332,13 +339,13 @@ def fit_calibration(
     before = decode_outputs(raw, tasks, meta.formulation)
     cal = calib.fit(raw, before, labels, tasks, source, groups)
     after = decode_outputs(raw, tasks, meta.formulation, calibration=cal)
-    report: dict[str, Any] = {"calibration": cal, "before": {}, "after": {}}
+    summary: dict[str, Any] = {"calibration": cal, "before": {}, "after": {}}
     for key, dec in (("before", before), ("after", after)):
         m = compute_metrics(tasks, {k: v for k, v in dec.items() if k in labels}, labels, ())["overall"]
-        report[key] = {
+        summary[key] = {
             t: {k: v for k, v in mt.items() if k in ("ece", "brier", "interval_coverage", "interval_width_median")}
             for t, mt in m.items()
         }
     if write:
         write_meta(checkpoint, meta.replace(calibration=cal))
-    return report
+    return summary

@@ -152,6 +152,7 @@ def explain_run(
     images: Sequence[str],
     out: str | Path,
     checkpoint: str | Path | None = None,
+    *,
     task: str = "all",
     layer: str | None = None,
     age_threshold: int | None = None,

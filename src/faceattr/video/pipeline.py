@@ -188,6 +188,7 @@ def process_video(
     predictor: Predictor,
     out_video: str | Path | None,
     out_tracks: str | Path | None,
+    *,
     detect_every: int = 1,
     rho: float = 1.0,
     max_frames: int | None = None,
