@@ -37,34 +37,81 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("FACEATTR_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
-    """A folder laid out like UTKFace whose chips hold a real face: jittered, scaled, mirrored and re-lit crops of
-    scikit-image's astronaut photo (public domain), 200 x 200 like UTKFace's, with random labels. Detectors find
-    the face, so calibration, alignment and detection are exercised without ../shared."""
-    from PIL import Image, ImageEnhance
+# ---- made data: one family of UTKFace-like folders, so every test runs without ../shared --------------------------
+def make_utkface(root: Path, n: int = 120, seed: int = 0, faces: str = "photo", size: int = 200) -> Path:
+    """A folder laid out like UTKFace (labels in the file names, ``age_gender_race_date.jpg.chip.jpg``), of
+    ``faces``:
 
-    from faceattr.cli.predict import example_photo
-    from faceattr.vision.image import load_image
+    - ``photo``: jittered, scaled, mirrored and re-lit crops of the bundled astronaut photo (public domain), 200 x
+      200 like UTKFace's: detectors find the face, so calibration, alignment and detection are exercised;
+    - ``drawn``: an ellipse whose colour and size follow the labels, so a network learns something in a few steps.
+    """
+    from PIL import Image, ImageDraw, ImageEnhance
 
-    try:
-        photo = load_image(example_photo())
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
     rng = np.random.default_rng(seed)
     img_dir = root / "UTKFace"
     img_dir.mkdir(parents=True, exist_ok=True)
+    photo = None
+    if faces == "photo":
+        from faceattr.cli.predict import example_photo
+        from faceattr.vision.image import load_image
+
+        try:
+            photo = load_image(example_photo())
+        except FileNotFoundError as e:
+            pytest.skip(str(e))
     for i in range(n):
-        side = int(rng.integers(135, 165))
-        cx, cy = 222 + int(rng.integers(-8, 9)), 128 + int(rng.integers(-8, 9))
-        crop = Image.fromarray(photo[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2]).resize(
-            (200, 200)
-        )
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop = ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.7, 1.3)))
+        if photo is not None:
+            side = int(rng.integers(135, 165))
+            cx, cy = 222 + int(rng.integers(-8, 9)), 128 + int(rng.integers(-8, 9))
+            im = Image.fromarray(photo[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2]).resize(
+                (size, size)
+            )
+            if rng.random() < 0.5:
+                im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            im = ImageEnhance.Brightness(im).enhance(float(rng.uniform(0.7, 1.3)))
+            age, gender, race = int(rng.integers(1, 90)), int(rng.integers(0, 2)), int(rng.integers(0, 5))
+            im.save(img_dir / f"{age}_{gender}_{race}_20170202{i:09d}.jpg.chip.jpg", quality=90)
+            continue
         age, gender, race = int(rng.integers(1, 90)), int(rng.integers(0, 2)), int(rng.integers(0, 5))
-        crop.save(img_dir / f"{age}_{gender}_{race}_20170202{i:09d}.jpg.chip.jpg", quality=90)
+        im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 255, 3)))
+        d = ImageDraw.Draw(im)
+        r = 18 + age // 8
+        tone = (60 + 40 * race, 50 + 30 * race, 40 + 20 * race)
+        d.ellipse((size / 2 - r, size / 2 - r * 1.2, size / 2 + r, size / 2 + r * 1.2), fill=tone)
+        for ex in (-r / 2.5, r / 2.5):
+            d.ellipse(
+                (size / 2 + ex - 3, size / 2 - r / 3 - 3, size / 2 + ex + 3, size / 2 - r / 3 + 3),
+                fill=(0, 0, 255 * gender),
+            )
+        im.save(img_dir / f"{age}_{gender}_{race}_20170101{i:09d}.jpg.chip.jpg", quality=90)
     return root
+
+
+def make_face_utkface(root: Path, n: int = 120, seed: int = 0) -> Path:
+    return make_utkface(root, n, seed, faces="photo")
+
+
+def make_synthetic_utkface(root: Path, n: int = 120, size: int = 80, seed: int = 0) -> Path:
+    return make_utkface(root, n, seed, faces="drawn", size=size)
+
+
+def run_config(tmp: Path, data: Path, name: str, **over: object) -> "object":
+    """The one small training config of the tests: ``configs/utkface.yaml`` on ``data``, 64 px, one epoch."""
+    from faceattr.config import load_config
+
+    o = [
+        f"name={name}",
+        f"out_dir={tmp}",
+        f"data.root={data}",
+        "data.image_size=64",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.eval_batch_size=32",
+        "train.threads=1",
+    ]
+    o += [f"{k}={v}" for k, v in over.items()]
+    return load_config(REPO / "configs" / "utkface.yaml", o)
 
 
 @pytest.fixture(scope="session")
@@ -80,24 +127,9 @@ _TRAIN_ROOT: list[Path] = []
 
 
 def tiny_config(tmp: Path, name: str = "tiny", **over: object) -> "object":
-    from faceattr.config import load_config
-
     root = _TRAIN_ROOT[0] if _TRAIN_ROOT else UTK
-    o = [
-        f"name={name}",
-        f"out_dir={tmp}",
-        f"data.root={root}",
-        "data.image_size=64",
-        "data.max_train=64",
-        "data.max_val=32",
-        "train.epochs=1",
-        "train.batch_size=16",
-        "train.eval_batch_size=32",
-        "train.threads=1",
-        "model.dropout=0.1",
-    ]
-    o += [f"{k}={v}" for k, v in over.items()]
-    return load_config(REPO / "configs" / "utkface.yaml", o)
+    small = {"data.max_train": 64, "data.max_val": 32, "model.dropout": 0.1}
+    return run_config(tmp, root, name, **{**small, **over})
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -141,52 +173,13 @@ def a_face_path() -> Path:
     return sorted((_TRAIN_ROOT[0] / "UTKFace").glob("*.jpg"))[0]
 
 
-# ---- synthetic data: lets training, prediction, export and the bad-input corpus run without ../shared ----------
-def make_synthetic_utkface(root: Path, n: int = 120, size: int = 80, seed: int = 0) -> Path:
-    """A folder laid out like UTKFace (labels in the file names) of drawn 'faces': an ellipse whose colour and
-    size follow the labels, so a network can learn something from it in a few steps."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    img_dir = root / "UTKFace"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        age, gender, race = int(rng.integers(1, 90)), int(rng.integers(0, 2)), int(rng.integers(0, 5))
-        im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 255, 3)))
-        d = ImageDraw.Draw(im)
-        r = 18 + age // 8
-        tone = (60 + 40 * race, 50 + 30 * race, 40 + 20 * race)
-        d.ellipse((size / 2 - r, size / 2 - r * 1.2, size / 2 + r, size / 2 + r * 1.2), fill=tone)
-        for ex in (-r / 2.5, r / 2.5):
-            d.ellipse(
-                (size / 2 + ex - 3, size / 2 - r / 3 - 3, size / 2 + ex + 3, size / 2 - r / 3 + 3),
-                fill=(0, 0, 255 * gender),
-            )
-        im.save(img_dir / f"{age}_{gender}_{race}_20170101{i:09d}.jpg.chip.jpg", quality=90)
-    return root
-
-
 @pytest.fixture(scope="session")
 def synth_utk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_utkface(tmp_path_factory.mktemp("synth") / "utkface")
 
 
 def synth_config(tmp: Path, data: Path, name: str = "synth", **over: object) -> "object":
-    from faceattr.config import load_config
-
-    o = [
-        f"name={name}",
-        f"out_dir={tmp}",
-        f"data.root={data}",
-        "data.image_size=64",
-        "train.epochs=1",
-        "train.batch_size=16",
-        "train.eval_batch_size=32",
-        "train.threads=1",
-        "model.pretrained=false",
-    ]
-    o += [f"{k}={v}" for k, v in over.items()]
-    return load_config(REPO / "configs" / "utkface.yaml", o)
+    return run_config(tmp, data, name, **{"model.pretrained": "false", **over})
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from faceattr.errors import FaceattrError
+from faceattr.tasks.task import Task, task_from_spec
 
 
 class ConfigError(FaceattrError, ValueError):
@@ -45,20 +46,43 @@ def _choice(name: str, v: str, choices: Sequence[str]) -> None:
 
 
 @dataclass(frozen=True)
+class ExtraData:
+    """One more dataset trained with the primary one (``data.extra``), its labels mapped onto the primary tasks
+    (see :mod:`faceattr.data.combine`)."""
+
+    data: str  # DATASET:PATH
+    label_map: dict[str, dict[str, Any]] | None = None  # {task: {its label: the primary task's label}}
+    split_file: str | None = None
+    labels: str | None = None
+    wide_labels: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, str) or ":" not in self.data:
+            raise ConfigError(f"data.extra[].data must be DATASET:PATH, got {self.data!r}")
+        lm = self.label_map or {}
+        if not isinstance(lm, Mapping) or not all(isinstance(v, Mapping) for v in lm.values()):
+            raise ConfigError(f"data.extra[].label_map must map each task to {{label: label}}, got {lm!r}")
+
+    @property
+    def dataset(self) -> str:
+        return self.data.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = "utkface"  # utkface | fairface | manifest
     root: str = ""  # the dataset's folder (configs/*.yaml name the project's ../shared copy)
     split_file: str | None = None  # default: <root>/split.csv if present, else computed by the protocol rule
     labels: str | None = None  # manifest CSV (dataset: manifest)
     wide_labels: str | None = None  # FairFace: labels.csv of the wide set whose sources are forced into test
-    tasks: list[dict[str, Any]] | None = None  # manifest: declared tasks
+    tasks: tuple[Task, ...] | None = None  # manifest: declared tasks (faceattr.tasks.task.task_from_spec)
     image_size: int = 128
     max_train: int | None = None  # reduced budget: a seeded subset of the training split
     max_val: int | None = None
     cache_dir: str | None = None
     # more datasets trained together with this one, their labels mapped onto this one's tasks:
     # [{data: "fairface:DIR", label_map: {race: {"East Asian": Asian, ...}}}, ...] (see faceattr.data.combine)
-    extra: list[dict[str, Any]] | None = None
+    extra: tuple[ExtraData, ...] | None = None
 
     def __post_init__(self) -> None:
         _choice("data.dataset", self.dataset, ("utkface", "fairface", "manifest"))
@@ -218,6 +242,19 @@ def _build(cls: type, d: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: unknown settings {hints}; known: {sorted(fields)}")
     kwargs = {}
     for k, v in d.items():
+        if cls is DataConfig and k == "tasks" and v is not None:
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{where}.tasks must be a list of declared tasks, got {type(v).__name__}")
+            try:
+                kwargs[k] = tuple(t if isinstance(t, Task) else task_from_spec(t) for t in v)
+            except ValueError as e:
+                raise ConfigError(f"{where}.tasks: {e}") from e
+            continue
+        if cls is DataConfig and k == "extra" and v is not None:
+            if not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{where}.extra must be a list of datasets, got {type(v).__name__}")
+            kwargs[k] = tuple(_build(ExtraData, e, f"{where}.extra[{i}]") for i, e in enumerate(v))
+            continue
         sub = _SECTIONS.get(k) if cls is ExperimentConfig else None
         kwargs[k] = (
             _build(sub, v or {}, f"{where}.{k}")

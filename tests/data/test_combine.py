@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import FAIRFACE, REPO, UTK
-from faceattr.config import load_config
+from faceattr.config import ConfigError, ExtraData, config_from_dict, load_config
 from faceattr.data.combine import hi_column, level_map, map_to_tasks, parse_range
 from faceattr.data.dataset import make_tensor_dataset
 from faceattr.data.readers import DataError, read_fairface
@@ -103,8 +103,8 @@ def test_joint_train_val_from_real_data(utk_dir, fairface_dir, tmp_path):
     assert set(ex) == {"age", "gender", "race"}
     assert (ex["age"][val.frame["source"] == "fairface"] == MISSING).all()
     assert (ex["gender"] != MISSING).all()
-    bad = dataclasses.replace(cfg.data, extra=[{"data": f"fairface:{FAIRFACE}"}])  # no race fold
+    bad = dataclasses.replace(cfg.data, extra=(ExtraData(f"fairface:{FAIRFACE}"),))  # no race fold
     with pytest.raises(DataError, match="race"):
         load_train_val(bad, seed=0)
-    with pytest.raises(DataError, match="unknown settings"):
-        load_train_val(dataclasses.replace(cfg.data, extra=[{"data": f"fairface:{FAIRFACE}", "weight": 2}]), seed=0)
+    with pytest.raises(ConfigError, match="unknown settings"):  # refused when the config is read
+        config_from_dict({"data": {"extra": [{"data": f"fairface:{FAIRFACE}", "weight": 2}]}})

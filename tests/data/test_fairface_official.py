@@ -87,7 +87,7 @@ def test_reader_and_official_protocol(tmp_path):
 def test_official_split_with_wide_set_loads_as_extra_dataset(tmp_path):
     """The excluded wide-set sources survive the split cache (a cached split with 'excluded' rows once failed to
     load) and are in no split; an extra dataset's own wide_labels reach its protocol; the cache key includes them."""
-    from faceattr.config import DataConfig
+    from faceattr.config import DataConfig, ExtraData
     from faceattr.data.combine import extra_configs
     from faceattr.data.sources import load_split
 
@@ -101,7 +101,7 @@ def test_official_split_with_wide_set_loads_as_extra_dataset(tmp_path):
         dataset="utkface",
         root=str(tmp_path / "utk"),
         cache_dir=str(tmp_path / "cache"),
-        extra=[{"data": f"fairface:{root}", "wide_labels": str(wide)}],
+        extra=(ExtraData(f"fairface:{root}", wide_labels=str(wide)),),
     )
     ((cfg, _),) = extra_configs(primary)
     assert cfg.wide_labels == str(wide)

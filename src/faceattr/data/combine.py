@@ -158,19 +158,9 @@ def concat(tables: Sequence[SampleTable]) -> SampleTable:
 def extra_configs(cfg: DataConfig) -> list[tuple[DataConfig, dict[str, Any]]]:
     """The extra datasets of ``cfg`` as (data config, label map); image size, budget and cache follow ``cfg``."""
     out = []
-    for i, e in enumerate(cfg.extra or []):
-        if not isinstance(e, Mapping) or "data" not in e:
-            raise DataError(f"data.extra[{i}]: expected a mapping with 'data: DATASET:PATH' (and optional label_map)")
-        unknown = set(e) - {"data", "label_map", "split_file", "labels", "wide_labels"}
-        if unknown:
-            raise DataError(f"data.extra[{i}]: unknown settings {sorted(unknown)}")
+    for e in cfg.extra or ():
         base = dataclasses.replace(
-            cfg,
-            extra=None,
-            split_file=e.get("split_file"),
-            labels=e.get("labels"),
-            wide_labels=e.get("wide_labels"),
-            tasks=None,
+            cfg, extra=None, split_file=e.split_file, labels=e.labels, wide_labels=e.wide_labels, tasks=None
         )
-        out.append((parse_data_spec(str(e["data"]), base), dict(e.get("label_map") or {})))
+        out.append((parse_data_spec(e.data, base), dict(e.label_map or {})))
     return out

@@ -19,7 +19,15 @@ from typing import Any
 import pandas as pd
 
 from faceattr.errors import FaceattrError
-from faceattr.tasks.task import MISSING, Task, fairface_tasks, nominal_task, ordinal_task, utkface_tasks
+from faceattr.tasks.task import (
+    MISSING,
+    Task,
+    fairface_tasks,
+    nominal_task,
+    ordinal_task,
+    task_from_spec,
+    utkface_tasks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,27 +246,14 @@ def read_manifest(
     return SampleTable(_frame(rows, tasks), tasks, report, name)
 
 
-def tasks_from_spec(spec: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
-    """Tasks declared in a config: ``[{name: age, kind: ordinal, levels: [...]}, {name: g, kind: nominal, ...}]``;
-    a numeric ordinal task may declare the groups it is also reported in: ``groups: [{label: 0-17, from: 0}, ...]``."""
+def tasks_from_spec(spec: Sequence[Any]) -> tuple[Task, ...]:
+    """Tasks declared in a config (:func:`faceattr.tasks.task.task_from_spec`; already built ones are kept)."""
     out = []
     for d in spec:
-        if not isinstance(d, dict) or "name" not in d:
-            raise DataError(f"a declared task must be a mapping with a name, got {d!r}")
         try:
-            if d.get("kind") == "ordinal":
-                groups = [(g["label"], g["from"]) for g in d.get("groups") or ()]
-                out.append(ordinal_task(d["name"], d["levels"], d.get("values"), groups))
-            elif d.get("kind") == "nominal":
-                out.append(nominal_task(d["name"], d["classes"]))
-            else:
-                raise DataError(f"task {d.get('name')!r}: kind must be 'ordinal' or 'nominal'")
-        except KeyError as e:
-            raise DataError(f"task {d['name']!r}: missing {e.args[0]!r}") from e
-        except (TypeError, ValueError) as e:
-            if isinstance(e, DataError):
-                raise
-            raise DataError(f"task {d['name']!r}: {e}") from e
+            out.append(d if isinstance(d, Task) else task_from_spec(d))
+        except ValueError as e:
+            raise DataError(str(e)) from e
     return tuple(out)
 
 

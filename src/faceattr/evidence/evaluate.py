@@ -333,7 +333,7 @@ def fit_calibration(
         labels = ds.exact_labels()
         if "source" in val.frame.columns:
             groups = val.frame["source"].to_numpy()
-        names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
+        names = [dcfg.dataset] + [e.dataset for e in dcfg.extra or ()]
         source = " + ".join(names) + " validation split (the checkpoint's own)"
     raw = predict_outputs(model, ds, 256, meta.mean, meta.std)
     before = decode_outputs(raw, tasks, meta.formulation)

@@ -353,11 +353,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> A
 
     allowed = {"/v1/analyze": "POST, OPTIONS", "/v1/model": "GET, HEAD, OPTIONS", "/health": "GET, HEAD, OPTIONS"}
 
-    @app.options("/{path:path}", include_in_schema=False)
-    async def options(path: str) -> Response:
-        """What each route accepts (``Allow``); a CORS preflight is answered by the CORS middleware first."""
-        allow = allowed.get("/" + path, "GET, HEAD, OPTIONS")
-        return Response(status_code=204, headers={"Allow": allow})
+    def options_for(path: str) -> None:
+        async def options() -> Response:
+            """What the route accepts (``Allow``); a CORS preflight is answered by the CORS middleware first."""
+            return Response(status_code=204, headers={"Allow": allowed[path]})
+
+        app.add_api_route(path, options, methods=["OPTIONS"], include_in_schema=False)
+
+    for path in allowed:
+        options_for(path)
 
     web = resources.files("faceattr.serve") / "web"
 

@@ -205,3 +205,23 @@ def tasks_to_json(tasks: Sequence[Task]) -> list[dict[str, Any]]:
 
 def tasks_from_json(items: Sequence[dict[str, Any]]) -> tuple[Task, ...]:
     return tuple(Task.from_dict(d) for d in items)
+
+
+def task_from_spec(d: Any) -> Task:
+    """A task declared in a config: ``{name: age, kind: ordinal, levels: [...], values: [...], groups: [{label: 0-17,
+    from: 0}, ...]}`` or ``{name: g, kind: nominal, classes: [...]}`` (groups also as ``[label, from]`` pairs, as a
+    saved config writes them). A malformed declaration raises ``ValueError`` naming the task."""
+    if not isinstance(d, dict) or "name" not in d:
+        raise ValueError(f"a declared task must be a mapping with a name, got {d!r}")
+    name = d["name"]
+    try:
+        if d.get("kind") == "ordinal":
+            groups = [(g["label"], g["from"]) if isinstance(g, dict) else (g[0], g[1]) for g in d.get("groups") or ()]
+            return ordinal_task(name, d["levels"], d.get("values") or None, groups)
+        if d.get("kind") == "nominal":
+            return nominal_task(name, d["classes"])
+    except KeyError as e:
+        raise ValueError(f"task {name!r}: missing {e.args[0]!r}") from e
+    except (TypeError, IndexError) as e:
+        raise ValueError(f"task {name!r}: {e}") from e
+    raise ValueError(f"task {name!r}: kind must be 'ordinal' or 'nominal', got {d.get('kind')!r}")

@@ -8,6 +8,7 @@ validation is kept as ``best.*``; ``log.csv`` has losses, task weights, log-vari
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import resource
@@ -207,7 +208,7 @@ def _meta(cfg: ExperimentConfig, tasks: tuple[Task, ...], model: nn.Module, **ex
             "split_file": cfg.data.split_file,
             "train_split": "train",
             "val_split": "val",
-            "extra": cfg.data.extra or [],
+            "extra": [dataclasses.asdict(e) for e in cfg.data.extra or ()],
         },
         parameters=count_parameters(model),
         **extra,

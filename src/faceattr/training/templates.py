@@ -30,7 +30,7 @@ def calibration_table(meta: ModelMeta, data: str | None, n: int) -> tuple[Sample
         raise DataError("the checkpoint records no training config: give the data to measure on (--data DATASET:DIR)")
     dcfg = config_from_dict(meta.extra["config"]).data
     train = sample(load_train_val(dcfg, seed=0)[0], n)
-    names = [dcfg.dataset] + [str(e.get("data", "")).split(":", 1)[0] for e in dcfg.extra or []]
+    names = [dcfg.dataset] + [e.dataset for e in dcfg.extra or ()]
     return train, " + ".join(names) + " train chips"
 
 
