@@ -39,6 +39,7 @@ import numpy as np
 from faceattr.batch.schema import BATCH_FORMAT, arrow_schema, part_is_complete, rows_of, table, write_part
 from faceattr.errors import UsageError, check
 from faceattr.runtime.meta import ModelMeta
+from faceattr.vision.detect import DetectorSpec
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,8 @@ def list_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
 @dataclass(frozen=True)
 class Job:
     detect: bool
-    detector: str
-    yunet_model: str | None
+    detector: DetectorSpec
     max_pixels: int
-    min_score: float | None
     meta: ModelMeta
 
 
@@ -119,8 +118,7 @@ def _init_worker(job: Job) -> None:
     if job.detect:
         from faceattr.vision.detect import create_detector
 
-        kw = {} if job.min_score is None else {"min_score": job.min_score}
-        det = create_detector(job.detector, job.yunet_model, templates=job.meta.alignment.keys(), **kw)
+        det = create_detector(job.detector, templates=job.meta.alignment.keys())
         _WORKER["detector"] = det
         _WORKER["template"] = job.meta.template(det.name)
 
@@ -148,9 +146,15 @@ def _prepare(path: str | bytes, source: str | None = None) -> dict[str, Any]:
     return {"source": name, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
 
 
+def detector_spec(detector: str | DetectorSpec, model: str | None, min_score: float | None) -> DetectorSpec:
+    """A job's detector as one spec (a spec given wins over the loose options)."""
+    return detector if isinstance(detector, DetectorSpec) else DetectorSpec(detector, model, min_score)
+
+
 def _fingerprint(files: list[str], shard_size: int, model: str, job: Job) -> str:
+    d = job.detector
     h = hashlib.sha256(
-        f"{BATCH_FORMAT}|{shard_size}|{model}|{job.detect}|{job.detector}|{job.min_score}|{job.max_pixels}".encode()
+        f"{BATCH_FORMAT}|{shard_size}|{model}|{job.detect}|{d.name}|{d.min_score}|{job.max_pixels}".encode()
     )
     for f in files:
         h.update(f.encode("utf-8", "surrogateescape") + b"\n")
@@ -166,7 +170,7 @@ def run_batch(
     shards: tuple[int, int] = (0, 1),
     workers: int | None = None,
     detect: bool = True,
-    detector: str = "auto",
+    detector: str | DetectorSpec = "auto",
     yunet_model: str | None = None,
     max_pixels: int = 64_000_000,
     min_score: float | None = None,
@@ -191,11 +195,11 @@ def run_batch(
     out_dir = OutputPlan(files).claim_dir(out, "--out")
     pred = Predictor.load(model, threads, runtime=runtime, batch_size=batch_size, max_pixels=max_pixels)
     model_name = _model_name(model, pred)
-    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    job = Job(detect, detector_spec(detector, yunet_model, min_score), max_pixels, pred.meta)
     if detect:  # the detector and its template exist, before anything is written
         from faceattr.vision.detect import create_detector
 
-        job.meta.template(create_detector(detector, yunet_model, templates=job.meta.alignment.keys()).name)
+        job.meta.template(create_detector(job.detector, templates=job.meta.alignment.keys()).name)
     n = (len(files) + shard_size - 1) // shard_size
     fp = _fingerprint(files, shard_size, model_name, job)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.batch.engine import Job, _init_worker, _model_name, _prepare, list_inputs
+from faceattr.batch.engine import Job, _init_worker, _model_name, _prepare, detector_spec, list_inputs
 from faceattr.batch.schema import rows_of, table
 from faceattr.errors import UsageError, check
+from faceattr.vision.detect import DetectorSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def run_batch_ray(
     actors: int = 2,
     batch_photos: int = 16,
     detect: bool = True,
-    detector: str = "auto",
+    detector: str | DetectorSpec = "auto",
     yunet_model: str | None = None,
     max_pixels: int = 64_000_000,
     min_score: float | None = None,
@@ -96,7 +97,7 @@ def run_batch_ray(
         shutil.rmtree(work)
     pred = Predictor.load(model, 1, runtime=runtime)
     model_name = _model_name(model, pred)
-    job = Job(detect, detector, yunet_model, max_pixels, min_score, pred.meta)
+    job = Job(detect, detector_spec(detector, yunet_model, min_score), max_pixels, pred.meta)
     present = [f for f in files if Path(f).is_file()]
     missing = [{"source": f, "model": model_name, "error": f"{f}: no such file"} for f in files if f not in present]
     started = False

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from faceattr.cli.predict import detector_option
 from faceattr.runtime.policy import RUNTIMES
 
 log = logging.getLogger("faceattr")
@@ -78,10 +79,8 @@ def _run_batch(a: argparse.Namespace) -> int:
                     actors=a.actors,
                     batch_photos=16,
                     detect=not a.no_detect,
-                    detector=a.detector,
-                    yunet_model=a.yunet_model,
+                    detector=detector_option(a),
                     max_pixels=a.max_pixels,
-                    min_score=a.min_score,
                     runtime=a.runtime,
                     path_column=a.path_column,
                     address=a.ray_address,
@@ -97,10 +96,8 @@ def _run_batch(a: argparse.Namespace) -> int:
         shards=(i, m),
         workers=a.workers,
         detect=not a.no_detect,
-        detector=a.detector,
-        yunet_model=a.yunet_model,
+        detector=detector_option(a),
         max_pixels=a.max_pixels,
-        min_score=a.min_score,
         batch_size=a.batch_size,
         runtime=a.runtime,
         threads=a.threads,

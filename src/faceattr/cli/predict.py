@@ -25,6 +25,13 @@ def example_photo() -> Path:
     return p
 
 
+def detector_option(a: argparse.Namespace) -> Any:
+    """The command's detector options (``--detector``, ``--yunet-model``, ``--min-score``) as one DetectorSpec."""
+    from faceattr.vision.detect import DetectorSpec
+
+    return DetectorSpec(a.detector, getattr(a, "yunet_model", None), getattr(a, "min_score", None))
+
+
 def add_tta_flip_arg(p: argparse.ArgumentParser, model_option: str) -> None:
     """``--tta-flip/--no-tta-flip``, unset by default (:func:`faceattr.runtime.policy.shipped_or` resolves it)."""
     p.add_argument(
@@ -195,12 +202,10 @@ def _run_predict(a: argparse.Namespace) -> int:
         a.model,
         a.threads,
         runtime=a.runtime,
-        detector=a.detector,
-        yunet_model=a.yunet_model,
+        detector=detector_option(a),
         batch_size=a.batch_size,
         max_pixels=a.max_pixels,
         tta_flip=a.tta_flip,
-        min_score=a.min_score,
     )
     if not a.no_detect:
         pred.detector  # noqa: B018 - build it now: a missing detector is an error before any output exists

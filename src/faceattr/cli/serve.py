@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from faceattr.cli.predict import _add_model_args
+from faceattr.cli.predict import _add_model_args, detector_option
 
 
 def _port(v: str) -> int:
@@ -70,9 +70,7 @@ def _run_serve(a: argparse.Namespace) -> int:
         batch_wait_ms=a.batch_wait_ms,
         explain=not a.no_explain,
     )
-    pred = Predictor.load(
-        a.model, a.threads, a.runtime, detector=a.detector, yunet_model=a.yunet_model, max_pixels=a.max_pixels
-    )
+    pred = Predictor.load(a.model, a.threads, a.runtime, detector=detector_option(a), max_pixels=a.max_pixels)
     pred.detector  # noqa: B018 - load the detector now: a missing model file fails before the server listens
     serve(pred, settings, a.host, a.port)
     return 0
@@ -106,7 +104,7 @@ def _run_video(a: argparse.Namespace) -> int:
     from faceattr.runtime.predictor import Predictor
     from faceattr.video.pipeline import process_video
 
-    pred = Predictor.load(a.model, a.threads, a.runtime, detector=a.detector, yunet_model=a.yunet_model)
+    pred = Predictor.load(a.model, a.threads, a.runtime, detector=detector_option(a))
     res = process_video(
         a.source,
         pred,

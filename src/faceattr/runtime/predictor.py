@@ -32,7 +32,7 @@ from faceattr.tasks.decode import decode_outputs
 from faceattr.tasks.kinds import kind_of
 from faceattr.tasks.task import Task
 from faceattr.vision.align import align_face
-from faceattr.vision.detect import Detector, Face, create_detector
+from faceattr.vision.detect import Detector, DetectorSpec, Face, create_detector
 from faceattr.vision.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Predictor:
     def __init__(
         self,
         backend: Backend,
-        detector: Detector | str = "auto",
+        detector: Detector | DetectorSpec | str = "auto",
         yunet_model: str | Path | None = None,
         coverage: float = 0.8,
         batch_size: int = 32,
@@ -83,9 +83,14 @@ class Predictor:
         # threshold}) for the uncertain ones (faceattr.runtime.tta); None: off, except for the shipped model
         # (from_pretrained), whose default path it is
         self.tta_flip: FlipMode = check_flip(False if tta_flip is None else tta_flip, self.tasks)
-        self._detector_spec = (detector, yunet_model)
-        self.min_score = min_score
-        self._detector: Detector | None = detector if not isinstance(detector, str) else None
+        # which detector, its model file and lowest score kept: one spec (a spec given wins over the loose options)
+        self.detector_spec = (
+            detector
+            if isinstance(detector, DetectorSpec)
+            else DetectorSpec(detector if isinstance(detector, str) else detector.name, yunet_model, min_score)
+        )
+        self.min_score = self.detector_spec.min_score
+        self._detector: Detector | None = None if isinstance(detector, (str, DetectorSpec)) else detector
         self._detector_lock = threading.Lock()
         self.checkpoint: Path | None = None  # the torch checkpoint behind this model, where known (Grad-CAM)
 
@@ -153,9 +158,7 @@ class Predictor:
     def detector(self) -> Detector:
         with self._detector_lock:
             if self._detector is None:
-                name, yunet = self._detector_spec
-                kw = {} if self.min_score is None else {"min_score": self.min_score}
-                self._detector = create_detector(str(name), yunet, templates=self.meta.alignment.keys(), **kw)
+                self._detector = create_detector(self.detector_spec, templates=self.meta.alignment.keys())
             return self._detector
 
     # core steps
@@ -199,7 +202,7 @@ class Predictor:
         path = getattr(self.backend, "path", None) or self.checkpoint
         model = Path(path).name if path else self.meta.architecture.name
         flip = self.tta_flip if isinstance(self.tta_flip, bool) else dict(self.tta_flip)
-        det = self._detector.name if self._detector is not None else self._detector_spec[0]
+        det = self._detector.name if self._detector is not None else self.detector_spec.name
         return (
             f"Predictor(model={model!r}, runtime={self.backend.name!r}, tta_flip={flip!r}, detector={det!r}, "
             f"input_size={self.input_size})"
