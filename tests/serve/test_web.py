@@ -103,7 +103,7 @@ def test_page_end_to_end(server, browser, predictor, tmp_path):
     assert page.evaluate("document.activeElement.id") == "drop"
     ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert ring not in ("none", ""), ring
-    with page.expect_file_chooser(timeout=5_000):
+    with page.expect_file_chooser(timeout=30_000):
         page.keyboard.press("Enter")
     page.set_input_files("#files", str(photo))
     page.wait_for_selector(".face-card", timeout=60_000)
