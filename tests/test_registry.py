@@ -165,3 +165,22 @@ def test_a_tensorrt_engine_opens_through_the_tensorrt_backend(tmp_path):
         pytest.skip("no TensorRT and GPU here: the engine itself is run on a GPU machine")
     with pytest.raises(ModelFormatError, match="cannot load"):
         open_backend(fake)
+
+
+def test_the_model_list_and_the_default_path_name_the_same_files():
+    """Every shipped model file is listed with its SHA-256, licence and origin, and the default path's files are the
+    default model's."""
+    import hashlib
+
+    from faceattr.runtime.catalog import default_name, list_shipped, shipped
+    from faceattr.runtime.policy import shipped_path
+
+    models = list_shipped()
+    assert models[0].name == default_name()
+    for m in models:
+        assert m.licence and m.origin and m.trained_on, m.name
+        for runtime, f in m.files.items():
+            path = m.path(runtime)
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"], path
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        assert shipped_path(runtime) == shipped().path(runtime)
