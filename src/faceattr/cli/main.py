@@ -81,6 +81,10 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="utkface:DIR or fairface:DIR")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--wide-labels", help="FairFace: labels.csv of the wide set (its sources go to test)")
+    p.add_argument(
+        "--protocol",
+        help="a published protocol instead of this project's: paplham:K (UTKFace, Paplham et al.'s split K, 0-4)",
+    )
 
 
 def _cmd_split(a: argparse.Namespace) -> int:
@@ -97,7 +101,7 @@ def _cmd_split(a: argparse.Namespace) -> int:
     if not Path(path).is_dir():
         raise UsageError(f"split: {path!r} is not a folder")
     out = OutputPlan([p for p in (a.wide_labels,) if p]).claim_file(a.out, "--out")
-    df = compute_protocol(kind, path, a.wide_labels)
+    df = compute_protocol(kind, path, a.wide_labels, a.protocol)
     write_split(df, out)
     print(json.dumps({"rows": len(df), **df["split"].value_counts().to_dict(), "out": a.out}))
     return 0
@@ -199,6 +203,7 @@ EXAMPLES: dict[str, str] = {
     "fit-calibration": """faceattr fit-calibration --model runs/x/best.safetensors --data utkface:DIR
   faceattr fit-calibration --model runs/x/best.safetensors --data utkface:DIR --split val""",
     "split": """faceattr split utkface:/data/UTKFace -o split.csv
+  faceattr split utkface:/data/UTKFace --protocol paplham:0 -o paplham-0.csv
   faceattr split fairface:/data/fairface -o split.csv --wide-labels wide/labels.csv""",
     "export": """faceattr export --model runs/x/best.safetensors -o model.onnx
   faceattr export --model runs/x/best.safetensors --int8 --calibration utkface:DIR -o model.onnx""",

@@ -25,6 +25,7 @@ from faceattr.data.spec import DATASETS
 from faceattr.data.splits import (
     fairface_official_protocol,
     fairface_protocol,
+    paplham_protocol,
     read_split,
     split_of,
     utkface_protocol,
@@ -66,10 +67,18 @@ def _protocol(cfg: DataConfig) -> pd.DataFrame:
     return df.astype(str)
 
 
-def compute_protocol(dataset: str, root: str | Path, wide_labels: str | Path | None = None) -> pd.DataFrame:
+def compute_protocol(
+    dataset: str, root: str | Path, wide_labels: str | Path | None = None, protocol: str | None = None
+) -> pd.DataFrame:
     """The evaluation protocol's split table computed from a raw folder (``faceattr split``; the same rule the
     shipped split files were made with). FairFace: the sources of the wide set (``wide_labels``, default
-    ``<root>/../fairface-wide/labels.csv`` when present) always go to test."""
+    ``<root>/../fairface-wide/labels.csv`` when present) always go to test. ``protocol``: ``paplham:K`` for UTKFace
+    in Paplham et al.'s benchmark, split K (:func:`faceattr.data.splits.paplham_protocol`)."""
+    if protocol:
+        name, _, k = protocol.partition(":")
+        if dataset != "utkface" or name != "paplham" or not k.isdigit():
+            raise DataError(f"protocol {protocol!r}: the published protocol is paplham:0 ... paplham:4, for utkface")
+        return paplham_protocol(root, int(k))
     if dataset == "utkface":
         return utkface_protocol(root)
     if dataset == "fairface":

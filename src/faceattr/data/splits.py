@@ -66,6 +66,44 @@ def utkface_protocol(root: str | Path) -> pd.DataFrame:
     return _apply_rule(rows)
 
 
+# The five splits of Paplham et al., "A Call to Reflect on Evaluation Practices for Age Estimation" (arXiv
+# 2307.04570; the databases repository of their benchmark): ten folders, rotated into train / val / test.
+PAPLHAM_SPLITS: dict[int, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = {
+    0: ((0, 1, 2, 3, 4, 5), (6, 7), (8, 9)),
+    1: ((2, 3, 4, 5, 6, 7), (8, 9), (0, 1)),
+    2: ((4, 5, 6, 7, 8, 9), (0, 1), (2, 3)),
+    3: ((5, 6, 7, 8, 9, 0), (1, 2), (3, 4)),
+    4: ((6, 7, 8, 9, 0, 1), (2, 3), (4, 5)),
+}
+
+
+def paplham_protocol(root: str | Path, split: int) -> pd.DataFrame:
+    """UTKFace in Paplham et al.'s benchmark protocol, split ``split`` (0-4).
+
+    Their database assigns UTKFace's images to ten folders in turn (image i to folder i mod 10) in the order their
+    script listed the raw ``part1-3`` folders, and each split trains on six folders, chooses on two and tests on two
+    (:data:`PAPLHAM_SPLITS`). Their database file is not published in the repository's text (it is stored as a
+    large file outside it), and the listing order is the file system's, which is not recorded; so the folders are
+    reproduced by the same rule over UTKFace's names in sorted order: the same sizes, the same rotation and the same
+    share of each folder in each part, not the same faces. Every parsed image is kept (their benchmark does not
+    drop UTKFace's byte-identical duplicates), and ``sha256`` is recorded as in the other protocols."""
+    if split not in PAPLHAM_SPLITS:
+        raise DataError(f"Paplham et al. define splits 0-4, got {split}")
+    img_dir = utkface_image_dir(Path(root))
+    if not img_dir.is_dir():
+        raise DataError(f"UTKFace folder not found: {img_dir}")
+    files = sorted(p for p in img_dir.iterdir() if p.is_file())
+    parsed = [(p, lab) for p in files if (lab := parse_utkface_name(p.name)) is not None]
+    shas = _hash_all([p for p, _ in parsed])
+    trn, val, tst = PAPLHAM_SPLITS[split]
+    part = {**{f: "train" for f in trn}, **{f: "val" for f in val}, **{f: "test" for f in tst}}
+    rows = [
+        {"file": p.name, "age": a, "gender": g, "race": r, "split": part[i % 10], "sha256": s}
+        for i, ((p, (a, g, r)), s) in enumerate(zip(parsed, shas))
+    ]
+    return pd.DataFrame(rows, columns=list(SPLIT_COLUMNS))
+
+
 def fairface_protocol(root: str | Path, wide_labels: str | Path | None = None) -> pd.DataFrame:
     """FairFace protocol from ``labels.csv`` + images; the wide set's sources are forced into test."""
     root = Path(root)
