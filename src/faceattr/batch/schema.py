@@ -67,18 +67,6 @@ def table(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
     return pa.Table.from_pydict(cols, schema=schema)
 
 
-def frame(rows: list[dict[str, Any]], meta: ModelMeta) -> Any:
-    """Rows as a pandas DataFrame (the fixed schema's columns; integers as nullable Int64)."""
-    return table(rows, meta).to_pandas(types_mapper=_pandas_types)
-
-
-def _pandas_types(t: Any) -> Any:
-    import pandas as pd
-    import pyarrow as pa
-
-    return pd.Int64Dtype() if t == pa.int64() else None
-
-
 def part_is_complete(path: Path, schema: Any, fingerprint: str) -> bool:
     """Whether a part file reads back whole, with the job's schema and fingerprint and the row count it recorded."""
     import pyarrow.parquet as pq

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from faceattr.errors import check
-from faceattr.runtime.backends import Backend, OnnxBackend, open_backend
+from faceattr.runtime.backends import Backend, open_backend
 from faceattr.runtime.meta import ModelMeta
 from faceattr.runtime.policy import (
     DEFAULT_TTA_FLIP,
@@ -103,7 +103,7 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path, threads: int | None = None, **kw: Any) -> "Predictor":
-        return cls(OnnxBackend(path, threads), **kw)
+        return cls(open_backend(path, threads, backend="onnx"), **kw)
 
     @classmethod
     def from_pretrained(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from faceattr.tasks.kinds import CS_LEVELS, kind_of  # noqa: F401  (CS_LEVELS re-exported)
+from faceattr.tasks.kinds import kind_of
 from faceattr.tasks.task import Task
 
 
