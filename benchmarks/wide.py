@@ -1,8 +1,9 @@
 """Photos with background and other people: the FairFace wide-margin set (540 photos, 448 px).
 
-    python benchmarks/wide.py [--detector yuface|dlib|yunet|yunet-dlib] [--runtime R] [--no-tta-flip] [--limit N]
+    python benchmarks/wide.py [--detector yunet-ort|yuface|dlib|yunet|yunet-dlib] [--runtime R] [--no-tta-flip]
+        [--limit N]
 
-The default (``--detector yuface``, ``--runtime auto``, flip TTA on) is ``faceattr predict``'s default path.
+The default (``--detector yunet-ort``, ``--runtime auto``, flip TTA on) is ``faceattr predict``'s default path.
 
 For each wide photo the labelled face is the detected face nearest the centre; it counts as found when that
 face's centre lies within 15 % of the side from the photo's centre. Its prediction (shipped model, detection +
@@ -35,7 +36,7 @@ RACE_FOLD = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--detector", default="yuface")
+    ap.add_argument("--detector", default="yunet-ort")
     ap.add_argument("--runtime", default="auto", help="for the shipped model: auto (INT8 ONNX) | onnx | torch")
     ap.add_argument("--limit", type=int)
     ap.add_argument(

@@ -85,7 +85,7 @@ def test_every_detector_is_registered_and_the_ones_installed_find_the_example_fa
     from faceattr.vision.detect import DETECTORS, DetectorSpec, DetectorUnavailable, create_detector, list_detectors
     from faceattr.vision.image import load_image
 
-    assert set(list_detectors()) == {"auto", "yuface", "dlib", "dlib-cnn", "yunet", "yunet-dlib"}
+    assert set(list_detectors()) == {"auto", "yunet-ort", "yuface", "dlib", "dlib-cnn", "yunet", "yunet-dlib"}
     rgb = load_image(example_photo())
     for name in DETECTORS:
         try:
@@ -184,3 +184,18 @@ def test_the_model_list_and_the_default_path_name_the_same_files():
             assert hashlib.sha256(path.read_bytes()).hexdigest() == f["sha256"], path
     for runtime in ("torch", "onnx", "onnx-int8"):
         assert shipped_path(runtime) == shipped().path(runtime)
+
+
+def test_every_shipped_detector_file_has_its_origin_licence_and_hash():
+    import hashlib
+    import json
+
+    from faceattr.runtime.catalog import CATALOG
+    from faceattr.vision.detect import DETECTORS
+
+    dets = json.loads(CATALOG.read_text(encoding="utf-8"))["detectors"]
+    assert "yunet-ort" in [d["name"] for d in dets]
+    for d in dets:
+        assert d["name"] in DETECTORS and d["licence"] and d["origin"]
+        assert hashlib.sha256((CATALOG.parent / d["file"]).read_bytes()).hexdigest() == d["sha256"]
+        assert (CATALOG.parent / d["licence_file"]).is_file()

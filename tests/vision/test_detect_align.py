@@ -139,12 +139,11 @@ def test_collage_of_group_photos_finds_what_each_photo_gives():
 
 
 def test_default_detector_needs_no_file():
-    """With no flag and no file the default is yuface (YuNet inside the `yuface` package) where it installs."""
-    pytest.importorskip("yuface")
+    """With no flag and no file the default is yunet-ort (YuNet-s shipped with faceattr, on onnxruntime)."""
     from faceattr.cli.predict import example_photo
 
     det = create_detector("auto")
-    assert det.name == "yuface" and "BSD-3-Clause" in det.origin
+    assert det.name == "yunet-ort" and "Apache-2.0" in det.origin and getattr(det, "thread_safe", False)
     faces = det.detect(load_image(example_photo()))
     assert len(faces) == 1
     (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = faces[0].landmarks
@@ -155,7 +154,6 @@ def test_default_detector_needs_no_file():
 def test_default_detector_on_the_group_photos():
     """The six group photos (21 faces; one more is visible in the background of one): at least 20 found and at
     most one false positive (counted by eye once: the 0.73-score box on a wall in sample1)."""
-    pytest.importorskip("yuface")
     det = create_detector("auto")
     photos = sorted(need(DATA / "group-photos").glob("*.jpg"))
     counts = [len(det.detect(load_image(p))) for p in photos]

@@ -267,8 +267,8 @@ def _alias(p: argparse.ArgumentParser, dest: str, first: str, *more: str) -> Non
 COMMON_HELP = {
     "checkpoint": "checkpoint (.safetensors with its .json, or a run folder) or .onnx model file",
     "split": "which split of the dataset's protocol",
-    "detector": "face detector: auto, yuface, dlib, dlib-cnn, yunet or yunet-dlib (auto: yuface, or yunet when a "
-    "YuNet file is given)",
+    "detector": "face detector: auto, yunet-ort, yuface, dlib, dlib-cnn, yunet or yunet-dlib (auto: yunet-ort, the "
+    "YuNet network shipped with faceattr; yunet when a YuNet file is given)",
     "yunet_model": "OpenCV YuNet ONNX file (for --detector yunet / yunet-dlib)",
     "min_score": "drop detections scored below this (YuNet: confidence 0..1; dlib: SVM margin)",
     "max_pixels": "refuse images with more pixels than this (a decompression bomb guard)",

@@ -79,8 +79,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--detector",
         default="auto",
-        help="auto | yuface | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, else "
-        "yuface, the same network packaged with its weights; dlib where yuface is not installed)",
+        help="auto | yunet-ort | yuface | dlib | dlib-cnn | yunet | yunet-dlib (auto: yunet if a YuNet file is given, "
+        "else yunet-ort, the YuNet network shipped with faceattr, on onnxruntime)",
     )
     p.add_argument("--yunet-model", help="OpenCV YuNet ONNX file (enables --detector yunet)")
     p.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse images larger than this")

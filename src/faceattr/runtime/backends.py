@@ -7,6 +7,8 @@ with a class that satisfies :class:`Backend` and a line registering it with its 
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -14,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from faceattr.errors import FaceattrError
+from faceattr.onnxrt import open_session
 from faceattr.registry import Registry
 from faceattr.runtime.meta import MetaError, ModelMeta
 
@@ -37,22 +40,16 @@ class BackendFactory(Protocol):
     def from_file(cls, path: str | Path, threads: int | None = None) -> Backend: ...
 
 
+# Threads of the network unless a caller says: one for a photo's few faces (one pipeline per core; faster than two
+# threads that wake and sleep for each small run, and steady when other processes share the cores), every core for
+# a run of at least WIDE_BATCH inputs (a group photo, a micro-batch), where two threads win even on a busy machine
+# (benchmarks/results/contention.md, docs/decisions/one-thread-per-pipeline.md)
+PIPELINE_THREADS = 1
+WIDE_BATCH = 4
+
 # name -> a class with ``from_file(path, threads)``; "suffixes" says which model files each one opens
 BACKENDS: Registry[Any] = Registry("backend")
 SUFFIXES: dict[str, str] = {}
-
-
-def import_onnxruntime() -> Any:
-    """onnxruntime, imported with its telemetry off. From 1.2x on Linux it writes a device id and a database under
-    ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/`` when it loads, and may send usage events; an offline tool
-    should do neither. ``ORT_DISABLE_TELEMETRY=1``, read when the library loads, stops both (a user who sets the
-    variable keeps their value)."""
-    import os
-
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import onnxruntime
-
-    return onnxruntime
 
 
 def register_backend(name: str, obj: Any, suffixes: Sequence[str] = ()) -> None:
@@ -76,24 +73,24 @@ def open_backend(path: str | Path, threads: int | None = None, backend: str | No
 
 
 class OnnxBackend:
+    """A model run by onnxruntime. ``threads`` None: one thread for runs of fewer than :data:`WIDE_BATCH` inputs,
+    a second session with one thread per core (opened on first use) for larger ones; a number: that many always.
+    Safe to call from many threads at once."""
+
     def __init__(self, path: str | Path, threads: int | None = None, providers: Sequence[str] | None = None) -> None:
-        try:
-            ort = import_onnxruntime()
-        except ImportError as e:
-            raise ModelFormatError("running an ONNX model needs onnxruntime: pip install onnxruntime") from e
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        # no busy-waiting between runs: the network shares the cores with decoding and detection (yuface's OpenMP,
-        # dlib), and with other requests' work in the service; spinning threads would take the cores from them
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._providers = list(providers or ["CPUExecutionProvider"])
+        self._wide: Any = None
+        self._wide_lock = threading.Lock()
+        cores = os.cpu_count() or 1
+        self._adaptive = threads is None and cores > 1 and self._providers == ["CPUExecutionProvider"]
+        self._cores = cores
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=list(providers or ["CPUExecutionProvider"]))
+            self.session = open_session(path, threads or PIPELINE_THREADS, self._providers)
+        except ImportError as e:
+            raise ModelFormatError("running an ONNX model needs onnxruntime: pip install onnxruntime") from e
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelFormatError(f"{path}: not a loadable ONNX model ({e})") from e
         props = self.session.get_modelmeta().custom_metadata_map
@@ -118,8 +115,17 @@ class OnnxBackend:
     def from_file(cls, path: str | Path, threads: int | None = None) -> OnnxBackend:
         return cls(path, threads)
 
+    def _session_for(self, n: int) -> Any:
+        if not self._adaptive or n < WIDE_BATCH:
+            return self.session
+        with self._wide_lock:
+            if self._wide is None:
+                self._wide = open_session(self.path, self._cores, self._providers)
+            return self._wide
+
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: x.astype(np.float32, copy=False)})
+        session = self._session_for(len(x))
+        outs = session.run(self.output_names, {self.input_name: x.astype(np.float32, copy=False)})
         return dict(zip(self.output_names, outs))
 
 

@@ -158,7 +158,7 @@ class ModelMeta:
         """The landmark template measured with ``detector_name`` (dlib-cnn uses dlib's; yuface, the same YuNet
         network compiled into libfacedetection, uses yunet's: their landmarks agree within a pixel)."""
         al = self.alignment
-        same = {"dlib-cnn": "dlib", "yuface": "yunet"}
+        same = {"dlib-cnn": "dlib", "yuface": "yunet", "yunet-ort": "yunet"}
         key = detector_name if detector_name in al else same.get(detector_name, detector_name)
         if key not in al:
             raise MetaError(

