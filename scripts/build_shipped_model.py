@@ -3,8 +3,12 @@ runs/utkface-fairface-official-mtl/best, the recipe configs/utkface-fairface-off
 
     python scripts/build_shipped_model.py [--run runs/utkface-fairface-official-mtl]
         [--data utkface:../shared/data/utkface] [--also fairface:data/fairface-official] [--out-dir DIR]
+        [--name NAME]
 
 ``--out-dir`` builds a candidate elsewhere (same file names), to be measured before it replaces the shipped one.
+``--name`` builds another shipped model (``NAME.safetensors``, ``.json``, ``.onnx``, ``.int8.onnx``), e.g. the
+licence-clean one: ``--run runs/fairface-licence-clean --data fairface:data/fairface-official --also ''
+--name faceattr-fairface-mobilenetv2``.
 
 Stores the weights as float16 safetensors (the file must stay under 15 MB), measures the dlib (and, when its
 file is given, YuNet) alignment templates on the run's own training chips, fits the calibration of the printed
@@ -40,11 +44,16 @@ def main() -> None:
     )
     ap.add_argument("--yunet-model", default="../shared/models/face_detection_yunet.onnx")
     ap.add_argument("--out-dir", type=Path, help="build a candidate here instead of src/faceattr/weights/")
+    ap.add_argument("--name", help="file names of another shipped model (default: the default model's)")
     a = ap.parse_args()
     ckpt, onnx_f32, onnx_int8 = SHIPPED_MODEL, SHIPPED_ONNX, SHIPPED_INT8
+    if a.name:
+        ckpt, onnx_f32, onnx_int8 = (
+            SHIPPED_MODEL.with_name(f"{a.name}{suffix}") for suffix in (".safetensors", ".onnx", ".int8.onnx")
+        )
     if a.out_dir:
         a.out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt, onnx_f32, onnx_int8 = (a.out_dir / p.name for p in (SHIPPED_MODEL, SHIPPED_ONNX, SHIPPED_INT8))
+        ckpt, onnx_f32, onnx_int8 = (a.out_dir / p.name for p in (ckpt, onnx_f32, onnx_int8))
     src = Path(a.run) / "best.safetensors"
     model, meta = load_model(src)
     extra = {k: v for k, v in meta.extra.items() if k not in ("dtype", "val_metrics")}

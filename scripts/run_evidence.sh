@@ -22,7 +22,11 @@ python benchmarks/wide.py --detector yunet
 python benchmarks/wide.py --detector yunet --tta-flip
 python benchmarks/wide.py --detector dlib
 python benchmarks/wide.py --detector yuface
+python benchmarks/wide.py --detector yunet-ort
 python benchmarks/wide.py --detector yuface --runtime onnx --no-tta-flip
+python benchmarks/photo_path.py --fairface $FF
+python benchmarks/contention.py --n 300 --seconds 15
+python benchmarks/roofline.py
 python benchmarks/calibration.py --fairface $FF
 python benchmarks/calibration.py --fairface $FF --model $M --no-tta-flip --tag float32-noflip
 python benchmarks/default_path.py --n 600

@@ -336,3 +336,42 @@ def test_mirrored_mean_runs_both_views_in_one_batch():
     # by hand: row 0 is [0, 1, 2 | 3, 4, 5], its mirror [2, 1, 0 | 5, 4, 3]: first two of the first row 0,1 and 2,1
     assert got["a"][0].tolist() == [1.0, 1.0]
     assert got["b"].tolist() == [15.0, 51.0]  # a flip does not change a sum
+
+
+def test_a_huge_photo_is_answered_in_its_own_pixels(tmp_path):
+    """A group photo scaled to 7,680 px: decoded at reduced size, its faces' boxes and landmarks still in the
+    photo's pixels, matching the answer on the full-size array within a few pixels."""
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from conftest import DATA, need
+    from faceattr.runtime.predictor import Predictor
+    from faceattr.vision.image import load_image
+
+    g = load_image(need(DATA / "group-photos") / "sample3.jpg")
+    big = cv2.resize(g, (7680, round(7680 * g.shape[0] / g.shape[1])), interpolation=cv2.INTER_CUBIC)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "JPEG", quality=95)
+    p = Predictor.from_pretrained()
+    reduced, full = p.predict(buf.getvalue()), p.predict(big)
+    assert (reduced.width, reduced.height) == (full.width, full.height) == (big.shape[1], big.shape[0])
+    assert len(reduced.faces) == len(full.faces) >= 3
+    for a in reduced.faces:
+        b = min(full.faces, key=lambda f: abs(f.box[0] - a.box[0]) + abs(f.box[1] - a.box[1]))
+        assert np.abs(np.array(a.box) - np.array(b.box)).max() < 0.02 * (b.box[2] - b.box[0])
+
+
+def test_onnx_backend_small_and_large_runs_agree():
+    """Runs of fewer than WIDE_BATCH inputs use the one-thread session, larger ones the session with a thread per
+    core: the same network, the same outputs."""
+    from faceattr.runtime.backends import WIDE_BATCH, OnnxBackend
+    from faceattr.runtime.policy import SHIPPED_INT8
+
+    b = OnnxBackend(SHIPPED_INT8)
+    x = np.random.default_rng(0).standard_normal((WIDE_BATCH, 3, 128, 128)).astype(np.float32)
+    wide = b.run(x)
+    one = {k: np.concatenate([b.run(x[i : i + 1])[k] for i in range(len(x))]) for k in wide}
+    for k in wide:
+        np.testing.assert_allclose(one[k], wide[k], atol=1e-5)

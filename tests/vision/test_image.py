@@ -88,3 +88,24 @@ def test_arrays_and_square_resize():
     assert r.shape == (32, 32, 3)
     with pytest.raises(ImageError):
         load_image(np.zeros((3, 4, 5, 6), np.uint8))
+
+
+def test_huge_jpeg_decoded_at_reduced_size_and_the_factor_returned():
+    """A JPEG of 4,800 px is decoded at 1/2 (2,400 px >= 2,048) with the factor back to the photo's pixels; one of
+    3,000 px, a PNG, or no limit: full size, factor 1."""
+    from faceattr.vision.image import decode_image
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (3200, 4800, 3), dtype=np.uint8)
+    jpg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(big).save(jpg, "JPEG", quality=80)
+    Image.fromarray(big[:2000, :3000]).save(png, "PNG")
+    arr, scale = decode_image(jpg.getvalue(), reduce_above=2048)
+    assert arr.shape == (1600, 2400, 3) and scale == 2.0
+    arr, scale = decode_image(jpg.getvalue())
+    assert arr.shape == (3200, 4800, 3) and scale == 1.0
+    arr, scale = decode_image(png.getvalue(), reduce_above=1000)
+    assert arr.shape == (2000, 3000, 3) and scale == 1.0
+    small = io.BytesIO()
+    Image.fromarray(big[:2000, :3000]).save(small, "JPEG")
+    assert decode_image(small.getvalue(), reduce_above=2048)[1] == 1.0

@@ -16,10 +16,11 @@
 - **Rows**: one per face (source, face index, box, score, landmarks, every task's label, value, interval and
   probabilities, model) plus one per photo with no face (``num_faces`` 0, ``message``) or an error (``error``): a run
   never stops on a bad file.
-- **Throughput**: decoding, detection and alignment run in a pool of ``workers`` processes (each with its own
-  detector), the network in this process on batches of faces from many photos; the shipped model runs on the INT8
-  ONNX runtime by default (:meth:`Predictor.from_pretrained`, ``runtime="auto"``: float32 on a
-  CPU without VNNI, where INT8 drifts).
+- **Throughput**: ``workers`` processes (one per core by default), each running the whole pipeline on one thread
+  (:class:`Pipeline`: decode, detect, align, the network on the faces of a chunk of photos, the rows): only file
+  names go to a worker and only rows come back, no image crosses processes. The shipped model runs on the INT8
+  ONNX runtime by default (:meth:`Predictor.from_pretrained`, ``runtime="auto"``: float32 on a CPU without VNNI,
+  where INT8 drifts). The Ray engine runs the same :class:`Pipeline` in its actors.
 """
 
 from __future__ import annotations
@@ -84,7 +85,65 @@ class Job:
     meta: ModelMeta
 
 
-_WORKER: dict[str, Any] = {}  # per worker process: its own detector (dlib/OpenCV are not thread- or fork-safe)
+class Pipeline:
+    """One worker's whole pipeline on one thread: its own detector and model (the model loaded once), photos (paths
+    or bytes) in, the job's rows out. Not shared between threads (dlib and OpenCV detectors are not thread-safe):
+    one per worker process or Ray actor."""
+
+    def __init__(
+        self, job: Job, model: str | None, runtime: str, batch_size: int, model_name: str | None, threads: int = 1
+    ) -> None:
+        from faceattr.runtime.predictor import Predictor
+
+        self.job = job
+        self.pred = Predictor.load(model, threads, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
+        self.model_name = model_name or _model_name(model, self.pred)
+        self.detector: Any = None
+        if job.detect:
+            from faceattr.vision.detect import create_detector
+
+            self.detector = create_detector(job.detector, templates=job.meta.alignment.keys())
+            self.template = job.meta.template(self.detector.name)
+
+    def rows(self, photos: Sequence[str | bytes], sources: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+        """The rows of ``photos`` (paths, or bytes named by ``sources``), the network run once over all their faces."""
+        preps = [self.prepare(p, sources[i] if sources else None) for i, p in enumerate(photos)]
+        chips = [p["chips"] for p in preps if p.get("chips") is not None]
+        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
+        rows: list[dict[str, Any]] = []
+        j = 0
+        for p in preps:
+            nf = 0 if p.get("chips") is None else len(p["chips"])
+            rows += rows_of(p, attrs[j : j + nf], self.model_name)
+            j += nf
+        return rows
+
+    def prepare(self, path: str | bytes, source: str | None = None) -> dict[str, Any]:
+        """Decode, detect and align one photo (a path, or its bytes named ``source``): the face chips and their
+        boxes, or an error."""
+        from faceattr.vision.align import align_face
+        from faceattr.vision.image import REDUCE_ABOVE, ImageError, decode_image, square_resize
+
+        job = self.job
+        name = source or str(path)
+        size = job.meta.input_size
+        try:
+            if isinstance(path, bytes) and not path:
+                raise ImageError(f"{name}: empty file")
+            rgb, scale = decode_image(path, job.max_pixels, REDUCE_ABOVE if job.detect else None)
+        except ImageError as e:
+            return {"source": name, "error": str(e).replace("<bytes>", name)}
+        h, w = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
+        if not job.detect:
+            return {"source": name, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
+        faces = self.detector.detect(rgb)
+        chips = np.stack([align_face(rgb, f.landmarks, self.template, size) for f in faces]) if faces else None
+        boxes = [f.rescaled(scale).to_dict() for f in faces]
+        return {"source": name, "width": w, "height": h, "faces": boxes, "chips": chips}
+
+
+_WORKER: dict[str, Pipeline] = {}  # per worker process: its pipeline
+CHUNK_PHOTOS = 8  # photos per task sent to a worker: its network runs on their faces (and mirror images) together
 
 
 def _exit_with_parent() -> None:
@@ -104,46 +163,25 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="faceattr-parent-watch", daemon=True).start()
 
 
-def _init_worker(job: Job) -> None:
-    # one core per worker: yuface's OpenMP reads this when it loads (below, in this fresh process); left at its
-    # default it would start a thread per core in every worker and the workers would fight for the cores (its idle
-    # threads spin only briefly: the detector loads it so, faceattr.vision.detectors.yuface.brief_spin_openmp)
+def single_threaded() -> None:
+    """One core per worker: every pool this process starts (OpenMP of yuface and dlib, OpenCV's) gets one thread,
+    so the workers do not fight for the cores. yuface's OpenMP reads ``OMP_NUM_THREADS`` when it loads (later, in
+    this fresh process)."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    _exit_with_parent()
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def _init_worker(job: Job, model: str | None, runtime: str, batch_size: int, model_name: str, threads: int) -> None:
+    single_threaded()
+    _exit_with_parent()
     _WORKER.clear()
-    _WORKER["job"] = job
-    if job.detect:
-        from faceattr.vision.detect import create_detector
-
-        det = create_detector(job.detector, templates=job.meta.alignment.keys())
-        _WORKER["detector"] = det
-        _WORKER["template"] = job.meta.template(det.name)
+    _WORKER["pipeline"] = Pipeline(job, model, runtime, batch_size, model_name, threads)
 
 
-def _prepare(path: str | bytes, source: str | None = None) -> dict[str, Any]:
-    """Decode, detect and align one photo (a path, or its bytes named ``source``) in a worker: the face chips and
-    their boxes, or an error."""
-    from faceattr.vision.align import align_face
-    from faceattr.vision.image import ImageError, load_image, square_resize
-
-    job: Job = _WORKER["job"]
-    name = source or str(path)
-    size = job.meta.input_size
-    try:
-        if isinstance(path, bytes) and not path:
-            raise ImageError(f"{name}: empty file")
-        rgb = load_image(path, job.max_pixels)
-    except ImageError as e:
-        return {"source": name, "error": str(e).replace("<bytes>", name)}
-    h, w = rgb.shape[:2]
-    if not job.detect:
-        return {"source": name, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
-    faces = _WORKER["detector"].detect(rgb)
-    chips = np.stack([align_face(rgb, f.landmarks, _WORKER["template"], size) for f in faces]) if faces else None
-    return {"source": name, "width": w, "height": h, "faces": [f.to_dict() for f in faces], "chips": chips}
+def _rows(paths: list[str]) -> list[dict[str, Any]]:
+    return _WORKER["pipeline"].rows(paths)
 
 
 def detector_spec(detector: str | DetectorSpec, model: str | None, min_score: float | None) -> DetectorSpec:
@@ -253,43 +291,51 @@ def run_batch(
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fresh workers: no forked onnxruntime/torch thread state
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(job,)) as ex:
-        for k in todo:
-            part = files[k * shard_size : (k + 1) * shard_size]
-            rows: list[dict[str, Any]] = []
-            for preps in _chunks(ex.map(_prepare, part, chunksize=4), batch_size):
-                chips = [p["chips"] for p in preps if p.get("chips") is not None]
-                attrs = pred.predict_chips(np.concatenate(chips)) if chips else []
-                j = 0
-                for p in preps:
-                    nf = 0 if p.get("chips") is None else len(p["chips"])
-                    rows += rows_of(p, attrs[j : j + nf], model_name)
-                    j += nf
-                if bar is not None:
-                    bar.update(len(preps))
-            tbl = table(rows, pred.meta)
+    model_arg = str(model) if model else None
+    init = (job, model_arg, runtime, batch_size, model_name, threads or 1)
+    # every shard's chunks in one stream, a bounded number in flight: the workers go on with the next shard while
+    # this process writes the last one
+    plan = [
+        (k, files[s : min(s + CHUNK_PHOTOS, (k + 1) * shard_size)])
+        for k in todo
+        for s in range(k * shard_size, min((k + 1) * shard_size, len(files)), CHUNK_PHOTOS)
+    ]
+    last_chunk = {k: i for i, (k, _) in enumerate(plan)}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=init) as ex:
+        rows: list[dict[str, Any]] = []
+        for i, chunk_rows in enumerate(_in_order(ex, [c for _, c in plan], 4 * workers)):
+            k, chunk = plan[i]
+            rows += chunk_rows
+            if bar is not None:
+                bar.update(len(chunk))
+            if i != last_chunk[k]:
+                continue
             target = out_dir / f"part-{k:05d}-of-{n:05d}.parquet"
-            write_part(tbl, target, fp)
+            write_part(table(rows, pred.meta), target, fp)
             summary["written"].append(str(target))
             summary["faces"] += sum(1 for r in rows if r.get("face") is not None)
             summary["errors"] += sum(1 for r in rows if r.get("error"))
+            rows = []
     if bar is not None:
         bar.close()
     return summary
 
 
-def _chunks(it: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Groups of photos holding about ``size`` faces together (at least one photo each)."""
-    buf: list[dict[str, Any]] = []
-    faces = 0
-    for p in it:
-        buf.append(p)
-        faces += 0 if p.get("chips") is None else len(p["chips"])
-        if faces >= size:
-            yield buf
-            buf, faces = [], 0
-    if buf:
-        yield buf
+def _in_order(ex: ProcessPoolExecutor, chunks: list[list[str]], window: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows of each chunk, in order, with at most ``window`` chunks submitted and not yet taken."""
+    from collections import deque
+
+    pending: deque[Any] = deque()
+    it = iter(chunks)
+    for c in it:
+        pending.append(ex.submit(_rows, c))
+        if len(pending) >= window:
+            break
+    while pending:
+        yield pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(ex.submit(_rows, nxt))
 
 
 def _model_name(model: str | Path | None, pred: Any) -> str:

@@ -1,4 +1,10 @@
-"""The batch job on Ray Data: the same per-photo pipeline in an actor pool, the same rows and schema."""
+"""The batch job on Ray Data: the local engine's :class:`~faceattr.batch.engine.Pipeline` in an actor pool, the
+same rows and schema.
+
+Only file names travel through Ray (``from_items``, blocks of ``batch_photos``): each actor reads its photos itself,
+so no image passes through the object store, and no read task competes with the actors for the cores or starts
+processes of its own. The photos must therefore be readable at the same paths on every node (a shared file system),
+as they are for the local engine's workers."""
 
 from __future__ import annotations
 
@@ -12,40 +18,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from faceattr.batch.engine import Job, _init_worker, _model_name, _prepare, detector_spec, list_inputs
-from faceattr.batch.schema import rows_of, table
+from faceattr.batch.engine import Job, Pipeline, _model_name, detector_spec, list_inputs, single_threaded
+from faceattr.batch.schema import table
 from faceattr.errors import UsageError, check
 from faceattr.vision.detect import DetectorSpec
 
 log = logging.getLogger(__name__)
 
 WORK_MARK = "_faceattr_job_in_progress"
+BLOCK_PHOTOS = 500
 
 
 class RayPredictor:
-    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Predictor (model and detector) per actor,
-    loaded once; a batch of photo bytes in, the rows of all their faces out (the local engine's rows)."""
+    """The callable class of :func:`run_batch_ray`'s ``map_batches``: one Pipeline (model and detector) per actor,
+    loaded once; a batch of photo paths in, the rows of all their faces out (the local engine's rows)."""
 
     def __init__(self, job: Job, model: str | None, runtime: str, batch_size: int) -> None:
-        from faceattr.runtime.predictor import Predictor
-
-        _init_worker(job)
-        self.pred = Predictor.load(model, 1, runtime=runtime, batch_size=batch_size, max_pixels=job.max_pixels)
-        self.model_name = _model_name(model, self.pred)  # this actor's: "auto" resolves on the actor's own CPU
+        single_threaded()
+        # the model name is this actor's: "auto" resolves on the actor's own CPU
+        self.pipeline = Pipeline(job, model, runtime, batch_size, None)
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        preps = [_prepare(bytes(b), str(p)) for b, p in zip(batch["bytes"], batch["source"])]
-        chips = [p["chips"] for p in preps if p.get("chips") is not None]
-        attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
-        rows: list[dict[str, Any]] = []
-        j = 0
-        for p in preps:
-            nf = 0 if p.get("chips") is None else len(p["chips"])
-            rows += rows_of(p, attrs[j : j + nf], self.model_name)
-            j += nf
-        return table(rows, self.pred.meta)
+        rows = self.pipeline.rows([str(p) for p in batch["source"]])
+        return table(rows, self.pipeline.pred.meta)
 
 
 def run_batch_ray(
@@ -113,20 +108,18 @@ def run_batch_ray(
                 stderr=subprocess.DEVNULL,
             )
     try:
-        # reading bytes and writing Parquet are I/O: they take no CPU slot, else actors holding every CPU of a
-        # small machine would starve them and the job would wait forever (seen with 2 actors on 2 cores)
+        # writing Parquet is I/O: it takes no CPU slot, else actors holding every CPU of a small machine would
+        # starve it and the job would wait forever (seen with 2 actors on 2 cores)
         io_args = {"num_cpus": 0}
-        # newer Ray takes the read's resources as named parameters (ray_remote_args there is deprecated, to be
-        # removed in Ray 2.64); older Ray (>= 2.9 is supported) knows only ray_remote_args
-        read_named = "num_cpus" in inspect.signature(ray.data.read_binary_files).parameters
-        read_args = io_args if read_named else {"ray_remote_args": io_args}
-        ds = ray.data.read_binary_files(present, include_paths=True, **read_args)
-        by_key = {str(Path(f).resolve()): f for f in present}
-        ds = ds.map(
-            lambda r: {
-                "bytes": r["bytes"],
-                "source": by_key.get(str(Path("/" + r["path"].lstrip("/")).resolve()), r["path"]),
-            }
+        # no progress bars: on a small machine redrawing them takes CPU from the actors
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        # blocks of about BLOCK_PHOTOS names (at least two per actor): each becomes one Parquet file
+        blocks = max(1, min(len(present), max(2 * actors, -(-len(present) // BLOCK_PHOTOS))))
+        # Ray >= 2.10 names the block count override_num_blocks; older Ray (>= 2.9 is supported) parallelism
+        named = "override_num_blocks" in inspect.signature(ray.data.from_items).parameters
+        ds: Any = ray.data.from_items(
+            [{"source": f} for f in present], **({"override_num_blocks": blocks} if named else {"parallelism": blocks})
         )
         ds = ds.map_batches(
             RayPredictor,

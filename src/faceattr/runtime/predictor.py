@@ -33,7 +33,7 @@ from faceattr.tasks.kinds import kind_of
 from faceattr.tasks.task import Task
 from faceattr.vision.align import align_face
 from faceattr.vision.detect import Detector, DetectorSpec, Face, create_detector
-from faceattr.vision.image import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_image, square_resize
+from faceattr.vision.image import DEFAULT_MAX_PIXELS, REDUCE_ABOVE, ImageError, ImageSource, decode_image, square_resize
 
 log = logging.getLogger(__name__)
 
@@ -238,13 +238,14 @@ class Predictor:
             try:
                 if channels == "bgr" and isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] in (3, 4):
                     img = np.ascontiguousarray(img[..., [2, 1, 0, *range(3, img.shape[2])]])
-                rgb = load_image(img, self.max_pixels)
+                rgb, scale = decode_image(img, self.max_pixels, REDUCE_ABOVE if detect else None)
             except ImageError as e:
                 yield PhotoResult(src, 0, 0, [], error=str(e))
                 continue
-            h, w = rgb.shape[:2]
+            h, w = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
             if detect:
                 faces, chips = self.faces_and_chips(rgb)
+                faces = [f.rescaled(scale) for f in faces]
                 attrs = self.predict_chips(chips) if len(chips) else []
                 res = [FaceResult(a, f.box, f.score, f.to_dict()["landmarks"]) for f, a in zip(faces, attrs)]
                 yield PhotoResult(src, w, h, res, "" if res else "no face found")

@@ -24,7 +24,7 @@ from faceattr.serve.batcher import MicroBatcher
 from faceattr.serve.errors import ApiError
 from faceattr.serve.options import Options, image_error
 from faceattr.serve.settings import ServeSettings
-from faceattr.vision.image import MIN_SIDE, ImageError, load_image, square_resize
+from faceattr.vision.image import MIN_SIDE, REDUCE_ABOVE, ImageError, decode_image, square_resize
 
 
 @dataclass
@@ -165,13 +165,15 @@ class Service:
 
     async def analyze_one(self, data: bytes, name: str, opt: Options) -> dict[str, Any]:
         try:
-            rgb = await self._stage(load_image, data, self.settings.max_pixels)
+            reduce = REDUCE_ABOVE if opt.detect else None
+            rgb, scale = await self._stage(decode_image, data, self.settings.max_pixels, reduce)
         except ImageError as e:
             raise image_error(e, name) from None
-        h, w = rgb.shape[:2]
+        h, w = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
         if min(h, w) < MIN_SIDE:
             raise ApiError(422, "image_too_small", f"{name}: {w}x{h} is too small to hold a face")
         faces, chips, msg = await self._stage(self._chips, rgb, opt)
+        faces = [f if f is None else f.rescaled(scale) for f in faces]
         attrs = await self._attributes(chips, opt.tta_flip)
         results = []
         for f, a in zip(faces, attrs):

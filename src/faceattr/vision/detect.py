@@ -53,6 +53,10 @@ class Face:
     landmarks: np.ndarray  # K x 2 (photo pixels): left eye, right eye, nose [, left and right mouth corner]
     extra_landmarks: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    def rescaled(self, k: float) -> Face:
+        """This face in a photo ``k`` times the size of the one it was found in."""
+        return self if k == 1.0 else _scaled(self, 1.0 / k)
+
     @property
     def center(self) -> tuple[float, float]:
         return ((self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2)

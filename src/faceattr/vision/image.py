@@ -55,10 +55,38 @@ def to_rgb(im: Image.Image) -> Image.Image:
 _PIL_LIMIT_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is process-wide
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def _draft_factor(im: Image.Image, reduce_above: int | None) -> int:
+    """The largest JPEG scale-down (2, 4 or 8) that keeps the long side at least ``reduce_above`` / 2; 1 for other
+    formats, for photos below 2 x ``reduce_above``, or with None."""
+    if not reduce_above or im.format != "JPEG":
+        return 1
+    side, k = max(im.size), 1
+    while k < 8 and side // (2 * k) >= reduce_above:
+        k *= 2
+    return k
+
+
+REDUCE_ABOVE = 2048  # the photo path decodes JPEGs of 4,096 px and more at reduced size, keeping >= 2,048 px
+
+
 def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Load ``src`` (path, bytes, PIL image or HxW[x3|4] uint8 array) as an HxWx3 uint8 RGB array, upright."""
+    return decode_image(src, max_pixels)[0]
+
+
+def decode_image(
+    src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_above: int | None = None
+) -> tuple[np.ndarray, float]:
+    """:func:`load_image`, and the factor from the array's pixels to the photo's (1.0 unless reduced).
+
+    ``reduce_above``: a JPEG whose long side is at least twice this is decoded at 1/2, 1/4 or 1/8 size (libjpeg's
+    DCT scaling, much cheaper than a full decode and a resize), its long side staying at least ``reduce_above``;
+    other formats and smaller photos are decoded at full size."""
     if isinstance(src, np.ndarray):
-        return _array_to_rgb(src)
+        return _array_to_rgb(src), 1.0
     if not isinstance(src, (str, Path, bytes, Image.Image)):
         raise ImageError(f"{type(src).__name__} is not an image: give a path, bytes, a PIL image or a numpy array")
     name = _name(src)
@@ -96,9 +124,14 @@ def load_image(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         frames = int(getattr(im, "n_frames", 1) or 1)
         if frames > 1:
             log.warning("%s: %d frames (animation or multi-page); using the first", name, frames)
+        reduce = _draft_factor(im, reduce_above)
+        if reduce > 1:  # JPEG's DCT scaling: decode a huge photo at 1/2, 1/4 or 1/8 size directly
+            im.draft("RGB", (w // reduce, h // reduce))
         im.load()
-        im = ImageOps.exif_transpose(im) or im
-        return np.ascontiguousarray(np.asarray(to_rgb(im)))
+        scale = w / im.size[0]
+        if im.getexif().get(EXIF_ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: only if needed
+            im = ImageOps.exif_transpose(im) or im
+        return np.ascontiguousarray(np.asarray(to_rgb(im))), scale
     except ImageError:
         raise
     except UnidentifiedImageError as e:
