@@ -248,6 +248,16 @@ SHARED_FF_ROWS = (
 )
 
 
+LICENCE_CLEAN_ROWS = (
+    ("**licence-clean model, the default path** (INT8 + flip TTA)", "eval-fairface-test-licence-clean-default"),
+    ("licence-clean model, float32, no flip", "eval-fairface-test-licence-clean"),
+)
+PAPLHAM_SPLITS = 5
+# published figures the Paplham et al. protocol reports (arXiv 2307.04570, UTKFace, mean over its five splits): the
+# literature's, not measured here
+PAPLHAM_PUBLISHED = (("ResNet-50, ImageNet start (Paplham et al.)", 4.38), ("FaRL ViT-B/16 (Paplham et al.)", 3.87))
+
+
 def _eval_table(rows: tuple[tuple[str, str], ...], cols: tuple[tuple[str, str, str], ...], title: str) -> str:
     """A table of evaluations: one row per results folder that exists, columns (header, task, metric)."""
     out = [f"| {title} | " + " | ".join(h for h, _, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -278,13 +288,41 @@ def model_tables() -> dict[str, str]:
         ("gender", "gender", "accuracy"),
         ("race", "race", "accuracy"),
     )
+    clean_cols = (
+        ("age group exact", "age", "group_exact"),
+        ("1-off", "age", "group_1off"),
+        ("gender", "gender", "accuracy"),
+        ("gender ECE", "gender", "ece"),
+        ("race (7)", "race", "accuracy"),
+        ("race ECE", "race", "ece"),
+    )
     return {
+        "licence-clean": _eval_table(LICENCE_CLEAN_ROWS, clean_cols, "FairFace official val (chips, 4,992 faces)"),
+        "paplham": paplham_table(),
         "utkface": _eval_table(UTK_ROWS, utk_cols, "UTKFace test, this project's protocol (2,291 faces)"),
         "fairface": _eval_table(FAIRFACE_ROWS, ff_cols, "FairFace official val (4,992 faces)"),
         "fairface-shared": _eval_table(
             SHARED_FF_ROWS, ff_cols, "FairFace test of `../shared`'s protocol (2,123 faces)"
         ),
     }
+
+
+def paplham_table() -> str:
+    """UTKFace age in Paplham et al.'s protocol: each split measured here (``results/eval-utkface-paplham-K/``),
+    beside the figures their paper publishes."""
+    out = ["| UTKFace, Paplham et al.'s protocol | split | test faces | age MAE |", "|---|---|---|---|"]
+    for k in range(PAPLHAM_SPLITS):
+        f = REPO / "results" / f"eval-utkface-paplham-{k}" / "metrics.json"
+        if f.is_file():
+            d = json.loads(f.read_text(encoding="utf-8"))
+            mae = d["metrics"]["overall"]["age"]["mae"]
+            out.append(
+                f"| the shipped recipe's network and age head, MobileNetV2 128 px "
+                f"(`results/eval-utkface-paplham-{k}/`) | {k} | {d['n']:,} | {mae:.2f} |"
+            )
+    for label, mae in PAPLHAM_PUBLISHED:
+        out.append(f"| {label}, published | mean of 0-4 | — | {mae:.2f} |")
+    return "\n".join(out)
 
 
 def serve_faults() -> str:

@@ -43,6 +43,13 @@ faceattr -q evaluate --checkpoint $D --tta-flip --data fairface:$FF --label-map 
 faceattr -q evaluate --checkpoint $D --data utkface:$S/data/utkface --out results/eval-utkface-test-int8-noflip >/dev/null
 faceattr -q evaluate --checkpoint $D --data fairface:$FF --label-map $LM \
   --out results/eval-fairface-test-shipped-int8-noflip >/dev/null
+# the licence-clean model: FairFace official val on its default path and as float32; both models through the photo path
+C=src/faceattr/weights/faceattr-fairface-mobilenetv2
+faceattr -q evaluate --checkpoint $C.int8.onnx --tta-flip --data fairface:$FF \
+  --out results/eval-fairface-test-licence-clean-default >/dev/null
+faceattr -q evaluate --checkpoint $C.safetensors --data fairface:$FF --out results/eval-fairface-test-licence-clean >/dev/null
+python benchmarks/photo_path.py --fairface $FF --detectors yunet-ort \
+  --models faceattr-utkface-fairface-mobilenetv2,faceattr-fairface-mobilenetv2 --tag photo-path-models
 python benchmarks/stream.py --n 10000
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --out results/eval-utkface-test >/dev/null
 faceattr -q evaluate --checkpoint $M --data utkface:$S/data/utkface --tta-flip --out results/eval-utkface-test-flip >/dev/null

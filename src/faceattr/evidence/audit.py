@@ -64,6 +64,10 @@ def build_face_table(
                 df[f"{n}_value_true"] = np.where(ok, vals[np.where(ok, y, 0)], np.nan)
                 df[f"{n}_value_pred"] = p["value"]
                 df[f"{n}_abs_err"] = (df[f"{n}_value_pred"] - df[f"{n}_value_true"]).abs()
+                if "low" in p:  # whether the printed interval holds the true value (NaN where it is unknown)
+                    true_v = df[f"{n}_value_true"]
+                    covered = (true_v >= p["low"]) & (true_v <= p["high"])
+                    df[f"{n}_covered"] = np.where(ok, covered.astype(float), np.nan)
                 groups = t.group_labels
                 if groups:  # the bands the task declares (none: no band columns)
                     df[f"{n}_band"] = [groups[t.group_of(a)] if a == a else "unknown" for a in df[f"{n}_value_true"]]
@@ -108,12 +112,17 @@ def _metrics(df: pd.DataFrame) -> dict[str, Callable[[np.ndarray, np.ndarray], f
     def cs5(n: str) -> Callable[[pd.DataFrame], float]:
         return lambda s: float((np.abs(np.rint(s[f"{n}_value_pred"]) - s[f"{n}_value_true"]) <= 5).mean())
 
+    def coverage(n: str) -> Callable[[pd.DataFrame], float]:
+        return lambda s: float(s[f"{n}_covered"].mean())
+
     out: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {}
     ordinal, nominal = _tasks_in(df)
     for n in ordinal:
         if f"{n}_abs_err" in df:
             out[f"{n}_mae"] = on(mae(n))
             out[f"{n}_cs5"] = on(cs5(n))
+        if f"{n}_covered" in df:
+            out[f"{n}_interval_coverage"] = on(coverage(n))
         out[f"{n}_group_accuracy"] = on(acc(n))
     for n in nominal:
         out[f"{n}_accuracy"] = on(acc(n))

@@ -15,12 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def header_timeout_protocol(seconds: float) -> Any:
-    """uvicorn's h11 protocol, closing a connection whose first request's headers have not all arrived within
-    ``seconds`` (uvicorn itself waits for them for ever: a client that sends half its headers and goes silent
-    would hold a connection). Idle connections between requests are uvicorn's keep-alive timeout's."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """uvicorn's HTTP protocol (httptools' C parser where it is installed, else h11), closing a connection whose
+    first request's headers have not all arrived within ``seconds`` (uvicorn itself waits for them for ever: a
+    client that sends half its headers and goes silent would hold a connection). Idle connections between requests
+    are uvicorn's keep-alive timeout's."""
+    base: Any
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    class HeaderTimeoutProtocol(base):  # type: ignore[misc,valid-type]
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._faceattr_timer = asyncio.get_running_loop().call_later(seconds, self._faceattr_expire)
