@@ -25,8 +25,8 @@ def header_timeout_protocol(seconds: float) -> Any:
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
-    class HeaderTimeoutProtocol(base):  # type: ignore[misc,valid-type]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    class HeaderTimeoutProtocol(base):
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._faceattr_timer = asyncio.get_running_loop().call_later(seconds, self._faceattr_expire)
 
