@@ -16,6 +16,31 @@ RESULTS = Path(__file__).parent / "results"
 SHARED = Path(os.environ.get("FACEATTR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
+# FairFace's seven races folded into UTKFace's five (East and Southeast Asian -> Asian; Latino_Hispanic and Middle
+# Eastern -> Others, UTKFace's own definition of "Others")
+RACE_FOLD = {
+    "White": "White",
+    "Black": "Black",
+    "East Asian": "Asian",
+    "Southeast Asian": "Asian",
+    "Indian": "Indian",
+    "Latino_Hispanic": "Others",
+    "Middle Eastern": "Others",
+}
+
+
+def median_ms(fn: Callable[[], Any], reps: int = 100, warmup: int = 5) -> float:
+    """Median milliseconds of ``reps`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1000
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     try:

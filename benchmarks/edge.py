@@ -20,18 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import SHARED, md_table, write
-
-
-def _latency(fn, reps: int = 100) -> float:
-    for _ in range(5):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1000
+from _common import SHARED, md_table, median_ms, write
 
 
 def _throughput(fn, n: int, reps: int = 10) -> float:
@@ -117,7 +106,7 @@ def main() -> None:
                 {
                     "runtime": name,
                     "threads": threads,
-                    "batch-1 ms/face": _latency(lambda be=be: be.run(x1)),
+                    "batch-1 ms/face": median_ms(lambda be=be: be.run(x1)),
                     "batch-32 faces/s": _throughput(lambda be=be: be.run(x32), 32),
                 }
             )
@@ -140,7 +129,7 @@ def main() -> None:
                 imgs.append(im)
             ms, faces = [], 0
             for im in imgs:
-                ms.append(_latency(lambda p=p, im=im: p.predict(im), reps=5))
+                ms.append(median_ms(lambda p=p, im=im: p.predict(im), reps=5))
                 faces += len(p.predict(im).faces)
             photo_rows.append(
                 {

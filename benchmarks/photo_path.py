@@ -23,17 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from _common import SHARED, md_table, write
-
-RACE_FOLD = {
-    "White": "White",
-    "Black": "Black",
-    "East Asian": "Asian",
-    "Southeast Asian": "Asian",
-    "Indian": "Indian",
-    "Latino_Hispanic": "Others",
-    "Middle Eastern": "Others",
-}
+from _common import RACE_FOLD, SHARED, md_table, write
 
 
 def photo_sets(fairface: Path, limit: int | None) -> dict[str, pd.DataFrame]:

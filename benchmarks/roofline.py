@@ -13,13 +13,11 @@ Writes benchmarks/results/roofline.{json,md}.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import numpy as np
 
-from _common import md_table, write
+from _common import md_table, median_ms, write
 
 
 def count_macs() -> tuple[int, int]:
@@ -51,17 +49,6 @@ def count_macs() -> tuple[int, int]:
     return total, meta.input_size
 
 
-def _median_ms(fn: Any, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1000
-
-
 def gemm_roof(threads: int) -> float:
     """GMAC/s of onnxruntime's uint8 x int8 MatMulInteger on a 1024 x 2048 x 1024 product."""
     import onnx
@@ -91,7 +78,7 @@ def gemm_roof(threads: int) -> float:
         onnx.save(model, str(path))
         s = open_session(path, threads)
     a = rng.integers(0, 255, (m, k), dtype=np.uint8)
-    ms = _median_ms(lambda: s.run(None, {"A": a}), 20)
+    ms = median_ms(lambda: s.run(None, {"A": a}), 20)
     return m * k * n / (ms / 1000) / 1e9
 
 
@@ -107,7 +94,7 @@ def main() -> None:
         name = s.get_inputs()[0].name
         for batch in (1, 8, 32):
             x = np.random.default_rng(1).random((batch, 3, size, size), dtype=np.float32)
-            ms = _median_ms(lambda x=x, s=s, name=name: s.run(None, {name: x}), 200 if batch == 1 else 30)
+            ms = median_ms(lambda x=x, s=s, name=name: s.run(None, {name: x}), 200 if batch == 1 else 30)
             per_face = ms / batch
             gmacs = macs / (per_face / 1000) / 1e9
             rows.append(

@@ -21,17 +21,7 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from _common import RESULTS, SHARED, md_table, write
-
-RACE_FOLD = {
-    "White": "White",
-    "Black": "Black",
-    "East Asian": "Asian",
-    "Southeast Asian": "Asian",
-    "Indian": "Indian",
-    "Latino_Hispanic": "Others",
-    "Middle Eastern": "Others",
-}
+from _common import RACE_FOLD, RESULTS, SHARED, md_table, write
 
 
 def main() -> None:
