@@ -97,3 +97,32 @@ def test_gradcam_shapes_and_task_differences(utk_dir):
         grad_cam(model, x, "age", layer="nope")
     with pytest.raises(ExplainError):
         grad_cam(model, x, "height")
+
+
+def test_age_matched_mae_and_interval_coverage_by_hand():
+    """Group A: two young faces off by 1 y, one old off by 5; group B: one young off by 1, two old off by 5. Raw
+    MAE 7/3 and 11/3; at the whole set's age mix (half young, half old) both are 0.5 x 1 + 0.5 x 5 = 3. The interval
+    holds the true age for 2 of A's 3 faces."""
+    import numpy as np
+    import pandas as pd
+
+    from faceattr.evidence.audit import _metrics, higher_is_better
+
+    df = pd.DataFrame(
+        {
+            "race": ["A", "A", "A", "B", "B", "B"],
+            "age_band": ["young", "young", "old", "young", "old", "old"],
+            "age_abs_err": [1.0, 1.0, 5.0, 1.0, 5.0, 5.0],
+            "age_covered": [1.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            "age_value_true": [20.0, 20, 70, 20, 70, 70],
+            "age_value_pred": [21.0, 21, 65, 21, 65, 65],
+            "age_true": [0, 0, 1, 0, 1, 1],
+            "age_pred": [0, 0, 1, 0, 1, 1],
+        }
+    )
+    m = _metrics(df)
+    a, b = np.array([0, 1, 2]), np.array([3, 4, 5])
+    assert m["age_mae"](a, a) == pytest.approx(7 / 3) and m["age_mae"](b, b) == pytest.approx(11 / 3)
+    assert m["age_mae_age_matched"](a, a) == pytest.approx(3.0) and m["age_mae_age_matched"](b, b) == pytest.approx(3.0)
+    assert m["age_interval_coverage"](a, a) == pytest.approx(2 / 3)
+    assert not higher_is_better("age_mae_age_matched") and higher_is_better("age_interval_coverage")
