@@ -27,6 +27,7 @@ python benchmarks/wide.py --detector yuface --runtime onnx --no-tta-flip
 python benchmarks/photo_path.py --fairface $FF
 python benchmarks/contention.py --n 300 --seconds 15
 python benchmarks/roofline.py
+python benchmarks/big_photos.py
 python benchmarks/calibration.py --fairface $FF
 python benchmarks/calibration.py --fairface $FF --model $M --no-tta-flip --tag float32-noflip
 python benchmarks/default_path.py --n 600

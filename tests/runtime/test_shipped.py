@@ -83,3 +83,30 @@ def test_the_shipped_onnx_files_know_their_fairface_label_map():
     assert model_label_map(read_meta(SHIPPED_MODEL), "fairface") == {"race": fold}
     assert model_label_map(OnnxBackend(SHIPPED_INT8).meta, "fairface") == {"race": fold}
     assert model_label_map(OnnxBackend(SHIPPED_INT8).meta, "utkface") is None
+
+
+def test_the_licence_clean_model_by_name():
+    """`faceattr-fairface-mobilenetv2`: listed as usable commercially, trained on FairFace alone, and chosen by name
+    it answers FairFace's seven races and age groups on the default path (INT8 + flip where the CPU allows)."""
+    from faceattr.cli.predict import example_photo
+    from faceattr.runtime.catalog import list_shipped, shipped
+    from faceattr.runtime.predictor import Predictor
+
+    name = "faceattr-fairface-mobilenetv2"
+    m = shipped(name)
+    assert m.commercial_use and "CC BY" in m.licence_detail and not any("UTKFace" in t for t in m.trained_on)
+    assert len(list_shipped()) >= 2
+    p = Predictor.from_pretrained(name)
+    assert p.tta_flip  # the default path of a shipped model
+    face = p.predict(example_photo()).faces[0]
+    assert set(face.race.probabilities) == {
+        "White",
+        "Black",
+        "Latino_Hispanic",
+        "East Asian",
+        "Southeast Asian",
+        "Indian",
+        "Middle Eastern",
+    }
+    assert face.age.label in face.age.probabilities and len(face.age.probabilities) == 9
+    assert abs(sum(face.race.probabilities.values()) - 1) < 1e-4
