@@ -11,4 +11,4 @@ mkdir -p data
 faceattr train -c configs/utkface-paplham.yaml -o "name=utkface-paplham-$K" -o "data.split_file=data/paplham-$K.csv" \
   -o "data.root=$S/data/utkface" --resume "$@"
 faceattr evaluate --model "runs/utkface-paplham-$K/best.safetensors" --data "utkface:$S/data/utkface" --split test \
-  -o "results/eval-utkface-paplham-$K"
+  --split-file "data/paplham-$K.csv" -o "results/eval-utkface-paplham-$K"

@@ -72,3 +72,29 @@ def test_an_onnx_model_is_evaluated_as_predict_runs_it(tiny_checkpoint, synth_ut
     assert plain["metrics"]["overall"]["age"]["mae"] != flipped["metrics"]["overall"]["age"]["mae"]
     md = report_markdown(flipped)
     assert "flip test-time augmentation" in md and "| gender |" in md and "ECE %" in md and "median width" in md
+
+
+def test_evaluate_on_a_published_protocols_split_file(tiny_checkpoint, synth_utk, tmp_path, capsys):
+    """`faceattr evaluate --split-file F`: the test faces are F's (here: the first three photos), not the dataset's
+    own protocol's."""
+    import json
+    from pathlib import Path
+
+    from faceattr.cli.main import main as cli_main
+
+    files = sorted(p.name for p in Path(synth_utk).rglob("*.jpg"))
+    split = tmp_path / "split.csv"
+    split.write_text(
+        "file,split\n" + "".join(f"{f},{'test' if i < 3 else 'train'}\n" for i, f in enumerate(files)),
+        encoding="utf-8",
+    )
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", f"utkface:{synth_utk}", "--json"]
+    assert cli_main([*args, "--split-file", str(split)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 3 and res["split_file"] == str(split)
+    split.write_text(
+        "file,split\n" + "".join(f"{f},{'test' if i >= 2 else 'train'}\n" for i, f in enumerate(files)),
+        encoding="utf-8",
+    )
+    assert cli_main([*args, "--split-file", str(split)]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == len(files) - 2

@@ -30,6 +30,11 @@ def _add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data", required=True, help="utkface:DIR | fairface:DIR | manifest:CSV")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument(
+        "--split-file",
+        help="the protocol's split file (faceattr split writes one, e.g. --protocol paplham:K) instead of the "
+        "dataset's own protocol",
+    )
     p.add_argument("--limit", type=int, help="evaluate a seeded subset of this many faces")
     add_tta_flip_arg(p, "--model")
     p.add_argument(
@@ -51,9 +56,18 @@ def _run(a: argparse.Namespace) -> int:
     checkpoint, flip = shipped_or(a.checkpoint, a.tta_flip)
     out = output_plan(checkpoint, a.data).claim_dir(a.out, "--out") if a.out else None
     lm = parse_label_map(a.label_map, a.data.split(":", 1)[0])
+    data: Any = a.data
+    if a.split_file:
+        import dataclasses
+
+        from faceattr.data.spec import parse_data_spec
+
+        data = dataclasses.replace(parse_data_spec(a.data), split_file=a.split_file)
     res = evaluate_checkpoint(
-        checkpoint, a.data, a.split, limit=a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm
+        checkpoint, data, a.split, limit=a.limit, tta_flip=flip, progress=not a.quiet, label_map=lm
     )
+    if a.split_file:
+        res["split_file"] = a.split_file
     md = report_markdown(res)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
