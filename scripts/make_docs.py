@@ -311,6 +311,8 @@ def paplham_table() -> str:
     """UTKFace age in Paplham et al.'s protocol: each split measured here (``results/eval-utkface-paplham-K/``),
     beside the figures their paper publishes."""
     out = ["| UTKFace, Paplham et al.'s protocol | split | test faces | age MAE |", "|---|---|---|---|"]
+    found = [k for k in range(PAPLHAM_SPLITS) if (REPO / "results" / f"eval-utkface-paplham-{k}").is_dir()]
+    note = f" — provisional: {len(found)} split(s) of {PAPLHAM_SPLITS}" if len(found) < PAPLHAM_SPLITS else ""
     for k in range(PAPLHAM_SPLITS):
         f = REPO / "results" / f"eval-utkface-paplham-{k}" / "metrics.json"
         if f.is_file():
@@ -318,7 +320,7 @@ def paplham_table() -> str:
             mae = d["metrics"]["overall"]["age"]["mae"]
             out.append(
                 f"| the shipped recipe's network and age head, MobileNetV2 128 px "
-                f"(`results/eval-utkface-paplham-{k}/`) | {k} | {d['n']:,} | {mae:.2f} |"
+                f"(`results/eval-utkface-paplham-{k}/`){note} | {k} | {d['n']:,} | {mae:.2f} |"
             )
     for label, mae in PAPLHAM_PUBLISHED:
         out.append(f"| {label}, published | mean of 0-4 | — | {mae:.2f} |")
