@@ -86,8 +86,8 @@ class Job:
 
 
 class Pipeline:
-    """One worker's whole pipeline on one thread: its own detector and model (the model loaded once), photos (paths
-    or bytes) in, the job's rows out. Not shared between threads (dlib and OpenCV detectors are not thread-safe):
+    """One worker's whole pipeline on one thread: its own detector and model (the model loaded once), photo paths
+    in, the job's rows out. Not shared between threads (dlib and OpenCV detectors are not thread-safe):
     one per worker process or Ray actor."""
 
     def __init__(
@@ -105,9 +105,9 @@ class Pipeline:
             self.detector = create_detector(job.detector, templates=job.meta.alignment.keys())
             self.template = job.meta.template(self.detector.name)
 
-    def rows(self, photos: Sequence[str | bytes], sources: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
-        """The rows of ``photos`` (paths, or bytes named by ``sources``), the network run once over all their faces."""
-        preps = [self.prepare(p, sources[i] if sources else None) for i, p in enumerate(photos)]
+    def rows(self, paths: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of the photos at ``paths``, the network run once over all their faces."""
+        preps = [self.prepare(p) for p in paths]
         chips = [p["chips"] for p in preps if p.get("chips") is not None]
         attrs = self.pred.predict_chips(np.concatenate(chips)) if chips else []
         rows: list[dict[str, Any]] = []
@@ -118,21 +118,18 @@ class Pipeline:
             j += nf
         return rows
 
-    def prepare(self, path: str | bytes, source: str | None = None) -> dict[str, Any]:
-        """Decode, detect and align one photo (a path, or its bytes named ``source``): the face chips and their
-        boxes, or an error."""
+    def prepare(self, path: str) -> dict[str, Any]:
+        """Decode, detect and align the photo at ``path``: the face chips and their boxes, or an error."""
         from faceattr.vision.align import align_face
         from faceattr.vision.image import REDUCE_ABOVE, ImageError, decode_image, square_resize
 
         job = self.job
-        name = source or str(path)
+        name = str(path)
         size = job.meta.input_size
         try:
-            if isinstance(path, bytes) and not path:
-                raise ImageError(f"{name}: empty file")
             rgb, scale = decode_image(path, job.max_pixels, REDUCE_ABOVE if job.detect else None)
         except ImageError as e:
-            return {"source": name, "error": str(e).replace("<bytes>", name)}
+            return {"source": name, "error": str(e)}
         h, w = round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)
         if not job.detect:
             return {"source": name, "width": w, "height": h, "faces": [{}], "chips": square_resize(rgb, size)[None]}
